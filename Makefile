@@ -1,0 +1,63 @@
+# Fleetshift developer entry points. `make test` does all of its own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PACKAGES := operator/fleetshift_operator runtime/fleetshift_runtime devcluster/fleetshift_devcluster
+
+.PHONY: help venv tools binaries lint typecheck test test-fast cluster cluster-down demo clean
+
+help:
+	@echo "make test          set everything up (venv, packages, binaries, Prometheus), lint, run all tests"
+	@echo "make cluster       start the local control plane in the background (prints export KUBECONFIG=...)"
+	@echo "make cluster-down  stop it"
+	@echo "make demo          the guardrail walkthrough (not built yet: see README)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	@touch $@
+
+# System tools from Debian's packages, installed only when missing.
+tools:
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  echo "[tools] installing from Debian:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+binaries: venv
+	$(BIN)/fleetshift-cluster binaries
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy $(PACKAGES) tests
+
+test: venv tools binaries lint typecheck
+	$(BIN)/python -m pytest
+
+# Only the tests that need no control plane: a quick loop while editing.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not cluster"
+
+cluster: venv tools binaries
+	@$(BIN)/fleetshift-cluster up
+
+cluster-down: venv
+	@$(BIN)/fleetshift-cluster down
+
+demo:
+	@echo "make demo is not built yet: the guardrail walkthrough lands with the rollout engine, alarms and runtime."
+	@exit 2
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,333 @@
+"""Find or build the pinned control-plane binaries.
+
+Lookup order for every binary (the envtest convention first):
+
+1. ``$KUBEBUILDER_ASSETS/<name>`` when it reports the pinned version;
+2. ``<name>`` on ``PATH`` when it reports the pinned version;
+3. the build cache ``~/.cache/fleetshift/<component>-<version>/<name>``
+   (``$FLEETSHIFT_CACHE`` overrides the root), built from Go modules with the
+   machine's ``go`` when missing.
+
+Kubernetes itself is not ``go install``-able (its ``go.mod`` replaces the
+``k8s.io/*`` staging modules with local paths), so it is built from a small
+generated wrapper module that requires ``k8s.io/kubernetes`` and points every
+staging module at its published ``v0.X.Y`` twin. etcd, kwok and helm install
+with ``go install``.
+
+A second run finds everything in the cache and does nothing. Progress goes to
+stderr, one line per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.35.4"
+ETCD_VERSION = "v3.5.35"
+KWOK_VERSION = "v0.8.0"
+HELM_VERSION = "v3.22.0"
+GATEWAY_API_VERSION = "v1.7.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Binary:
+    """One pinned executable and how to build it."""
+
+    name: str
+    """File name of the executable."""
+    component: str
+    """Cache folder prefix, e.g. ``k8s`` for the Kubernetes binaries."""
+    version: str
+    """Pinned version, as the executable's ``--version`` reports it."""
+    version_args: tuple[str, ...]
+    """Arguments that make the executable print its version."""
+
+
+KUBE_APISERVER = Binary("kube-apiserver", "k8s", KUBERNETES_VERSION, ("--version",))
+KUBE_CONTROLLER_MANAGER = Binary(
+    "kube-controller-manager", "k8s", KUBERNETES_VERSION, ("--version",)
+)
+KUBE_SCHEDULER = Binary("kube-scheduler", "k8s", KUBERNETES_VERSION, ("--version",))
+KUBECTL = Binary("kubectl", "k8s", KUBERNETES_VERSION, ("version", "--client"))
+ETCD = Binary("etcd", "etcd", ETCD_VERSION, ("--version",))
+KWOK = Binary("kwok", "kwok", KWOK_VERSION, ("--version",))
+HELM = Binary("helm", "helm", HELM_VERSION, ("version", "--short"))
+
+CONTROL_PLANE = (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, ETCD, KWOK)
+ALL = (*CONTROL_PLANE, KUBECTL, HELM)
+
+_COMMANDS = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "etcd": "go.etcd.io/etcd/server/v3",
+}
+_WRAPPED = {"k8s": "k8s.io/kubernetes", "etcd": "go.etcd.io/etcd/server/v3"}
+_GO_INSTALL = {
+    "kwok": ("sigs.k8s.io/kwok/cmd/kwok", "kwok"),
+    "helm": ("helm.sh/helm/v3/cmd/helm", "helm"),
+}
+
+
+class BuildError(RuntimeError):
+    """A pinned binary could not be found or built."""
+
+
+def cache_root() -> Path:
+    """Root of the binary cache, outside the repository."""
+    override = os.environ.get("FLEETSHIFT_CACHE")
+    if override:
+        return Path(override).expanduser()
+    return Path.home() / ".cache" / "fleetshift"
+
+
+def cache_dir(binary: Binary) -> Path:
+    """Folder holding ``binary`` once built, e.g. ``~/.cache/fleetshift/k8s-v1.35.4``."""
+    return cache_root() / f"{binary.component}-{binary.version}"
+
+
+def _progress(message: str) -> None:
+    print(f"[binaries] {message}", file=sys.stderr, flush=True)
+
+
+def reports_version(path: Path, binary: Binary) -> bool:
+    """True when ``path`` is executable and prints the pinned version.
+
+    The check looks for the version as a whole token, with or without the
+    leading ``v`` (etcd prints ``etcd Version: 3.5.35``).
+    """
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        return False
+    try:
+        done = subprocess.run(
+            [str(path), *binary.version_args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    printed = done.stdout + done.stderr
+    bare = binary.version.removeprefix("v")
+    return re.search(rf"(?<![\w.])v?{re.escape(bare)}(?![\w.])", printed) is not None
+
+
+def find(binary: Binary) -> Path | None:
+    """Return a usable pinned ``binary`` without building, or None."""
+    candidates: list[Path] = []
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        candidates.append(Path(assets) / binary.name)
+    on_path = shutil.which(binary.name)
+    if on_path:
+        candidates.append(Path(on_path))
+    candidates.append(cache_dir(binary) / binary.name)
+    for candidate in candidates:
+        if reports_version(candidate, binary):
+            return candidate
+    return None
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError("Go is needed to build the control-plane binaries, and `go` is not on PATH")
+    return go
+
+
+def _run_go(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    full_env = {**os.environ, "CGO_ENABLED": "0", **(env or {})}
+    done = subprocess.run([_go(), *args], cwd=cwd, env=full_env, check=False)
+    if done.returncode != 0:
+        raise BuildError(f"`go {' '.join(args)}` failed in {cwd} (exit {done.returncode})")
+
+
+def _module_gomod(module: str, version: str, workdir: Path) -> dict[str, object]:
+    """``module@version``'s go.mod as ``go mod edit -json`` prints it."""
+    done = subprocess.run(
+        [_go(), "mod", "download", "-json", f"{module}@{version}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BuildError(f"cannot download {module}@{version}: {done.stderr.strip()}")
+    copy = workdir / "upstream.mod"
+    shutil.copyfile(json.loads(done.stdout)["GoMod"], copy)
+    edited = subprocess.run(
+        [_go(), "mod", "edit", "-json", str(copy)], capture_output=True, text=True, check=False
+    )
+    if edited.returncode != 0:
+        raise BuildError(f"cannot read the go.mod of {module}@{version}: {edited.stderr.strip()}")
+    parsed: dict[str, object] = json.loads(edited.stdout)
+    return parsed
+
+
+def wrapper_gomod(module: str, version: str, upstream: dict[str, object]) -> str:
+    """The go.mod of a wrapper module that builds commands of ``module@version``.
+
+    ``go install`` refuses modules whose go.mod has ``replace`` directives.
+    The wrapper requires the module and rewrites its replaces:
+
+    - a replace to a local path (``=> ./staging/src/k8s.io/api``) becomes a
+      replace to the published version the module requires; where it requires
+      the placeholder ``v0.0.0`` (Kubernetes' staging modules), the published
+      twin ``v0.<minor>.<patch>`` of ``version`` is used;
+    - a local replace of a module it does not require is dropped;
+    - any other replace is kept as it is.
+
+    >>> upstream = {
+    ...     "Go": "1.25.0",
+    ...     "Require": [{"Path": "k8s.io/api", "Version": "v0.0.0"},
+    ...                 {"Path": "example.com/x", "Version": "v1.2.0"}],
+    ...     "Replace": [{"Old": {"Path": "k8s.io/api"}, "New": {"Path": "./staging/src/k8s.io/api"}},
+    ...                 {"Old": {"Path": "example.com/x"}, "New": {"Path": "../x"}},
+    ...                 {"Old": {"Path": "example.com/gone"}, "New": {"Path": "./FORBIDDEN"}},
+    ...                 {"Old": {"Path": "example.com/y"},
+    ...                  "New": {"Path": "example.com/y", "Version": "v0.3.0"}}],
+    ... }
+    >>> print(wrapper_gomod("k8s.io/kubernetes", "v1.35.4", upstream), end="")
+    module fleetshift.dev/binaries
+    go 1.25.0
+    require k8s.io/kubernetes v1.35.4
+    replace k8s.io/api => k8s.io/api v0.35.4
+    replace example.com/x => example.com/x v1.2.0
+    replace example.com/y => example.com/y v0.3.0
+    """
+    required = {
+        str(entry["Path"]): str(entry["Version"])
+        for entry in _entries(upstream.get("Require"))
+    }
+    staging_version = "v0." + version.removeprefix("v").split(".", 1)[1]
+    lines = [
+        "module fleetshift.dev/binaries",
+        f"go {upstream.get('Go') or '1.25.0'}",
+        f"require {module} {version}",
+    ]
+    for entry in _entries(upstream.get("Replace")):
+        old, new = entry["Old"], entry["New"]
+        assert isinstance(old, dict) and isinstance(new, dict)
+        old_path, new_path = str(old["Path"]), str(new["Path"])
+        if new_path.startswith("."):
+            if old_path not in required:
+                continue
+            pinned = required[old_path]
+            lines.append(
+                f"replace {old_path} => {old_path} "
+                f"{staging_version if pinned == 'v0.0.0' else pinned}"
+            )
+        else:
+            target = f"{new_path} {new['Version']}" if new.get("Version") else new_path
+            lines.append(f"replace {old_path} => {target}")
+    return "\n".join(lines) + "\n"
+
+
+def _entries(value: object) -> list[dict[str, object]]:
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
+def _build_from_wrapper(
+    module: str, version: str, binaries: list[Binary], ldflags: str = "-s -w"
+) -> None:
+    """Build ``binaries`` (commands of ``module@version``) into their cache folder."""
+    target = cache_dir(binaries[0])
+    wrapper = target / "wrapper"
+    wrapper.mkdir(parents=True, exist_ok=True)
+    gomod = wrapper / "go.mod"
+    if not (wrapper / "go.sum").exists():
+        gomod.write_text("module fleetshift.dev/binaries\n")
+        upstream = _module_gomod(module, version, wrapper)
+        gomod.write_text(wrapper_gomod(module, version, upstream))
+        (wrapper / "tools.go").write_text(
+            "//go:build tools\n\npackage tools\n\nimport (\n"
+            + "".join(f'\t_ "{_COMMANDS[b.name]}"\n' for b in binaries)
+            + ")\n"
+        )
+        _progress(f"resolving the modules of {module}@{version} (go mod tidy)")
+        _run_go(["mod", "tidy"], wrapper)
+    for binary in binaries:
+        started = time.monotonic()
+        _progress(f"building {binary.name} {binary.version} (first time: minutes)")
+        _run_go(
+            ["build", "-trimpath", "-ldflags", ldflags, "-o", str(target / binary.name),
+             _COMMANDS[binary.name]],
+            wrapper,
+        )
+        _progress(f"built {binary.name} in {time.monotonic() - started:.0f}s")
+
+
+def _kubernetes_ldflags() -> str:
+    major, minor = KUBERNETES_VERSION.removeprefix("v").split(".")[:2]
+    stamps = []
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        stamps += [
+            f"-X {package}.gitVersion={KUBERNETES_VERSION}",
+            f"-X {package}.gitMajor={major}",
+            f"-X {package}.gitMinor={minor}",
+            f"-X {package}.gitTreeState=clean",
+        ]
+    return " ".join(["-s -w", *stamps])
+
+
+def _go_install(binary: Binary) -> None:
+    package, built_name = _GO_INSTALL[binary.name]
+    target = cache_dir(binary)
+    target.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    _progress(f"go install {package}@{binary.version}")
+    _run_go(["install", "-trimpath", "-ldflags=-s -w", f"{package}@{binary.version}"], target,
+            env={"GOBIN": str(target)})
+    built = target / built_name
+    if built_name != binary.name:
+        built.replace(target / binary.name)
+    _progress(f"built {binary.name} in {time.monotonic() - started:.0f}s")
+
+
+def ensure(binaries: tuple[Binary, ...] = ALL) -> dict[str, Path]:
+    """Return a path for every binary, building the missing ones."""
+    found: dict[str, Path] = {}
+    to_wrap: dict[str, list[Binary]] = {}
+    for binary in binaries:
+        path = find(binary)
+        if path is not None:
+            found[binary.name] = path
+        elif binary.component in _WRAPPED:
+            to_wrap.setdefault(binary.component, []).append(binary)
+        else:
+            _go_install(binary)
+    for component, group in to_wrap.items():
+        ldflags = _kubernetes_ldflags() if component == "k8s" else "-s -w"
+        _build_from_wrapper(_WRAPPED[component], group[0].version, group, ldflags)
+    for binary in binaries:
+        path = found.get(binary.name, cache_dir(binary) / binary.name)
+        if not reports_version(path, binary):
+            raise BuildError(f"{path} does not report {binary.name} {binary.version}")
+        found[binary.name] = path
+    return found
+
+
+def main() -> int:
+    """Entry point: ``python -m fleetshift_devcluster.binaries``."""
+    try:
+        paths = ensure()
+    except BuildError as error:
+        _progress(f"error: {error}")
+        return 1
+    for name, path in paths.items():
+        _progress(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok with fake nodes.
+
+Every process listens on 127.0.0.1 only. Pod IPs and ClusterIPs that kwok and
+the apiserver hand out are bookkeeping: nothing here connects to them.
+
+The cluster's state (PIDs, ports, paths) is written to ``<folder>/cluster.json``
+so that another process (``make cluster-down``) can stop exactly the processes
+that were started, by PID, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from fleetshift_devcluster import binaries, pki
+from fleetshift_devcluster.processes import ManagedProcess, port_is_free, stop_processes
+
+STATE_FILE = "cluster.json"
+SERVICE_CIDR = "10.96.0.0/16"
+"""ClusterIPs are bookkeeping only: no process ever connects to them."""
+POD_CIDR = "10.244.0.1/16"
+"""kwok's fake pod IPs: bookkeeping only, like ClusterIPs."""
+DEFAULT_NODES = 3
+
+
+class ClusterError(RuntimeError):
+    """The local control plane could not start or be found."""
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _progress(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+def kubeconfig_for(
+    server: str, ca: Path, cert: Path, key: Path, user: str, namespace: str = "default"
+) -> dict[str, object]:
+    """A kubeconfig document for one client certificate."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "fleetshift-local", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [
+            {
+                "name": "fleetshift-local",
+                "context": {"cluster": "fleetshift-local", "user": user, "namespace": namespace},
+            }
+        ],
+        "current-context": "fleetshift-local",
+    }
+
+
+def fake_node(name: str) -> dict[str, object]:
+    """A Node object that kwok manages (by annotation) as if a kubelet ran it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/role": "agent",
+                "node-role.kubernetes.io/agent": "",
+                "type": "kwok",
+                "topology.kubernetes.io/zone": f"zone-{name[-1]}",
+            },
+        },
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+        },
+    }
+
+
+@dataclasses.dataclass
+class LocalCluster:
+    """A running (or stopped) local control plane rooted in ``folder``."""
+
+    folder: Path
+    ports: dict[str, int] = dataclasses.field(default_factory=dict)
+    processes: list[ManagedProcess] = dataclasses.field(default_factory=list)
+    nodes: int = DEFAULT_NODES
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (group ``system:masters``)."""
+        return self.folder / "admin.kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def pki(self) -> pki.Pki:
+        return pki.Pki(self.folder / "pki")
+
+    @property
+    def logs(self) -> Path:
+        return self.folder / "logs"
+
+    # -- state -------------------------------------------------------------------------
+
+    def save(self) -> None:
+        state = {
+            "folder": str(self.folder),
+            "ports": self.ports,
+            "nodes": self.nodes,
+            "processes": [dataclasses.asdict(p) for p in self.processes],
+        }
+        (self.folder / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> LocalCluster:
+        """The cluster whose state lives in ``folder``."""
+        path = folder / STATE_FILE
+        if not path.exists():
+            raise ClusterError(f"no cluster state in {folder} (expected {STATE_FILE})")
+        state = json.loads(path.read_text())
+        return cls(
+            folder=Path(state["folder"]),
+            ports={k: int(v) for k, v in state["ports"].items()},
+            nodes=int(state["nodes"]),
+            processes=[ManagedProcess(**p) for p in state["processes"]],
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start every process, register fake nodes, and wait until pods can run."""
+        started = time.monotonic()
+        paths = binaries.ensure(binaries.CONTROL_PLANE)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
+            self.ports[name] = free_port()
+        keys = pki.write_pki(self.pki.folder)
+        self._write_kubeconfigs(keys)
+        deadline = started + timeout
+        try:
+            self._start_etcd(paths["etcd"])
+            self._wait_http(f"http://127.0.0.1:{self.ports['etcd']}/health", deadline, "etcd")
+            self._start_apiserver(paths["kube-apiserver"], keys)
+            self._wait_http(f"{self.server}/readyz", deadline, "kube-apiserver")
+            self._start_controller_manager(paths["kube-controller-manager"], keys)
+            self._start_scheduler(paths["kube-scheduler"])
+            self._start_kwok(paths["kwok"])
+            self._register_nodes()
+            self._wait_nodes_ready(deadline)
+            self._wait_default_service_account(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        _progress(f"ready in {time.monotonic() - started:.1f}s: {self.server}")
+
+    def stop(self) -> None:
+        """Stop the processes this cluster started, by PID, newest first."""
+        stop_processes(list(reversed(self.processes)))
+        self.processes = []
+        if self.folder.exists():
+            self.save()
+
+    def alive(self) -> bool:
+        """True when every started process is still running."""
+        return bool(self.processes) and all(p.running() for p in self.processes)
+
+    def open_ports(self) -> list[int]:
+        """Ports of this cluster that something still listens on."""
+        return [port for port in self.ports.values() if not port_is_free(port)]
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        process = ManagedProcess.spawn(name, argv, self.logs / f"{name}.log", cwd=self.folder)
+        self.processes.append(process)
+        self.save()
+
+    def _write_kubeconfigs(self, keys: pki.Pki) -> None:
+        for identity in pki.CLIENTS:
+            document = kubeconfig_for(
+                self.server,
+                keys.ca_cert,
+                keys.client_cert(identity),
+                keys.client_key(identity),
+                identity.user,
+            )
+            stem = identity.file_stem
+            (self.folder / f"{stem}.kubeconfig").write_text(yaml.safe_dump(document))
+
+    def _start_etcd(self, etcd: Path) -> None:
+        client = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        self._spawn(
+            "etcd",
+            [
+                str(etcd),
+                f"--data-dir={self.folder / 'etcd-data'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=default={peer}",
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+        )
+
+    def _start_apiserver(self, apiserver: Path, keys: pki.Pki) -> None:
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(apiserver),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports['apiserver']}",
+                f"--tls-cert-file={keys.serving_cert}",
+                f"--tls-private-key-file={keys.serving_key}",
+                f"--client-ca-file={keys.ca_cert}",
+                f"--service-account-key-file={keys.service_account_pub}",
+                f"--service-account-signing-key-file={keys.service_account_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--authorization-mode=Node,RBAC",
+                "--anonymous-auth=false",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+                "--storage-media-type=application/vnd.kubernetes.protobuf",
+                "--v=1",
+            ],
+        )
+
+    def _start_controller_manager(self, binary: Path, keys: pki.Pki) -> None:
+        kubeconfig = self.folder / f"{pki.CONTROLLER_MANAGER.file_stem}.kubeconfig"
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(binary),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['controller-manager']}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={keys.service_account_key}",
+                f"--root-ca-file={keys.ca_cert}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+                "--horizontal-pod-autoscaler-sync-period=5s",
+                "--node-monitor-grace-period=60s",
+                "--v=1",
+            ],
+        )
+
+    def _start_scheduler(self, binary: Path) -> None:
+        kubeconfig = self.folder / f"{pki.SCHEDULER.file_stem}.kubeconfig"
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(binary),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['scheduler']}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+
+    def _start_kwok(self, binary: Path) -> None:
+        kubeconfig = self.folder / f"{pki.KWOK.file_stem}.kubeconfig"
+        self._spawn(
+            "kwok",
+            [
+                str(binary),
+                f"--kubeconfig={kubeconfig}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--manage-nodes-with-label-selector=",
+                # Pods carrying this annotation keep the status a test or launcher gives them.
+                "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+                "--disregard-status-with-label-selector=",
+                f"--server-address=127.0.0.1:{self.ports['kwok']}",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=10.244.255.254",
+                "--node-lease-duration-seconds=40",
+            ],
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        keys = self.pki
+        context = ssl.create_default_context(cafile=str(keys.ca_cert))
+        context.load_cert_chain(keys.client_cert(pki.ADMIN), keys.client_key(pki.ADMIN))
+        return context
+
+    def request(self, method: str, path: str, body: object | None = None) -> object:
+        """One admin request to the apiserver, JSON in and out (for start-up only)."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data else {}
+        request = urllib.request.Request(  # noqa: S310 - https on loopback only
+            f"{self.server}{path}", data=data, method=method, headers=headers
+        )
+        with urllib.request.urlopen(request, context=self._ssl_context(), timeout=10) as answer:  # noqa: S310
+            return json.loads(answer.read() or b"null")
+
+    def _wait_http(self, url: str, deadline: float, what: str) -> None:
+        context = self._ssl_context() if url.startswith("https") else None
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            self._check_processes(what)
+            try:
+                with urllib.request.urlopen(url, context=context, timeout=2) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as error:
+                last_error = str(error)
+            time.sleep(0.2)
+        raise ClusterError(f"{what} did not become healthy at {url}: {last_error}")
+
+    def _check_processes(self, waiting_for: str) -> None:
+        for process in self.processes:
+            if not process.running():
+                tail = process.log_tail()
+                raise ClusterError(
+                    f"{process.name} exited while waiting for {waiting_for}; last log lines:\n{tail}"
+                )
+
+    def _register_nodes(self) -> None:
+        for index in range(self.nodes):
+            with contextlib.suppress(urllib.error.HTTPError):
+                self.request("POST", "/api/v1/nodes", fake_node(f"kwok-node-{index}"))
+
+    def _wait_nodes_ready(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_processes("nodes to be Ready")
+            listed = self.request("GET", "/api/v1/nodes")
+            assert isinstance(listed, dict)
+            ready = [
+                item
+                for item in listed.get("items", [])
+                if any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in item.get("status", {}).get("conditions", [])
+                )
+            ]
+            if len(ready) >= self.nodes:
+                return
+            time.sleep(0.2)
+        raise ClusterError("kwok nodes did not become Ready")
+
+    def _wait_default_service_account(self, deadline: float) -> None:
+        """Pods are admitted only once the namespace's ``default`` account exists."""
+        while time.monotonic() < deadline:
+            self._check_processes("the default service account")
+            try:
+                self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+                return
+            except urllib.error.HTTPError:
+                time.sleep(0.2)
+        raise ClusterError("the controller-manager did not create the default service account")
+
+
+@contextlib.contextmanager
+def running_cluster(folder: Path, nodes: int = DEFAULT_NODES) -> Iterator[LocalCluster]:
+    """Start a cluster in ``folder`` and stop it on exit, whatever happens."""
+    cluster = LocalCluster(folder=folder, nodes=nodes)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def default_folder() -> Path:
+    """Where ``make cluster`` keeps its cluster: a fixed temp folder per user."""
+    base = os.environ.get("FLEETSHIFT_CLUSTER_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"fleetshift-cluster-{os.getuid()}"
+
+
+def terminate_on_signals(cluster: LocalCluster) -> None:
+    """Stop ``cluster`` when this process gets SIGTERM or SIGINT."""
+
+    def _handler(signum: int, _frame: object) -> None:
+        cluster.stop()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)

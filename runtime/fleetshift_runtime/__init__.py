@@ -1,0 +1,3 @@
+"""Fleetshift's model-serving runtime (FastAPI + XGBoost)."""
+
+__version__ = "0.1.0"
