@@ -141,7 +141,9 @@ def find(binary: Binary) -> Path | None:
 def _go() -> str:
     go = shutil.which("go")
     if go is None:
-        raise BuildError("Go is needed to build the control-plane binaries, and `go` is not on PATH")
+        raise BuildError(
+            "Go is needed to build the control-plane binaries, and `go` is not on PATH"
+        )
     return go
 
 
@@ -191,7 +193,8 @@ def wrapper_gomod(module: str, version: str, upstream: dict[str, object]) -> str
     ...     "Go": "1.25.0",
     ...     "Require": [{"Path": "k8s.io/api", "Version": "v0.0.0"},
     ...                 {"Path": "example.com/x", "Version": "v1.2.0"}],
-    ...     "Replace": [{"Old": {"Path": "k8s.io/api"}, "New": {"Path": "./staging/src/k8s.io/api"}},
+    ...     "Replace": [{"Old": {"Path": "k8s.io/api"},
+    ...                  "New": {"Path": "./staging/src/k8s.io/api"}},
     ...                 {"Old": {"Path": "example.com/x"}, "New": {"Path": "../x"}},
     ...                 {"Old": {"Path": "example.com/gone"}, "New": {"Path": "./FORBIDDEN"}},
     ...                 {"Old": {"Path": "example.com/y"},
@@ -206,8 +209,7 @@ def wrapper_gomod(module: str, version: str, upstream: dict[str, object]) -> str
     replace example.com/y => example.com/y v0.3.0
     """
     required = {
-        str(entry["Path"]): str(entry["Version"])
-        for entry in _entries(upstream.get("Require"))
+        str(entry["Path"]): str(entry["Version"]) for entry in _entries(upstream.get("Require"))
     }
     staging_version = "v0." + version.removeprefix("v").split(".", 1)[1]
     lines = [
@@ -217,7 +219,8 @@ def wrapper_gomod(module: str, version: str, upstream: dict[str, object]) -> str
     ]
     for entry in _entries(upstream.get("Replace")):
         old, new = entry["Old"], entry["New"]
-        assert isinstance(old, dict) and isinstance(new, dict)
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            continue
         old_path, new_path = str(old["Path"]), str(new["Path"])
         if new_path.startswith("."):
             if old_path not in required:
@@ -260,8 +263,15 @@ def _build_from_wrapper(
         started = time.monotonic()
         _progress(f"building {binary.name} {binary.version} (first time: minutes)")
         _run_go(
-            ["build", "-trimpath", "-ldflags", ldflags, "-o", str(target / binary.name),
-             _COMMANDS[binary.name]],
+            [
+                "build",
+                "-trimpath",
+                "-ldflags",
+                ldflags,
+                "-o",
+                str(target / binary.name),
+                _COMMANDS[binary.name],
+            ],
             wrapper,
         )
         _progress(f"built {binary.name} in {time.monotonic() - started:.0f}s")
@@ -286,8 +296,11 @@ def _go_install(binary: Binary) -> None:
     target.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     _progress(f"go install {package}@{binary.version}")
-    _run_go(["install", "-trimpath", "-ldflags=-s -w", f"{package}@{binary.version}"], target,
-            env={"GOBIN": str(target)})
+    _run_go(
+        ["install", "-trimpath", "-ldflags=-s -w", f"{package}@{binary.version}"],
+        target,
+        env={"GOBIN": str(target)},
+    )
     built = target / built_name
     if built_name != binary.name:
         built.replace(target / binary.name)

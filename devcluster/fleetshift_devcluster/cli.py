@@ -1,9 +1,9 @@
 """``fleetshift-cluster``: start, stop and inspect the local control plane.
 
-    fleetshift-cluster up       # start in the background; last line: export KUBECONFIG=...
-    fleetshift-cluster down     # stop exactly the processes `up` started
-    fleetshift-cluster status   # say whether it runs, and where
-    fleetshift-cluster binaries # find or build the pinned binaries, print their paths
+fleetshift-cluster up       # start in the background; last line: export KUBECONFIG=...
+fleetshift-cluster down     # stop exactly the processes `up` started
+fleetshift-cluster status   # say whether it runs, and where
+fleetshift-cluster binaries # find or build the pinned binaries, print their paths
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _up(folder: Path, nodes: int) -> int:
         print(f"[cluster] error: {error}", file=sys.stderr)
         return 1
     print(f"[cluster] logs: {cluster.logs}", file=sys.stderr)
-    print(f"[cluster] stop it with: make cluster-down", file=sys.stderr)
+    print("[cluster] stop it with: make cluster-down", file=sys.stderr)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
 
@@ -64,17 +64,26 @@ def _status(folder: Path) -> int:
         print(f"not running (no cluster in {folder})")
         return 1
     for process in cluster.processes:
-        print(f"{process.name:<24} pid {process.pid:<8} {'running' if process.running() else 'gone'}")
+        print(
+            f"{process.name:<24} pid {process.pid:<8} {'running' if process.running() else 'gone'}"
+        )
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0 if cluster.alive() else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fleetshift-cluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fleetshift-cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=["up", "down", "status", "binaries"])
-    parser.add_argument("--folder", type=Path, default=None,
-                        help="state folder (default: $FLEETSHIFT_CLUSTER_DIR or a temp folder)")
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=None,
+        help="state folder (default: $FLEETSHIFT_CLUSTER_DIR or a temp folder)",
+    )
     parser.add_argument("--nodes", type=int, default=3, help="number of kwok nodes (default 3)")
     args = parser.parse_args(argv)
     folder: Path = args.folder or default_folder()

@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -56,16 +55,21 @@ def _progress(message: str) -> None:
 
 
 def kubeconfig_for(
-    server: str, ca: Path, cert: Path, key: Path, user: str, namespace: str = "default"
+    *, server: str, ca: Path, cert: Path, key: Path, user: str, namespace: str = "default"
 ) -> dict[str, object]:
     """A kubeconfig document for one client certificate."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "fleetshift-local", "cluster": {"server": server, "certificate-authority": str(ca)}}
+            {
+                "name": "fleetshift-local",
+                "cluster": {"server": server, "certificate-authority": str(ca)},
+            }
         ],
-        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+        ],
         "contexts": [
             {
                 "name": "fleetshift-local",
@@ -120,7 +124,7 @@ class LocalCluster:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
     @property
-    def pki(self) -> pki.Pki:
+    def keys(self) -> pki.Pki:
         return pki.Pki(self.folder / "pki")
 
     @property
@@ -162,7 +166,7 @@ class LocalCluster:
         self.logs.mkdir(exist_ok=True)
         for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
             self.ports[name] = free_port()
-        keys = pki.write_pki(self.pki.folder)
+        keys = pki.write_pki(self.folder / "pki")
         self._write_kubeconfigs(keys)
         deadline = started + timeout
         try:
@@ -206,11 +210,11 @@ class LocalCluster:
     def _write_kubeconfigs(self, keys: pki.Pki) -> None:
         for identity in pki.CLIENTS:
             document = kubeconfig_for(
-                self.server,
-                keys.ca_cert,
-                keys.client_cert(identity),
-                keys.client_key(identity),
-                identity.user,
+                server=self.server,
+                ca=keys.ca_cert,
+                cert=keys.client_cert(identity),
+                key=keys.client_key(identity),
+                user=identity.user,
             )
             stem = identity.file_stem
             (self.folder / f"{stem}.kubeconfig").write_text(yaml.safe_dump(document))
@@ -319,7 +323,7 @@ class LocalCluster:
         )
 
     def _ssl_context(self) -> ssl.SSLContext:
-        keys = self.pki
+        keys = self.keys
         context = ssl.create_default_context(cafile=str(keys.ca_cert))
         context.load_cert_chain(keys.client_cert(pki.ADMIN), keys.client_key(pki.ADMIN))
         return context
@@ -353,7 +357,8 @@ class LocalCluster:
             if not process.running():
                 tail = process.log_tail()
                 raise ClusterError(
-                    f"{process.name} exited while waiting for {waiting_for}; last log lines:\n{tail}"
+                    f"{process.name} exited while waiting for {waiting_for}; "
+                    f"last log lines:\n{tail}"
                 )
 
     def _register_nodes(self) -> None:

@@ -132,7 +132,9 @@ def _sign(
     if usages:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
     if alt_names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(alt_names)), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(list(alt_names)), critical=False
+        )
     return builder.sign(issuer_key, hashes.SHA256())
 
 

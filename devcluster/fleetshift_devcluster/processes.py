@@ -7,6 +7,7 @@ one recorded at spawn. A stale record is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -73,10 +74,8 @@ class ManagedProcess:
 
     def signal(self, signum: int) -> None:
         if self.running():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def log_tail(self, lines: int = 20) -> str:
         try:

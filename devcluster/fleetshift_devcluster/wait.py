@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class WaitTimeout(AssertionError):
+class WaitTimeoutError(AssertionError):
     """The condition did not hold in time. Carries the last value seen."""
 
 
@@ -29,19 +29,19 @@ def wait_for(
     >>> wait_for(lambda: None, timeout=0.05, interval=0.01, message="never")
     Traceback (most recent call last):
     ...
-    fleetshift_devcluster.wait.WaitTimeout: never: not true after 0.05s (last value: None)
+    fleetshift_devcluster.wait.WaitTimeoutError: never: not true after 0.05s (last value: None)
     """
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
         try:
             value = probe()
-        except Exception as error:  # noqa: BLE001 - reported below if it persists
+        except Exception as error:
             value, last = None, error
         else:
             last = value
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"{message}: not true after {timeout}s (last value: {last!r})")
+            raise WaitTimeoutError(f"{message}: not true after {timeout}s (last value: {last!r})")
         time.sleep(interval)

@@ -92,13 +92,12 @@ def ready_slice_addresses(kube: Client, namespace: str, service: str) -> set[str
 def test_deployment_gets_ready_pods_on_kwok_nodes(kube: Client, namespace: str) -> None:
     kube.create(make_deployment("web", namespace, replicas=3))
 
-    pods = wait_for(
-        lambda: (found := ready_pods(kube, namespace, "web")) and len(found) == 3 and found,
-        timeout=60,
-        message="3 Ready pods",
-    )
+    def three_ready_pods() -> list[Pod] | None:
+        found = ready_pods(kube, namespace, "web")
+        return found if len(found) == 3 else None
 
-    assert pods
+    pods = wait_for(three_ready_pods, timeout=60, message="3 Ready pods")
+
     assert all(p.spec and (p.spec.nodeName or "").startswith("kwok-node-") for p in pods)
     assert all(p.status and p.status.phase == "Running" and p.status.podIP for p in pods)
     deployment = kube.get(Deployment, "web", namespace=namespace)
@@ -115,7 +114,9 @@ def test_endpointslice_follows_ready_pods_and_scale_down(kube: Client, namespace
     kube.create(
         Service(
             metadata=ObjectMeta(name="api", namespace=namespace),
-            spec=ServiceSpec(selector={"app": "api"}, ports=[ServicePort(port=80, targetPort=8080)]),
+            spec=ServiceSpec(
+                selector={"app": "api"}, ports=[ServicePort(port=80, targetPort=8080)]
+            ),
         )
     )
 
@@ -191,7 +192,8 @@ def test_hpa_is_accepted_and_reports_conditions(kube: Client, namespace: str) ->
                     MetricSpec(
                         type="Resource",
                         resource=ResourceMetricSource(
-                            name="cpu", target=MetricTarget(type="Utilization", averageUtilization=60)
+                            name="cpu",
+                            target=MetricTarget(type="Utilization", averageUtilization=60),
                         ),
                     )
                 ],
@@ -207,9 +209,7 @@ def test_hpa_is_accepted_and_reports_conditions(kube: Client, namespace: str) ->
     assert "AbleToScale" in types
 
 
-def test_crd_cel_rule_rejects_invalid_object_with_its_message(
-    kube: Client, namespace: str
-) -> None:
+def test_crd_cel_rule_rejects_invalid_object_with_its_message(kube: Client, namespace: str) -> None:
     suffix = uuid.uuid4().hex[:8]
     group = "smoke.fleetshift.dev"
     plural = f"widgets{suffix}"
@@ -277,9 +277,7 @@ def test_crd_cel_rule_rejects_invalid_object_with_its_message(
         kube.delete(CustomResourceDefinition, crd_name)
 
 
-def test_server_side_apply_tracks_and_enforces_field_managers(
-    kube: Client, namespace: str
-) -> None:
+def test_server_side_apply_tracks_and_enforces_field_managers(kube: Client, namespace: str) -> None:
     def settings(value: str) -> ConfigMap:
         return ConfigMap(
             metadata=ObjectMeta(name="settings", namespace=namespace), data={"level": value}
@@ -288,8 +286,8 @@ def test_server_side_apply_tracks_and_enforces_field_managers(
     kube.apply(settings("1"), field_manager="team-a")
     applied = kube.get(ConfigMap, "settings", namespace=namespace)
     managers = {
-        (m.manager, m.operation) for m in (applied.metadata.managedFields if applied.metadata else [])
-        or []
+        (m.manager, m.operation)
+        for m in (applied.metadata.managedFields if applied.metadata else []) or []
     }
     assert ("team-a", "Apply") in managers
 
