@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PACKAGES := operator/fleetshift_operator runtime/fleetshift_runtime devcluster/fleetshift_devcluster
 
-.PHONY: help venv tools binaries lint typecheck test test-fast cluster cluster-down demo clean
+.PHONY: help venv tools binaries lint typecheck test test-fast cluster cluster-down demo clean crds
 
 help:
 	@echo "make test          set everything up (venv, packages, binaries, Prometheus), lint, run all tests"
@@ -61,3 +61,7 @@ demo:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# The CRD is generated from the pydantic models; tests fail if this file is stale.
+crds: venv
+	$(BIN)/python -m fleetshift_operator.crd > crds/fleetshift.dev_endpoints.yaml

@@ -15,15 +15,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from lightkube import Client, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace
 
 from fleetshift_devcluster.cluster import LocalCluster, running_cluster
 from fleetshift_devcluster.prometheus import LocalPrometheus
+from fleetshift_devcluster.wait import wait_for
+from fleetshift_operator.crd import CRD_FILE
 
 FIELD_MANAGER = "fleetshift-tests"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -74,6 +79,23 @@ def namespace(kube: Client, request: pytest.FixtureRequest) -> Iterator[str]:
     except ApiError as error:
         if error.status.code != 404:
             raise
+
+
+@pytest.fixture(scope="session")
+def endpoint_crd(kube: Client) -> str:
+    """Install the committed Endpoint CRD (as `kubectl apply -f crds/` would) and wait for it."""
+    document = yaml.safe_load((ROOT / "crds" / CRD_FILE).read_text())
+    crd = CustomResourceDefinition.from_dict(document)
+    kube.apply(crd, force=True)  # type: ignore[call-overload]
+    name = document["metadata"]["name"]
+
+    def established() -> bool:
+        current = kube.get(CustomResourceDefinition, name)
+        conditions = (current.status.conditions if current.status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for(established, timeout=30, message=f"CRD {name} established")
+    return str(name)
 
 
 @pytest.fixture

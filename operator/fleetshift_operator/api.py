@@ -1,0 +1,514 @@
+"""The ``Endpoint`` API (``fleetshift.dev/v1alpha1``) as pydantic models.
+
+These models are the single source of the CRD in ``crds/`` (see ``crd.py``):
+field types, bounds and defaults become the OpenAPI schema, and the
+``x-kubernetes-validations`` CEL rules attached to each model become the
+admission checks, each with a message a person understands. The operator
+reads objects the apiserver has already validated, so the rules live in CEL
+only, once.
+
+The concepts come from SageMaker's deployment guardrails (production
+variants, blue/green traffic routing with canary and linear steps, rolling
+batches, termination wait, execution timeout); the casing is Kubernetes'.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GROUP = "fleetshift.dev"
+VERSION = "v1alpha1"
+KIND = "Endpoint"
+PLURAL = "endpoints"
+SINGULAR = "endpoint"
+SHORT_NAMES = ["fsep"]
+CATEGORIES = ["fleetshift", "all"]
+
+MAX_WAIT_SECONDS = 3600
+MIN_EXECUTION_TIMEOUT_SECONDS = 600
+MAX_EXECUTION_TIMEOUT_SECONDS = 28800
+MAX_REPLICAS = 1000
+HISTORY_LIMIT = 10
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class _Model(BaseModel):
+    """Base: unknown fields are an error, names are the Kubernetes ones."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+
+def _rules(*rules: dict[str, str]) -> ConfigDict:
+    return ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        json_schema_extra={"x-kubernetes-validations": [dict(rule) for rule in rules]},
+    )
+
+
+# -- sizes and policies ------------------------------------------------------------------
+
+
+class CapacitySize(_Model):
+    """An amount of a fleet: a number of instances, or a percentage of its capacity."""
+
+    type: Literal["InstanceCount", "CapacityPercent"]
+    """``InstanceCount`` counts replicas; ``CapacityPercent`` is a share of the fleet."""
+    value: Annotated[int, Field(ge=1, le=MAX_REPLICAS)]
+    """How many instances, or which percentage (1-100)."""
+
+    model_config = _rules(
+        cel(
+            "self.type != 'CapacityPercent' || self.value <= 100",
+            "a CapacityPercent value must be between 1 and 100",
+            ".value",
+        )
+    )
+
+
+class TrafficRouting(_Model):
+    """How traffic moves from the blue fleet to the green one."""
+
+    type: Literal["AllAtOnce", "Canary", "Linear"] = "AllAtOnce"
+    """``AllAtOnce`` shifts everything in one step; ``Canary`` shifts ``canarySize``
+    first and the rest after a bake; ``Linear`` shifts ``linearStepSize`` per step."""
+    canarySize: CapacitySize | None = None
+    """The first step of a canary: at most half of the fleet."""
+    linearStepSize: CapacitySize | None = None
+    """The size of each linear step: 10-50% of the fleet."""
+    waitIntervalSeconds: Annotated[int, Field(ge=0, le=MAX_WAIT_SECONDS)] = 0
+    """The bake after each traffic shift, while alarms watch the green fleet."""
+
+    model_config = _rules(
+        cel(
+            "self.type != 'Canary' || has(self.canarySize)",
+            "a Canary traffic routing needs canarySize",
+        ),
+        cel(
+            "self.type != 'Linear' || has(self.linearStepSize)",
+            "a Linear traffic routing needs linearStepSize",
+        ),
+        cel(
+            "self.type == 'Canary' || !has(self.canarySize)",
+            "canarySize applies only to type Canary",
+        ),
+        cel(
+            "self.type == 'Linear' || !has(self.linearStepSize)",
+            "linearStepSize applies only to type Linear",
+        ),
+        cel(
+            "!has(self.canarySize) || self.canarySize.type != 'CapacityPercent'"
+            " || self.canarySize.value <= 50",
+            "canarySize must be at most 50% of the fleet",
+            ".canarySize",
+        ),
+        cel(
+            "!has(self.linearStepSize) || self.linearStepSize.type != 'CapacityPercent'"
+            " || (self.linearStepSize.value >= 10 && self.linearStepSize.value <= 50)",
+            "linearStepSize must be between 10% and 50% of the fleet",
+            ".linearStepSize",
+        ),
+    )
+
+
+class BlueGreen(_Model):
+    """Stand up a green fleet beside the blue one, then shift traffic to it."""
+
+    trafficRouting: TrafficRouting = Field(default_factory=TrafficRouting)
+    """How traffic moves to the green fleet."""
+    terminationWaitSeconds: Annotated[int, Field(ge=0, le=MAX_WAIT_SECONDS)] = 0
+    """How long blue is kept after green has all the traffic; a breach in this time
+    still rolls back."""
+    maximumExecutionTimeoutSeconds: Annotated[
+        int, Field(ge=MIN_EXECUTION_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
+    ] = 3600
+    """The deadline of the whole deployment; past it the deployment rolls back.
+    It must exceed the sum of all waits."""
+
+
+class Rolling(_Model):
+    """Replace capacity in batches, in place, instead of standing up a full green fleet."""
+
+    maximumBatchSize: CapacitySize
+    """How much capacity is replaced per batch: 5-50% of the fleet."""
+    waitIntervalSeconds: Annotated[int, Field(ge=0, le=MAX_WAIT_SECONDS)] = 0
+    """The bake after each batch."""
+    rollbackMaximumBatchSize: CapacitySize | None = None
+    """How much capacity a rollback restores per batch (default: all at once)."""
+    maximumExecutionTimeoutSeconds: Annotated[
+        int, Field(ge=MIN_EXECUTION_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
+    ] = 3600
+    """The deadline of the whole deployment; past it the deployment rolls back."""
+
+    model_config = _rules(
+        cel(
+            "self.maximumBatchSize.type != 'CapacityPercent'"
+            " || (self.maximumBatchSize.value >= 5 && self.maximumBatchSize.value <= 50)",
+            "maximumBatchSize must be between 5% and 50% of the fleet",
+            ".maximumBatchSize",
+        ),
+    )
+
+
+class DeploymentConfig(_Model):
+    """How a change of the serving pods is rolled out. Blue/green is the default."""
+
+    blueGreen: BlueGreen | None = None
+    """Blue/green deployment (the default when neither policy is set)."""
+    rolling: Rolling | None = None
+    """Rolling deployment in batches."""
+
+    model_config = _rules(
+        cel(
+            "!(has(self.blueGreen) && has(self.rolling))",
+            "set either blueGreen or rolling, not both",
+        ),
+    )
+
+
+# -- variants ------------------------------------------------------------------------------
+
+
+class ModelSource(_Model):
+    """Where the model artifact is and what it is."""
+
+    uri: Annotated[str, Field(min_length=1, max_length=2048)]
+    """``s3://``, ``http(s)://``, ``file://`` or an absolute path (a mounted volume)."""
+    format: Literal["xgboost"] = "xgboost"
+    """The model format. XGBoost JSON, UBJ, binary and SageMaker ``model.tar.gz``
+    are recognised by the runtime."""
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = None
+    """Optional checksum the runtime verifies after download."""
+
+    model_config = _rules(
+        cel(
+            "self.uri.startsWith('s3://') || self.uri.startsWith('http://')"
+            " || self.uri.startsWith('https://') || self.uri.startsWith('file://')"
+            " || self.uri.startsWith('/')",
+            "model.uri must start with s3://, http://, https://, file:// or /",
+            ".uri",
+        ),
+    )
+
+
+class Autoscaling(_Model):
+    """Horizontal autoscaling of a variant's active fleet (an HPA)."""
+
+    minReplicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)]
+    """The fewest replicas."""
+    maxReplicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)]
+    """The most replicas."""
+    targetCPUUtilizationPercent: Annotated[int, Field(ge=1, le=100)] | None = None
+    """Average CPU utilisation to hold, as a percentage of requests."""
+    targetInvocationsPerReplica: Annotated[float, Field(gt=0, le=100000)] | None = None
+    """Invocations per second per replica to hold (a Pods metric a Prometheus
+    adapter serves as ``fleetshift_invocations_per_second``)."""
+    scaleInStabilizationSeconds: Annotated[int, Field(ge=0, le=MAX_WAIT_SECONDS)] = 300
+    """How long a lower recommendation must hold before scaling in."""
+    scaleOutStabilizationSeconds: Annotated[int, Field(ge=0, le=MAX_WAIT_SECONDS)] = 0
+    """How long a higher recommendation must hold before scaling out."""
+
+    model_config = _rules(
+        cel(
+            "self.minReplicas <= self.maxReplicas",
+            "autoscaling.minReplicas must not exceed maxReplicas",
+        ),
+        cel(
+            "has(self.targetCPUUtilizationPercent) || has(self.targetInvocationsPerReplica)",
+            "autoscaling needs targetCPUUtilizationPercent and/or targetInvocationsPerReplica",
+        ),
+    )
+
+
+class EnvVar(_Model):
+    """An environment variable for the serving container."""
+
+    name: Annotated[
+        str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    ]
+    """The variable's name."""
+    value: str | None = None
+    """A literal value."""
+    valueFrom: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """A Kubernetes ``EnvVarSource`` (secretKeyRef, configMapKeyRef, fieldRef...)."""
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration for the serving pods."""
+
+    key: str | None = None
+    """The taint key."""
+    operator: Literal["Exists", "Equal"] | None = None
+    """``Exists`` or ``Equal``."""
+    value: str | None = None
+    """The taint value."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect."""
+    tolerationSeconds: int | None = None
+    """How long a NoExecute taint is tolerated."""
+
+
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+_QUANTITY_PATTERN = rf"^(\+|-)?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+QUANTITY = Field(
+    json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": _QUANTITY_PATTERN}
+)
+
+
+class Resources(_Model):
+    """CPU and memory for each serving container, as in a Pod spec."""
+
+    requests: dict[str, Annotated[int | str, QUANTITY]] | None = None
+    """Guaranteed resources, e.g. ``{cpu: 500m, memory: 512Mi}``."""
+    limits: dict[str, Annotated[int | str, QUANTITY]] | None = None
+    """Upper bounds."""
+
+
+class Variant(_Model):
+    """A production variant: one model served by one fleet of replicas."""
+
+    name: Annotated[str, Field(min_length=1, max_length=24, pattern=DNS_LABEL)]
+    """The variant's name: lowercase letters, digits and '-' (it is part of object names)."""
+    model: ModelSource
+    """The model to serve."""
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """The serving image (default: the Fleetshift runtime)."""
+    replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
+    """The initial instance count."""
+    resources: Resources | None = None
+    """CPU and memory per replica."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Extra environment for the serving container."""
+    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the serving pods must match."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Taints the serving pods tolerate."""
+    weight: Annotated[int, Field(ge=0, le=1000)] = 1
+    """The variant's relative share of the endpoint's traffic (A/B)."""
+    autoscaling: Autoscaling | None = None
+    """Autoscaling of this variant's fleet."""
+
+
+# -- traffic routers -------------------------------------------------------------------------
+
+
+class ParentReference(_Model):
+    """A Gateway (or other parent) the ``HTTPRoute`` attaches to."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The parent's name."""
+    namespace: str | None = None
+    """The parent's namespace (default: the Endpoint's)."""
+    sectionName: str | None = None
+    """A listener of the parent."""
+    group: str | None = None
+    """The parent's API group (default ``gateway.networking.k8s.io``)."""
+    kind: str | None = None
+    """The parent's kind (default ``Gateway``)."""
+
+
+class GatewayAPIRouting(_Model):
+    """Settings of the Gateway API router."""
+
+    parentRefs: list[ParentReference] = Field(min_length=1, max_length=32)
+    """Where the ``HTTPRoute`` attaches."""
+    hostnames: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=16
+    )
+    """Hostnames the route serves."""
+
+
+class Traffic(_Model):
+    """How requests reach the fleets."""
+
+    router: Literal["Replicas", "GatewayAPI"] = "Replicas"
+    """``Replicas``: one Service over both fleets; the share follows Ready capacity.
+    ``GatewayAPI``: an ``HTTPRoute`` with exact weights per fleet."""
+    gatewayAPI: GatewayAPIRouting | None = None
+    """Required when router is ``GatewayAPI``."""
+
+    model_config = _rules(
+        cel(
+            "self.router != 'GatewayAPI' || has(self.gatewayAPI)",
+            "router GatewayAPI needs gatewayAPI.parentRefs",
+        ),
+        cel(
+            "self.router == 'GatewayAPI' || !has(self.gatewayAPI)",
+            "gatewayAPI applies only to router GatewayAPI",
+        ),
+    )
+
+
+# -- the spec --------------------------------------------------------------------------------
+
+_BG = "self.deploymentConfig.blueGreen"
+_ROUTING = f"{_BG}.trafficRouting"
+_STEP = f"{_ROUTING}.linearStepSize"
+# Number of linear steps for a variant v: ceil(100/p) for a percentage,
+# ceil(replicas/n) for an instance count.
+_LINEAR_STEPS = (
+    f"({_STEP}.type == 'CapacityPercent' ? (100 + {_STEP}.value - 1) / {_STEP}.value"
+    f" : (v.replicas + {_STEP}.value - 1) / {_STEP}.value)"
+)
+_STEPS = (
+    f"({_ROUTING}.type == 'AllAtOnce' ? 1 : ({_ROUTING}.type == 'Canary' ? 2 : {_LINEAR_STEPS}))"
+)
+_WAITS = f"({_STEPS} * {_ROUTING}.waitIntervalSeconds + {_BG}.terminationWaitSeconds)"
+
+
+class EndpointSpec(_Model):
+    """What a team asks for: variants, how changes roll out, and how traffic flows."""
+
+    variants: list[Variant] = Field(min_length=1, max_length=10)
+    """The production variants (at least one)."""
+    deploymentConfig: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    """How changes roll out (default: blue/green, all at once)."""
+    traffic: Traffic = Field(default_factory=Traffic)
+    """How requests reach the fleets."""
+
+    model_config = _rules(
+        cel(
+            "self.variants.all(v, self.variants.exists_one(w, w.name == v.name))",
+            "variant names must be unique",
+            ".variants",
+        ),
+        cel(
+            f"!has({_BG}) || !has({_ROUTING}.canarySize)"
+            f" || {_ROUTING}.canarySize.type != 'InstanceCount'"
+            f" || self.variants.all(v, {_ROUTING}.canarySize.value * 2 <= v.replicas)",
+            "canarySize must be at most 50% of the fleet: an InstanceCount canary needs"
+            " at least twice as many replicas",
+        ),
+        cel(
+            f"!has({_BG}) || !has({_STEP}) || {_STEP}.type != 'InstanceCount'"
+            f" || self.variants.all(v, {_STEP}.value * 10 <= v.replicas * 5"
+            f" && {_STEP}.value * 10 >= v.replicas)",
+            "linearStepSize must be between 10% and 50% of the fleet",
+        ),
+        cel(
+            f"!has({_BG}) || self.variants.all(v, {_BG}.maximumExecutionTimeoutSeconds > {_WAITS})",
+            "maximumExecutionTimeoutSeconds must exceed the sum of the waits"
+            " (waitIntervalSeconds after every traffic step, plus terminationWaitSeconds)",
+        ),
+        cel(
+            "!has(self.deploymentConfig.rolling)"
+            " || self.deploymentConfig.rolling.maximumBatchSize.type != 'InstanceCount'"
+            " || self.variants.all(v, self.deploymentConfig.rolling.maximumBatchSize.value * 2"
+            " <= v.replicas)",
+            "maximumBatchSize must be at most 50% of the fleet",
+        ),
+    )
+
+
+# -- status ----------------------------------------------------------------------------------
+
+Phase = Literal[
+    "Creating",
+    "InService",
+    "Updating",
+    "RollingBack",
+    "Failed",
+    "UpdateRollbackFailed",
+    "Deleting",
+]
+
+
+class Condition(_Model):
+    """A ``metav1.Condition``."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    lastTransitionTime: str
+    observedGeneration: int | None = None
+
+
+class FleetStatus(_Model):
+    """One fleet (a Deployment) of one variant, as last observed."""
+
+    revision: str
+    """The pod-template revision the fleet serves."""
+    deployment: str
+    """The Deployment's name."""
+    replicas: int = 0
+    """Desired replicas."""
+    readyReplicas: int = 0
+    """Ready replicas."""
+    trafficPercent: int = 0
+    """The share of the variant's traffic this fleet carries."""
+
+
+class StepStatus(_Model):
+    """Where a deployment is in its sequence of traffic steps."""
+
+    index: int = 0
+    """The current step (0 = waiting for the green fleet to be Ready)."""
+    total: int = 0
+    """The number of traffic steps of this deployment."""
+    greenPercent: int = 0
+    """The green share this step holds."""
+    startedAt: str | None = None
+    """When the step began (RFC 3339)."""
+    bakeUntil: str | None = None
+    """When the step's wait ends (RFC 3339)."""
+
+
+class DeploymentRecord(_Model):
+    """One finished deployment."""
+
+    revision: str
+    """The revision the deployment tried to reach."""
+    fromRevision: str | None = None
+    """The revision it started from."""
+    outcome: Literal["Succeeded", "RolledBack", "Superseded", "Failed"]
+    """How it ended."""
+    reason: str = ""
+    """Why, in a sentence."""
+    startedAt: str
+    """When it started."""
+    finishedAt: str
+    """When it ended."""
+
+
+class EndpointStatus(_Model):
+    """What the operator observed and decided. All rollout state lives here."""
+
+    phase: Phase | None = None
+    observedGeneration: int | None = None
+    activeRevision: str | None = None
+    candidateRevision: str | None = None
+    greenTrafficPercent: int = 0
+    fleets: dict[str, FleetStatus] = Field(default_factory=dict)
+    step: StepStatus | None = None
+    deploymentStartedAt: str | None = None
+    deadline: str | None = None
+    paused: bool = False
+    lastDeployment: DeploymentRecord | None = None
+    history: list[DeploymentRecord] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+    handledActions: dict[str, str] = Field(default_factory=dict)
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class Endpoint(_Model):
+    """The whole object, as the apiserver stores it."""
+
+    apiVersion: Literal["fleetshift.dev/v1alpha1"] = "fleetshift.dev/v1alpha1"
+    kind: Literal["Endpoint"] = "Endpoint"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: EndpointSpec
+    status: EndpointStatus | None = None
