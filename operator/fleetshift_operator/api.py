@@ -456,8 +456,12 @@ class FleetStatus(_Model):
 class StepStatus(_Model):
     """Where a deployment is in its sequence of traffic steps."""
 
+    stage: Literal["Provisioning", "Baking", "TerminationWait"] = "Provisioning"
+    """``Provisioning``: the green fleet is starting; ``Baking``: a traffic step is
+    held while alarms watch; ``TerminationWait``: green has all traffic and blue is
+    kept for a possible rollback."""
     index: int = 0
-    """The current step (0 = waiting for the green fleet to be Ready)."""
+    """The current traffic step, 1-based (0 while provisioning)."""
     total: int = 0
     """The number of traffic steps of this deployment."""
     greenPercent: int = 0
@@ -489,19 +493,38 @@ class EndpointStatus(_Model):
     """What the operator observed and decided. All rollout state lives here."""
 
     phase: Phase | None = None
+    """Creating, InService, Updating, RollingBack, Failed, UpdateRollbackFailed, Deleting."""
     observedGeneration: int | None = None
+    """The ``metadata.generation`` this status was decided for."""
     activeRevision: str | None = None
+    """The revision of the blue (serving) fleets."""
     candidateRevision: str | None = None
+    """The revision being deployed to the green fleets, if any."""
     greenTrafficPercent: int = 0
+    """The share of traffic the green fleets carry."""
     fleets: dict[str, FleetStatus] = Field(default_factory=dict)
+    """Fleets by Deployment name, as last observed."""
     step: StepStatus | None = None
+    """Where the current deployment is."""
     deploymentStartedAt: str | None = None
+    """When the current deployment started."""
     deadline: str | None = None
+    """When the current deployment rolls back if it has not finished."""
     paused: bool = False
+    """True while a pause holds the deployment at its step."""
+    pausedAt: str | None = None
+    """When the pause began; waits and the deadline are extended by its length."""
+    rolledBackRevision: str | None = None
+    """A revision that was rolled back; it is not tried again until the spec changes
+    or a retry is requested."""
     lastDeployment: DeploymentRecord | None = None
+    """The last finished deployment."""
     history: list[DeploymentRecord] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+    """The last 10 finished deployments, newest last."""
     handledActions: dict[str, str] = Field(default_factory=dict)
+    """Request ids of abort/promote/retry annotations already acted on."""
     conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing and Degraded."""
 
 
 class Endpoint(_Model):

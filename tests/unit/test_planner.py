@@ -1,0 +1,579 @@
+"""The rollout planner, as tables that mirror its docstring and as properties.
+
+A small in-memory ``World`` plays the cluster: it creates the fleets a plan
+lists (Ready after a delay, or never, or crash-looping), deletes the ones it
+drops, and feeds observations back, while the test moves the clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetshift_operator.api import (
+    BlueGreen,
+    CapacitySize,
+    DeploymentConfig,
+    EndpointSpec,
+    EndpointStatus,
+    ModelSource,
+    TrafficRouting,
+    Variant,
+)
+from fleetshift_operator.planner import (
+    AlarmState,
+    Controls,
+    FleetObservation,
+    Observed,
+    Plan,
+    calculate_required_ready,
+    calculate_revision,
+    calculate_serving,
+    calculate_steps,
+    parse_time,
+    plan_endpoint,
+)
+
+T0 = datetime.datetime(2026, 11, 1, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def make_spec(
+    *,
+    model: str = "s3://models/churn/v1",
+    replicas: int = 4,
+    routing: TrafficRouting | None = None,
+    wait: int = 60,
+    termination: int = 120,
+    timeout: int = 1800,
+) -> EndpointSpec:
+    routing = routing or TrafficRouting(
+        type="Canary", canarySize=CapacitySize(type="CapacityPercent", value=25)
+    )
+    routing = routing.model_copy(update={"waitIntervalSeconds": wait})
+    return EndpointSpec(
+        variants=[Variant(name="main", model=ModelSource(uri=model), replicas=replicas)],
+        deploymentConfig=DeploymentConfig(
+            blueGreen=BlueGreen(
+                trafficRouting=routing,
+                terminationWaitSeconds=termination,
+                maximumExecutionTimeoutSeconds=timeout,
+            )
+        ),
+    )
+
+
+def canary(percent: int) -> TrafficRouting:
+    return TrafficRouting(
+        type="Canary", canarySize=CapacitySize(type="CapacityPercent", value=percent)
+    )
+
+
+def linear(percent: int) -> TrafficRouting:
+    return TrafficRouting(
+        type="Linear", linearStepSize=CapacitySize(type="CapacityPercent", value=percent)
+    )
+
+
+@dataclasses.dataclass
+class Fleet:
+    revision: str
+    replicas: int
+    created: datetime.datetime
+    ready_after: float | None  # seconds; None = never Ready
+    failure: str | None = None
+
+
+@dataclasses.dataclass
+class World:
+    """The cluster, as far as the planner can see it."""
+
+    now: datetime.datetime = T0
+    fleets: dict[str, Fleet] = dataclasses.field(default_factory=dict)
+    status: EndpointStatus | None = None
+    controls: Controls = dataclasses.field(default_factory=Controls)
+    alarms: AlarmState | None = None
+    ready_after: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
+    plans: list[Plan] = dataclasses.field(default_factory=list)
+
+    def observe(self) -> Observed:
+        observations = []
+        for fleet in self.fleets.values():
+            elapsed = (self.now - fleet.created).total_seconds()
+            ready = (
+                fleet.replicas
+                if fleet.ready_after is not None and elapsed >= fleet.ready_after
+                else 0
+            )
+            observations.append(
+                FleetObservation(
+                    variant="main",
+                    revision=fleet.revision,
+                    replicas=fleet.replicas,
+                    ready=0 if fleet.failure else ready,
+                    failure=fleet.failure,
+                )
+            )
+        return Observed(
+            endpoint="churn",
+            fleets=tuple(observations),
+            controls=self.controls,
+            alarms=self.alarms,
+        )
+
+    def step(self, spec: EndpointSpec) -> Plan:
+        plan = plan_endpoint(spec, self.status, self.observe(), self.now)
+        self.plans.append(plan)
+        self.status = plan.status
+        wanted = {f.revision: f for f in plan.fleets}
+        for revision, fleet_plan in wanted.items():
+            if revision not in self.fleets:
+                self.fleets[revision] = Fleet(
+                    revision=revision,
+                    replicas=fleet_plan.replicas,
+                    created=self.now,
+                    ready_after=self.ready_after.get(revision, 5.0),
+                    failure=self.failures.get(revision),
+                )
+        for revision in list(self.fleets):
+            if revision not in wanted:
+                del self.fleets[revision]
+        return plan
+
+    def advance(self, seconds: float) -> None:
+        self.now += datetime.timedelta(seconds=seconds)
+
+    def run_until(self, spec: EndpointSpec, seconds: float, tick: float = 1.0) -> Plan:
+        end = self.now + datetime.timedelta(seconds=seconds)
+        plan = self.step(spec)
+        while self.now < end:
+            self.advance(tick)
+            plan = self.step(spec)
+        return plan
+
+
+def in_service(world: World, spec: EndpointSpec) -> World:
+    world.run_until(spec, 10)
+    assert world.status is not None
+    assert world.status.phase == "InService"
+    return world
+
+
+def green_share(plan: Plan) -> int:
+    return sum(f.traffic_percent for f in plan.fleets if f.role == "green")
+
+
+# -- calculations mirror their docstrings -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("routing", "fleet_size", "expected"),
+    [
+        (TrafficRouting(type="AllAtOnce"), 4, [100]),
+        (canary(10), 4, [10, 100]),
+        (
+            TrafficRouting(type="Canary", canarySize=CapacitySize(type="InstanceCount", value=1)),
+            4,
+            [25, 100],
+        ),
+        (linear(30), 4, [30, 60, 90, 100]),
+        (linear(50), 4, [50, 100]),
+        (linear(10), 10, [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]),
+        (
+            TrafficRouting(
+                type="Linear", linearStepSize=CapacitySize(type="InstanceCount", value=2)
+            ),
+            6,
+            [34, 67, 100],
+        ),
+    ],
+)
+def test_calculate_steps(routing: TrafficRouting, fleet_size: int, expected: list[int]) -> None:
+    assert calculate_steps(routing, fleet_size) == expected
+
+
+@pytest.mark.parametrize(
+    ("fleet_size", "green_percent", "expected"),
+    [(4, 25, (3, 1)), (3, 10, (2, 1)), (10, 0, (10, 0)), (10, 100, (0, 10)), (1, 50, (1, 1))],
+)
+def test_calculate_serving(fleet_size: int, green_percent: int, expected: tuple[int, int]) -> None:
+    assert calculate_serving(fleet_size, green_percent) == expected
+
+
+def test_revision_ignores_replicas_but_not_the_model() -> None:
+    base = make_spec()
+    assert calculate_revision(base) == calculate_revision(make_spec(replicas=9))
+    assert calculate_revision(base) != calculate_revision(make_spec(model="s3://models/churn/v2"))
+
+
+# -- the worked example of the module docstring -------------------------------------------------
+
+
+def test_canary_worked_example_timeline() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2")
+    revision = calculate_revision(spec)
+
+    plan = world.step(spec)  # t=0: the spec changes
+    assert plan.status.phase == "Updating"
+    assert plan.status.step is not None and plan.status.step.stage == "Provisioning"
+    assert green_share(plan) == 0
+    assert {f.revision: f.replicas for f in plan.fleets}[revision] == 4
+
+    world.advance(5)  # t=5: green 4/4 Ready
+    plan = world.step(spec)
+    assert plan.status.step is not None
+    assert (plan.status.step.index, plan.status.step.total) == (1, 2)
+    assert green_share(plan) == 25
+    bake_until = parse_time(plan.status.step.bakeUntil)
+    assert bake_until == world.now + datetime.timedelta(seconds=60)
+
+    world.advance(59)  # one second before the bake ends: nothing moves
+    assert green_share(world.step(spec)) == 25
+
+    world.advance(1)  # t=65
+    plan = world.step(spec)
+    assert plan.status.step is not None and plan.status.step.index == 2
+    assert green_share(plan) == 100
+
+    world.advance(60)  # t=125
+    plan = world.step(spec)
+    assert plan.status.step is not None and plan.status.step.stage == "TerminationWait"
+    assert plan.status.activeRevision != revision
+    assert len(world.fleets) == 2, "blue is kept through the termination wait"
+
+    world.advance(120)  # t=245
+    plan = world.step(spec)
+    assert plan.status.phase == "InService"
+    assert plan.status.activeRevision == revision
+    assert [f.revision for f in plan.fleets] == [revision]
+    assert plan.status.lastDeployment is not None
+    assert plan.status.lastDeployment.outcome == "Succeeded"
+
+
+def test_canary_rolls_back_when_alarm_breaches_during_bake() -> None:
+    world = in_service(World(), make_spec())
+    old = world.status.activeRevision if world.status else None
+    spec = make_spec(model="s3://models/churn/v2")
+    world.run_until(spec, 30)
+    assert green_share(world.plans[-1]) == 25
+
+    world.alarms = AlarmState("Breaching", "green 5xx rate 12% >= 5%", rollback=True)
+    plan = world.step(spec)
+
+    assert plan.status.phase == "RollingBack"
+    assert green_share(plan) == 0
+    assert [f.revision for f in plan.fleets] == [old]
+    assert plan.status.lastDeployment is not None
+    assert plan.status.lastDeployment.outcome == "RolledBack"
+    assert "green 5xx rate" in plan.status.lastDeployment.reason
+
+    world.alarms = None
+    world.advance(1)
+    plan = world.step(spec)
+    assert plan.status.phase == "InService"
+    assert plan.status.activeRevision == old
+    degraded = {c.type: c for c in plan.status.conditions}["Degraded"]
+    assert degraded.status == "True"
+
+    world.advance(600)  # the rolled-back revision is not retried by itself
+    plan = world.step(spec)
+    assert plan.status.phase == "InService"
+    assert plan.status.candidateRevision is None
+
+
+def test_rolled_back_revision_is_retried_on_request() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2")
+    world.run_until(spec, 10)
+    world.controls = Controls(abort="abort-1")
+    world.run_until(spec, 5)
+    assert world.status is not None and world.status.phase == "InService"
+
+    world.controls = Controls(abort="abort-1", retry="retry-1")
+    plan = world.step(spec)
+
+    assert plan.status.phase == "Updating"
+    assert plan.status.candidateRevision == calculate_revision(spec)
+
+
+def test_breach_during_termination_wait_still_rolls_back() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2")
+    world.run_until(spec, 130)
+    assert world.status is not None and world.status.step is not None
+    assert world.status.step.stage == "TerminationWait"
+
+    world.alarms = AlarmState("Breaching", "p99 latency 900ms >= 500ms", rollback=True)
+    plan = world.step(spec)
+
+    assert plan.status.phase == "RollingBack"
+    assert green_share(plan) == 0
+
+
+def test_step_is_not_promoted_while_alarms_are_inconclusive() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2")
+    world.alarms = AlarmState("Inconclusive", "no samples for green 5xx rate")
+    plan = world.run_until(spec, 300)
+
+    assert plan.status.phase == "Updating"
+    assert green_share(plan) == 25
+    assert plan.status.step is not None and plan.status.step.index == 1
+
+    world.alarms = AlarmState("Healthy")
+    plan = world.step(spec)
+    assert green_share(plan) == 100
+
+
+def test_green_that_never_becomes_ready_rolls_back_at_the_deadline() -> None:
+    world = in_service(World(), make_spec(timeout=600))
+    spec = make_spec(model="s3://models/churn/v2", timeout=600)
+    world.ready_after[calculate_revision(spec)] = None
+
+    plan = world.run_until(spec, 599)
+    assert plan.status.phase == "Updating"
+    assert green_share(plan) == 0
+
+    world.advance(1)
+    plan = world.step(spec)
+    assert plan.status.phase == "RollingBack"
+    assert plan.status.lastDeployment is not None
+    assert "maximumExecutionTimeoutSeconds" in plan.status.lastDeployment.reason
+
+
+def test_crash_looping_green_rolls_back_without_waiting_for_the_deadline() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2")
+    world.failures[calculate_revision(spec)] = "CrashLoopBackOff"
+
+    world.step(spec)
+    world.advance(1)
+    plan = world.step(spec)
+
+    assert plan.status.phase == "RollingBack"
+    assert plan.status.lastDeployment is not None
+    assert "CrashLoopBackOff" in plan.status.lastDeployment.reason
+
+
+def test_linear_moves_in_steps_and_respects_every_wait() -> None:
+    world = in_service(World(), make_spec(routing=linear(30)))
+    spec = make_spec(model="s3://models/churn/v2", routing=linear(30), wait=30, termination=0)
+
+    shares = []
+    for _ in range(200):
+        plan = world.step(spec)
+        shares.append(green_share(plan))
+        world.advance(1)
+    distinct = [s for i, s in enumerate(shares) if i == 0 or s != shares[i - 1]]
+    assert distinct[:5] == [0, 30, 60, 90, 100]
+    assert world.status is not None and world.status.phase == "InService"
+    # each step held for its 30 s bake
+    changes = [i for i in range(1, len(shares)) if shares[i] != shares[i - 1]]
+    assert all(b - a >= 30 for a, b in itertools.pairwise(changes[:4]))
+
+
+def test_all_at_once_bakes_then_waits_then_retires_blue() -> None:
+    routing = TrafficRouting(type="AllAtOnce")
+    world = in_service(World(), make_spec(routing=routing))
+    spec = make_spec(model="s3://models/churn/v2", routing=routing, wait=20, termination=40)
+
+    world.run_until(spec, 6)
+    assert green_share(world.plans[-1]) == 100
+    world.run_until(spec, 20)
+    assert world.status is not None and world.status.step is not None
+    assert world.status.step.stage == "TerminationWait"
+    assert len(world.fleets) == 2
+    world.run_until(spec, 40)
+    assert world.status.phase == "InService"
+    assert len(world.fleets) == 1
+
+
+def test_abort_rolls_back_immediately() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2")
+    world.run_until(spec, 10)
+    world.controls = Controls(abort="a1")
+
+    plan = world.step(spec)
+
+    assert plan.status.phase == "RollingBack"
+    assert plan.status.handledActions["abort"] == "a1"
+    assert plan.status.lastDeployment is not None
+    assert plan.status.lastDeployment.reason == "aborted on request"
+
+
+def test_promote_skips_remaining_waits() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2", wait=600, termination=600, timeout=3600)
+    world.run_until(spec, 10)
+    world.controls = Controls(promote="p1")
+
+    plan = world.step(spec)
+
+    assert plan.status.phase == "InService"
+    assert plan.status.activeRevision == calculate_revision(spec)
+    assert [f.role for f in plan.fleets] == ["blue"]
+
+
+def test_pause_holds_the_step_and_resume_extends_the_wait() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2")
+    world.run_until(spec, 10)  # step 1 baking until t0+5+60
+    assert world.status is not None and world.status.step is not None
+    bake_before = parse_time(world.status.step.bakeUntil)
+    world.controls = Controls(paused=True)
+    plan = world.run_until(spec, 300)
+    assert plan.status.paused
+    assert green_share(plan) == 25
+
+    world.controls = Controls(paused=False)
+    plan = world.step(spec)
+
+    assert not plan.status.paused
+    assert plan.status.step is not None
+    bake_after = parse_time(plan.status.step.bakeUntil)
+    assert bake_before is not None and bake_after is not None
+    assert (bake_after - bake_before).total_seconds() >= 300
+    assert green_share(plan) == 25
+
+
+def test_new_spec_mid_rollout_supersedes_green_and_blue_keeps_serving() -> None:
+    world = in_service(World(), make_spec())
+    blue = world.status.activeRevision if world.status else None
+    second = make_spec(model="s3://models/churn/v2")
+    world.run_until(second, 10)
+    third = make_spec(model="s3://models/churn/v3")
+
+    plan = world.step(third)
+
+    assert plan.status.phase == "Updating"
+    assert plan.status.candidateRevision == calculate_revision(third)
+    assert plan.traffic("main") == {blue: 100, calculate_revision(third): 0}
+    assert calculate_revision(second) not in plan.traffic("main")
+    assert plan.status.lastDeployment is not None
+    assert plan.status.lastDeployment.outcome == "Superseded"
+
+
+def test_first_deployment_creates_then_serves() -> None:
+    world = World()
+    spec = make_spec()
+    plan = world.step(spec)
+    assert plan.status.phase == "Creating"
+    world.advance(5)
+    plan = world.step(spec)
+    assert plan.status.phase == "InService"
+    assert plan.status.activeRevision == calculate_revision(spec)
+    ready = {c.type: c.status for c in plan.status.conditions}
+    assert ready == {"Ready": "True", "Progressing": "False", "Degraded": "False"}
+
+
+def test_first_deployment_that_never_becomes_ready_fails_at_the_deadline() -> None:
+    world = World()
+    spec = make_spec(timeout=600)
+    world.ready_after[calculate_revision(spec)] = None
+
+    plan = world.run_until(spec, 600, tick=10)
+
+    assert plan.status.phase == "Failed"
+
+
+def test_status_survives_a_round_trip_through_json() -> None:
+    world = in_service(World(), make_spec())
+    spec = make_spec(model="s3://models/churn/v2")
+    plan = world.run_until(spec, 30)
+    stored: dict[str, Any] = plan.status.model_dump(mode="json", exclude_none=True)
+
+    again = plan_endpoint(spec, EndpointStatus.model_validate(stored), world.observe(), world.now)
+
+    assert again.fleets == plan_endpoint(spec, plan.status, world.observe(), world.now).fleets
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+routings = st.one_of(
+    st.just(TrafficRouting(type="AllAtOnce")),
+    st.integers(1, 50).map(canary),
+    st.integers(10, 50).map(linear),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    routing=routings,
+    replicas=st.integers(1, 12),
+    wait=st.integers(0, 120),
+    termination=st.integers(0, 120),
+    ready_after=st.one_of(st.none(), st.floats(0, 200)),
+    breach_at=st.one_of(st.none(), st.integers(0, 800)),
+    tick=st.sampled_from([1.0, 7.0, 31.0]),
+)
+def test_rollout_invariants(
+    routing: TrafficRouting,
+    replicas: int,
+    wait: int,
+    termination: int,
+    ready_after: float | None,
+    breach_at: int | None,
+    tick: float,
+) -> None:
+    base = make_spec(routing=routing, replicas=replicas, wait=wait, termination=termination)
+    world = in_service(World(), base)
+    blue = world.status.activeRevision if world.status else None
+    spec = make_spec(
+        model="s3://models/churn/v2",
+        routing=routing,
+        replicas=replicas,
+        wait=wait,
+        termination=termination,
+        timeout=1200,
+    )
+    green = calculate_revision(spec)
+    world.ready_after[green] = ready_after
+    started = world.now
+    previous_step = (0, "Provisioning")
+    previous_bake: datetime.datetime | None = None
+
+    for _ in range(4000):
+        elapsed = (world.now - started).total_seconds()
+        if breach_at is not None and elapsed >= breach_at:
+            world.alarms = AlarmState("Breaching", "injected", rollback=True)
+        observed = world.observe()
+        plan = world.step(spec)
+        status = plan.status
+
+        # traffic always sums to 100 per variant
+        assert sum(plan.traffic("main").values()) == 100
+        # traffic never goes to a fleet short of the Ready replicas its share needs
+        for fleet in plan.fleets:
+            if fleet.role == "green" and fleet.traffic_percent > 0:
+                seen = observed.fleet("main", fleet.revision)
+                needed = calculate_required_ready(replicas, fleet.traffic_percent)
+                assert seen is not None and seen.ready >= needed
+        # every wait is respected: a step only advances once its bake is over
+        current = (status.step.index, status.step.stage) if status.step else (0, "Provisioning")
+        if current != previous_step and previous_bake is not None and status.step is not None:
+            assert world.now >= previous_bake
+        previous_step = current
+        previous_bake = parse_time(status.step.bakeUntil) if status.step else None
+
+        if status.phase == "InService" and status.candidateRevision is None:
+            break
+        world.advance(tick)
+
+    # the planner always ends InService, on green (success) or blue (rollback)
+    assert world.status is not None
+    assert world.status.phase == "InService"
+    assert world.status.activeRevision in (blue, green)
+    if world.status.activeRevision == green:
+        assert breach_at is None or breach_at > 0
+    else:
+        assert world.status.lastDeployment is not None
+        assert world.status.lastDeployment.outcome == "RolledBack"
+    assert len(world.fleets) == 1
