@@ -76,6 +76,10 @@ _GO_INSTALL = {
     "kwok": ("sigs.k8s.io/kwok/cmd/kwok", "kwok"),
     "helm": ("helm.sh/helm/v3/cmd/helm", "helm"),
 }
+# Version stamps a release build sets and `go install` does not.
+_VERSION_LDFLAGS = {
+    "helm": f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+}
 
 
 class BuildError(RuntimeError):
@@ -297,7 +301,12 @@ def _go_install(binary: Binary) -> None:
     started = time.monotonic()
     _progress(f"go install {package}@{binary.version}")
     _run_go(
-        ["install", "-trimpath", "-ldflags=-s -w", f"{package}@{binary.version}"],
+        [
+            "install",
+            "-trimpath",
+            f"-ldflags=-s -w {_VERSION_LDFLAGS.get(binary.name, '')}".strip(),
+            f"{package}@{binary.version}",
+        ],
         target,
         env={"GOBIN": str(target)},
     )
@@ -305,6 +314,33 @@ def _go_install(binary: Binary) -> None:
     if built_name != binary.name:
         built.replace(target / binary.name)
     _progress(f"built {binary.name} in {time.monotonic() - started:.0f}s")
+
+
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+"""kwok's own stage definitions (shipped in its Go module) that the cluster uses."""
+
+
+def kwok_stage_files() -> list[Path]:
+    """The stage files of the pinned kwok module, downloaded through the module proxy."""
+    workdir = cache_dir(KWOK)
+    workdir.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [_go(), "mod", "download", "-json", f"sigs.k8s.io/kwok@{KWOK_VERSION}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BuildError(f"cannot download sigs.k8s.io/kwok@{KWOK_VERSION}: {done.stderr.strip()}")
+    module_dir = Path(json.loads(done.stdout)["Dir"])
+    return [module_dir / relative for relative in KWOK_STAGES]
 
 
 def ensure(binaries: tuple[Binary, ...] = ALL) -> dict[str, Path]:

@@ -36,6 +36,8 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
 """kwok's fake pod IPs: bookkeeping only, like ClusterIPs."""
 DEFAULT_NODES = 3
+CUSTOM_STATUS = "custom"
+"""Pods annotated ``kwok.x-k8s.io/status: custom`` keep the status someone else sets."""
 
 
 class ClusterError(RuntimeError):
@@ -312,15 +314,34 @@ class LocalCluster:
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--manage-nodes-with-label-selector=",
-                # Pods carrying this annotation keep the status a test or launcher gives them.
-                "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
-                "--disregard-status-with-label-selector=",
+                f"--config={self._write_kwok_config()}",
                 f"--server-address=127.0.0.1:{self.ports['kwok']}",
                 f"--cidr={POD_CIDR}",
                 "--node-ip=10.244.255.254",
                 "--node-lease-duration-seconds=40",
             ],
         )
+
+    def _write_kwok_config(self) -> Path:
+        """kwok's own fast node and pod stages, with one change: pods annotated
+        ``kwok.x-k8s.io/status: custom`` are never made Ready by kwok, so a test
+        or the demo's launcher can drive their readiness itself."""
+        documents: list[dict[str, object]] = []
+        for path in binaries.kwok_stage_files():
+            for stage in yaml.safe_load_all(path.read_text()):
+                if stage and stage.get("metadata", {}).get("name") == "pod-ready":
+                    stage["spec"]["selector"]["matchExpressions"].append(
+                        {
+                            "key": '.metadata.annotations["kwok.x-k8s.io/status"]',
+                            "operator": "NotIn",
+                            "values": [CUSTOM_STATUS],
+                        }
+                    )
+                if stage:
+                    documents.append(stage)
+        config = self.folder / "kwok.yaml"
+        config.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+        return config
 
     def _ssl_context(self) -> ssl.SSLContext:
         keys = self.keys

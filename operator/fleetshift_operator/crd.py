@@ -8,7 +8,7 @@ rewrites one into the other:
 
 - ``$ref`` is inlined, ``title`` is dropped;
 - ``X | None`` becomes plain ``X`` (an absent field is how Kubernetes says "none");
-- ``int | str`` becomes ``x-kubernetes-int-or-string``;
+- ``int | str`` becomes ``x-kubernetes-int-or-string`` (the one ``anyOf`` allowed);
 - ``exclusiveMinimum: n`` becomes ``minimum: n, exclusiveMinimum: true``;
 - a single-value ``const`` becomes an ``enum``.
 
@@ -71,8 +71,17 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             return structural({**options[0], **rest}, defs)
         types = {o.get("type") for o in options}
         if types == {"integer", "string"}:
-            extra = {k: v for k, v in rest.items() if k.startswith("x-") or k == "description"}
-            return {"x-kubernetes-int-or-string": True, **extra}
+            # The one anyOf a structural schema allows: int-or-string, as for quantities.
+            extra = {
+                k: v
+                for k, v in rest.items()
+                if k.startswith("x-") or k in ("description", "pattern")
+            }
+            return {
+                "x-kubernetes-int-or-string": True,
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+                **extra,
+            }
         raise ValueError(f"cannot express anyOf {options} in a structural schema")
     out: dict[str, Any] = {}
     for key, value in schema.items():

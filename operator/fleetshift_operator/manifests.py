@@ -1,0 +1,277 @@
+"""Pure builders of the objects an Endpoint owns. No I/O: dicts in, dicts out.
+
+Names and labels (a contract with the routers, dashboards and alarms):
+
+- fleet Deployment ``<endpoint>-<variant>-<revision>`` (see ``planner.fleet_name``),
+  labelled ``fleetshift.dev/endpoint``, ``/variant``, ``/revision``;
+- the stable Service ``<endpoint>`` selects pods of *every* fleet of the endpoint
+  that carry ``fleetshift.dev/serving: "true"`` (the Replicas router sets it);
+- per-fleet Services ``<fleet>`` (the GatewayAPI router's backends);
+- an HPA per fleet with autoscaling, named like its Deployment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleetshift_operator.api import Variant
+from fleetshift_operator.planner import AutoscalingPlan, FleetPlan, fleet_name
+
+Manifest = dict[str, Any]
+
+LABEL_ENDPOINT = "fleetshift.dev/endpoint"
+LABEL_VARIANT = "fleetshift.dev/variant"
+LABEL_REVISION = "fleetshift.dev/revision"
+LABEL_SERVING = "fleetshift.dev/serving"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "fleetshift"
+DEFAULT_IMAGE = "ghcr.io/fleetshift/runtime:0.1.0"
+HTTP_PORT = 8080
+METRICS_PORT = 9090
+
+
+def owner_reference(endpoint: Manifest) -> dict[str, Any]:
+    """An owner reference to the Endpoint, so garbage collection follows it."""
+    metadata = endpoint["metadata"]
+    return {
+        "apiVersion": endpoint.get("apiVersion", "fleetshift.dev/v1alpha1"),
+        "kind": "Endpoint",
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def fleet_labels(endpoint: str, variant: str, revision: str) -> dict[str, str]:
+    """The labels that identify one fleet (and select its pods)."""
+    return {LABEL_ENDPOINT: endpoint, LABEL_VARIANT: variant, LABEL_REVISION: revision}
+
+
+def _metadata(name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any]) -> Manifest:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**labels, LABEL_MANAGED_BY: MANAGER},
+        "ownerReferences": [owner],
+    }
+
+
+def get_deployment(
+    endpoint: Manifest, variant: Variant, fleet: FleetPlan, *, include_replicas: bool
+) -> Manifest:
+    """The Deployment of one fleet. ``include_replicas`` is False once an HPA owns
+    the count, so server-side apply leaves it to the HPA.
+
+    >>> from fleetshift_operator.api import ModelSource
+    >>> from fleetshift_operator.planner import FleetPlan
+    >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
+    >>> v = Variant(name="main", model=ModelSource(uri="s3://m/1"), replicas=3)
+    >>> d = get_deployment(ep, v, FleetPlan("main", "abc", "green", 3, 0), include_replicas=True)
+    >>> d["metadata"]["name"], d["spec"]["replicas"]
+    ('churn-main-abc', 3)
+    >>> d["spec"]["selector"]["matchLabels"]["fleetshift.dev/revision"]
+    'abc'
+    """
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    labels = fleet_labels(name, variant.name, fleet.revision)
+    env = [
+        {"name": "FLEETSHIFT_MODEL_URI", "value": variant.model.uri},
+        {"name": "FLEETSHIFT_PORT", "value": str(HTTP_PORT)},
+        {"name": "FLEETSHIFT_METRICS_PORT", "value": str(METRICS_PORT)},
+        {"name": "FLEETSHIFT_NAMESPACE", "value": namespace},
+        {"name": "FLEETSHIFT_ENDPOINT", "value": name},
+        {"name": "FLEETSHIFT_VARIANT", "value": variant.name},
+        {"name": "FLEETSHIFT_REVISION", "value": fleet.revision},
+    ]
+    if variant.model.sha256:
+        env.append({"name": "FLEETSHIFT_MODEL_SHA256", "value": variant.model.sha256})
+    env += [e.model_dump(exclude_none=True) for e in variant.env]
+    container: Manifest = {
+        "name": "runtime",
+        "image": variant.image or DEFAULT_IMAGE,
+        "env": env,
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/ping", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+    }
+    if variant.resources is not None:
+        container["resources"] = variant.resources.model_dump(exclude_none=True)
+    pod_spec: Manifest = {"containers": [container]}
+    if variant.nodeSelector:
+        pod_spec["nodeSelector"] = dict(variant.nodeSelector)
+    if variant.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in variant.tolerations]
+    spec: Manifest = {
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {
+                "labels": labels,
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(METRICS_PORT),
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+    if include_replicas:
+        spec["replicas"] = fleet.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(
+            fleet_name(name, variant.name, fleet.revision),
+            namespace,
+            labels,
+            owner_reference(endpoint),
+        ),
+        "spec": spec,
+    }
+
+
+def get_stable_service(endpoint: Manifest) -> Manifest:
+    """The Service clients call: every serving pod of every fleet of the endpoint."""
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    selector = {LABEL_ENDPOINT: name, LABEL_SERVING: "true"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, namespace, {LABEL_ENDPOINT: name}, owner_reference(endpoint)),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def get_fleet_service(endpoint: Manifest, fleet: FleetPlan) -> Manifest:
+    """A Service over one fleet's pods (a Gateway API backend)."""
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    labels = fleet_labels(name, fleet.variant, fleet.revision)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            fleet_name(name, fleet.variant, fleet.revision),
+            namespace,
+            labels,
+            owner_reference(endpoint),
+        ),
+        "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+
+
+def get_hpa(endpoint: Manifest, fleet: FleetPlan, scaling: AutoscalingPlan) -> Manifest:
+    """An autoscaling/v2 HPA for one fleet: CPU and/or invocations per replica.
+
+    >>> from fleetshift_operator.planner import AutoscalingPlan, FleetPlan
+    >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
+    >>> plan = AutoscalingPlan(3, 10, 60, 50.0, 300, 0)
+    >>> hpa = get_hpa(ep, FleetPlan("main", "abc", "green", 4, 100), plan)
+    >>> hpa["spec"]["minReplicas"], [m["type"] for m in hpa["spec"]["metrics"]]
+    (3, ['Resource', 'Pods'])
+    """
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    target = fleet_name(name, fleet.variant, fleet.revision)
+    metrics: list[Manifest] = []
+    if scaling.target_cpu_percent is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {
+                        "type": "Utilization",
+                        "averageUtilization": scaling.target_cpu_percent,
+                    },
+                },
+            }
+        )
+    if scaling.target_invocations_per_replica is not None:
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "fleetshift_invocations_per_second"},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": _quantity(scaling.target_invocations_per_replica),
+                    },
+                },
+            }
+        )
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(
+            target,
+            namespace,
+            fleet_labels(name, fleet.variant, fleet.revision),
+            owner_reference(endpoint),
+        ),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": metrics,
+            "behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": scaling.scale_in_stabilization_seconds},
+                "scaleUp": {"stabilizationWindowSeconds": scaling.scale_out_stabilization_seconds},
+            },
+        },
+    }
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity for a rate: whole numbers stay whole, else milli-units.
+
+    >>> _quantity(50.0), _quantity(2.5)
+    ('50', '2500m')
+    """
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{round(value * 1000)}m"
+
+
+def get_http_route(
+    endpoint: Manifest, fleets: list[FleetPlan], routing: dict[str, Any]
+) -> Manifest:
+    """An ``HTTPRoute`` whose backends are the fleets' Services, with exact weights.
+
+    Weights are each fleet's share of its variant times the variant's weight.
+    """
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    variant_weights = {v["name"]: v.get("weight", 1) for v in endpoint["spec"]["variants"]}
+    backends = [
+        {
+            "name": fleet_name(name, f.variant, f.revision),
+            "port": 80,
+            "weight": f.traffic_percent * variant_weights.get(f.variant, 1),
+        }
+        for f in fleets
+    ]
+    spec: Manifest = {
+        "parentRefs": routing.get("parentRefs", []),
+        "rules": [{"backendRefs": backends}],
+    }
+    if routing.get("hostnames"):
+        spec["hostnames"] = routing["hostnames"]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": _metadata(name, namespace, {LABEL_ENDPOINT: name}, owner_reference(endpoint)),
+        "spec": spec,
+    }
