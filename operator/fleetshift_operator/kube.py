@@ -1,0 +1,212 @@
+"""The one place that talks to the Kubernetes API server.
+
+Every write is server-side apply with the ``fleetshift`` field manager, except
+the status (a JSON patch that replaces it whole) and pod labels (a merge
+patch of the one label the Replicas router owns).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from lightkube import AsyncClient, codecs
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Pod, Service
+from lightkube.types import PatchType
+
+from fleetshift_operator import api
+from fleetshift_operator.manifests import (
+    LABEL_ENDPOINT,
+    LABEL_REVISION,
+    LABEL_SERVING,
+    LABEL_VARIANT,
+    Manifest,
+)
+
+FIELD_MANAGER = "fleetshift"
+
+EndpointResource = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
+HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+
+_KINDS: dict[str, Any] = {
+    "Deployment": Deployment,
+    "Service": Service,
+    "HorizontalPodAutoscaler": HorizontalPodAutoscaler,
+    "HTTPRoute": HTTPRoute,
+}
+
+_WAITING_FAILURES = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PodView:
+    """What the operator needs to know of one serving pod."""
+
+    name: str
+    variant: str
+    revision: str
+    ready: bool
+    serving: bool
+    created: str
+    deleting: bool
+    failure: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentView:
+    """What the operator needs to know of one fleet Deployment."""
+
+    name: str
+    variant: str
+    revision: str
+    replicas: int
+    ready: int
+
+
+def _is_not_found(error: ApiError) -> bool:
+    return error.status.code == 404
+
+
+class Kube:
+    """A thin async facade over lightkube for the objects an Endpoint owns."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def apply(self, manifest: Manifest) -> None:
+        """Server-side apply ``manifest`` as the ``fleetshift`` field manager."""
+        await self.client.apply(codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+
+    async def delete(self, kind: str, name: str, namespace: str) -> bool:
+        """Delete one object; True if it existed."""
+        try:
+            await self.client.delete(_KINDS[kind], name, namespace=namespace)
+        except ApiError as error:
+            if _is_not_found(error):
+                return False
+            raise
+        return True
+
+    async def deployments(self, namespace: str, endpoint: str) -> list[DeploymentView]:
+        views = []
+        async for item in self.client.list(
+            Deployment, namespace=namespace, labels={LABEL_ENDPOINT: endpoint}
+        ):
+            labels = (item.metadata.labels if item.metadata else None) or {}
+            status = item.status
+            views.append(
+                DeploymentView(
+                    name=item.metadata.name if item.metadata and item.metadata.name else "",
+                    variant=labels.get(LABEL_VARIANT, ""),
+                    revision=labels.get(LABEL_REVISION, ""),
+                    replicas=(item.spec.replicas if item.spec and item.spec.replicas else 0),
+                    ready=(status.readyReplicas or 0) if status else 0,
+                )
+            )
+        return views
+
+    async def names(self, kind: str, namespace: str, endpoint: str) -> list[str]:
+        """Names of objects of ``kind`` labelled for ``endpoint``."""
+        found = []
+        async for item in self.client.list(
+            _KINDS[kind], namespace=namespace, labels={LABEL_ENDPOINT: endpoint}
+        ):
+            if item.metadata is not None and item.metadata.name:
+                found.append(item.metadata.name)
+        return found
+
+    async def pods(self, namespace: str, endpoint: str) -> list[PodView]:
+        views = []
+        async for pod in self.client.list(
+            Pod, namespace=namespace, labels={LABEL_ENDPOINT: endpoint}
+        ):
+            views.append(pod_view(pod))
+        return views
+
+    async def set_serving(self, namespace: str, pods: Iterable[tuple[str, bool]]) -> None:
+        """Add or remove the serving label on pods (missing pods are skipped)."""
+        for name, serving in pods:
+            value = "true" if serving else None
+            try:
+                await self.client.patch(
+                    Pod,
+                    name,
+                    {"metadata": {"labels": {LABEL_SERVING: value}}},
+                    namespace=namespace,
+                    patch_type=PatchType.MERGE,
+                )
+            except ApiError as error:
+                if not _is_not_found(error):
+                    raise
+
+    async def get_endpoint(self, namespace: str, name: str) -> Manifest | None:
+        """The Endpoint as a plain dict, or None if it is gone."""
+        try:
+            endpoint = await self.client.get(EndpointResource, name, namespace=namespace)
+        except ApiError as error:
+            if _is_not_found(error):
+                return None
+            raise
+        body: Manifest = endpoint.to_dict()  # type: ignore[no-untyped-call]
+        return body
+
+    async def set_phase(self, namespace: str, name: str, phase: str) -> None:
+        """Set only ``status.phase`` (used while the Endpoint is being deleted)."""
+        try:
+            await self.client.patch(
+                EndpointResource.Status,
+                name,
+                {"status": {"phase": phase}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as error:
+            if not _is_not_found(error):
+                raise
+
+    async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Replace the Endpoint's whole status through the status subresource."""
+        await self.client.patch(
+            EndpointResource.Status,
+            name,
+            [{"op": "add", "path": "/status", "value": status}],
+            namespace=namespace,
+            patch_type=PatchType.JSON,
+        )
+
+
+def pod_view(pod: Pod) -> PodView:
+    """Condense a Pod into what routing and failure detection need."""
+    metadata = pod.metadata
+    labels = (metadata.labels if metadata else None) or {}
+    status = pod.status
+    conditions = (status.conditions if status else None) or []
+    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+    failure = None
+    for container in (status.containerStatuses if status else None) or []:
+        waiting = container.state.waiting if container.state else None
+        if waiting is not None and waiting.reason in _WAITING_FAILURES:
+            failure = f"{waiting.reason} in pod {metadata.name if metadata else '?'}"
+    created = metadata.creationTimestamp if metadata else None
+    return PodView(
+        name=(metadata.name if metadata and metadata.name else ""),
+        variant=labels.get(LABEL_VARIANT, ""),
+        revision=labels.get(LABEL_REVISION, ""),
+        ready=ready,
+        serving=labels.get(LABEL_SERVING) == "true",
+        created=created.isoformat() if created else "",
+        deleting=bool(metadata and metadata.deletionTimestamp),
+        failure=failure,
+    )

@@ -1,0 +1,167 @@
+"""One reconcile of one Endpoint: observe -> plan -> apply -> write status once.
+
+No kopf here (``handlers.py`` wires this to events) and no decisions (the
+planner makes them). The apply order keeps traffic safe when the operator is
+killed between any two calls:
+
+1. fleets the plan lists are created or resized (a new green fleet first
+   appears with no traffic);
+2. the router moves traffic to the planned shares;
+3. fleets the plan no longer lists lose their router objects and are deleted,
+   so no traffic ever points at a deleted fleet;
+4. the status is written last, so a restart redoes the same idempotent plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+from fleetshift_operator.api import EndpointSpec, EndpointStatus
+from fleetshift_operator.controls import read_controls
+from fleetshift_operator.kube import DeploymentView, Kube, PodView
+from fleetshift_operator.manifests import Manifest, get_deployment, get_hpa
+from fleetshift_operator.planner import (
+    AlarmState,
+    FleetObservation,
+    Observed,
+    Plan,
+    fleet_name,
+    plan_endpoint,
+)
+from fleetshift_operator.traffic import make_router
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one reconcile did: the plan, for events, metrics and the wait until the next."""
+
+    plan: Plan
+    previous_status: EndpointStatus
+
+
+def observe_fleets(
+    deployments: list[DeploymentView], pods: list[PodView]
+) -> tuple[FleetObservation, ...]:
+    """Fleets as the planner sees them: Deployment counts plus pod failures.
+
+    >>> d = DeploymentView("ep-main-abc", "main", "abc", 3, 1)
+    >>> p = PodView("ep-main-abc-1", "main", "abc", False, False, "", False, "CrashLoopBackOff")
+    >>> observe_fleets([d], [p])[0].failure
+    'CrashLoopBackOff'
+    """
+    fleets = []
+    for deployment in deployments:
+        failures = [
+            p.failure
+            for p in pods
+            if p.revision == deployment.revision and p.variant == deployment.variant and p.failure
+        ]
+        fleets.append(
+            FleetObservation(
+                variant=deployment.variant,
+                revision=deployment.revision,
+                replicas=deployment.replicas,
+                ready=deployment.ready,
+                failure=failures[0] if failures else None,
+            )
+        )
+    return tuple(fleets)
+
+
+IN_FLIGHT = ("Creating", "Updating", "RollingBack", "UpdateRollbackFailed")
+
+
+def calculate_next_wake(plan: Plan, poll_seconds: float, resync_seconds: float) -> float:
+    """Seconds until the next reconcile if no event comes first.
+
+    While a deployment is in flight the Endpoint is polled (alarms and readiness
+    change without events on the Endpoint); at rest it resyncs slowly. A plan
+    due sooner (a bake ending) wins, but never below a fifth of a second.
+
+    >>> from fleetshift_operator.api import EndpointStatus
+    >>> def plan(phase, due=None): return Plan((), EndpointStatus(phase=phase), (), due)
+    >>> calculate_next_wake(plan("InService"), 5, 60)
+    60
+    >>> calculate_next_wake(plan("Updating"), 5, 60)
+    5
+    >>> calculate_next_wake(plan("Updating", 1.5), 5, 60)
+    1.5
+    >>> calculate_next_wake(plan("Updating", 0), 5, 60)
+    0.2
+    """
+    limit = poll_seconds if plan.status.phase in IN_FLIGHT else resync_seconds
+    if plan.requeue_after is None:
+        return limit
+    return max(0.2, min(limit, plan.requeue_after))
+
+
+async def reconcile_endpoint(
+    kube: Kube,
+    endpoint: Manifest,
+    now: datetime.datetime,
+    alarms: AlarmState | None = None,
+) -> Outcome:
+    """Run one observe -> plan -> apply -> status cycle for ``endpoint``."""
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    spec = EndpointSpec.model_validate(endpoint["spec"])
+    raw_status: dict[str, Any] = endpoint.get("status") or {}
+    status = EndpointStatus.model_validate(raw_status) if raw_status.get("phase") else None
+
+    deployments = await kube.deployments(namespace, name)
+    pods = await kube.pods(namespace, name)
+    observed = Observed(
+        endpoint=name,
+        generation=int(metadata.get("generation", 1)),
+        fleets=observe_fleets(deployments, pods),
+        controls=read_controls(metadata.get("annotations") or {}),
+        alarms=alarms,
+    )
+    plan = plan_endpoint(spec, status, observed, now)
+    await apply_plan(kube, endpoint, spec, plan, deployments, pods)
+    await kube.replace_status(
+        namespace, name, plan.status.model_dump(mode="json", exclude_none=True)
+    )
+    return Outcome(plan=plan, previous_status=status or EndpointStatus())
+
+
+async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
+    kube: Kube,
+    endpoint: Manifest,
+    spec: EndpointSpec,
+    plan: Plan,
+    deployments: list[DeploymentView],
+    pods: list[PodView],
+) -> None:
+    """Make the cluster match ``plan`` in the safe order described above."""
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    variants = {v.name: v for v in spec.variants}
+    existing = {d.name for d in deployments}
+    wanted: set[str] = set()
+    autoscaled: set[str] = set()
+    for fleet in plan.fleets:
+        deployment_name = fleet_name(name, fleet.variant, fleet.revision)
+        wanted.add(deployment_name)
+        include_replicas = fleet.autoscaling is None or deployment_name not in existing
+        await kube.apply(
+            get_deployment(
+                endpoint, variants[fleet.variant], fleet, include_replicas=include_replicas
+            )
+        )
+        if fleet.autoscaling is not None:
+            autoscaled.add(deployment_name)
+            await kube.apply(get_hpa(endpoint, fleet, fleet.autoscaling))
+
+    router = make_router(spec.traffic.router, kube)
+    await router.route(endpoint, plan.fleets, pods)
+    await router.retire(endpoint, plan.fleets)
+
+    for hpa in await kube.names("HorizontalPodAutoscaler", namespace, name):
+        if hpa not in autoscaled:
+            await kube.delete("HorizontalPodAutoscaler", hpa, namespace)
+    for deployment in deployments:
+        if deployment.name not in wanted:
+            await kube.delete("Deployment", deployment.name, namespace)

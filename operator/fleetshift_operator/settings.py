@@ -1,0 +1,27 @@
+"""Operator settings, from the environment with the ``FLEETSHIFT_`` prefix."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETSHIFT_", use_attribute_docstrings=True)
+
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch (JSON list, e.g. ``["ml","prod"]``); empty watches all."""
+    poll_interval_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Longest gap between reconciles of an Endpoint in the middle of a deployment."""
+    resync_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """Longest gap between reconciles of an Endpoint at rest."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the operator's metrics server (the Helm chart sets 0.0.0.0)."""
+    metrics_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of the operator's metrics server; 0 disables it."""
+    health_port: int = Field(default=0, ge=0, le=65535)
+    """Port of kopf's liveness endpoint (``/healthz``); 0 disables it."""
+    peering: str | None = None
+    """kopf peering name for running several replicas (HA); unset runs standalone."""

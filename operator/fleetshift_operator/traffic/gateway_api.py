@@ -1,0 +1,32 @@
+"""The ``GatewayAPI`` router: per-fleet Services and one ``HTTPRoute`` with exact weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fleetshift_operator.kube import Kube, PodView
+from fleetshift_operator.manifests import Manifest, get_fleet_service, get_http_route
+from fleetshift_operator.planner import FleetPlan, fleet_name
+
+
+class GatewayAPIRouter:
+    """Weights on an ``HTTPRoute``; the gateway splits requests exactly."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def route(
+        self, endpoint: Manifest, fleets: Sequence[FleetPlan], pods: Sequence[PodView]
+    ) -> None:
+        for fleet in fleets:
+            await self.kube.apply(get_fleet_service(endpoint, fleet))
+        routing = endpoint["spec"].get("traffic", {}).get("gatewayAPI") or {}
+        await self.kube.apply(get_http_route(endpoint, list(fleets), routing))
+
+    async def retire(self, endpoint: Manifest, fleets: Sequence[FleetPlan]) -> None:
+        metadata = endpoint["metadata"]
+        name, namespace = metadata["name"], metadata["namespace"]
+        keep = {fleet_name(name, f.variant, f.revision) for f in fleets} | {name}
+        for service in await self.kube.names("Service", namespace, name):
+            if service not in keep:
+                await self.kube.delete("Service", service, namespace)

@@ -1,0 +1,83 @@
+"""The ``Replicas`` router: one stable Service, the share follows serving replicas.
+
+The stable Service selects every pod of the endpoint labelled
+``fleetshift.dev/serving: "true"``. Both fleets exist at full size during a
+blue/green deployment (capacity is pre-scaled), and the router labels just
+enough pods of each to give green its share, as SageMaker shifts capacity:
+with 4 replicas per fleet and green at 25%, 3 blue and 1 green pod serve.
+kube-proxy then spreads requests over the Ready endpoints of the Service's
+EndpointSlices, so the split is real without a mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fleetshift_operator.kube import Kube, PodView
+from fleetshift_operator.manifests import Manifest, get_stable_service
+from fleetshift_operator.planner import FleetPlan, calculate_serving
+
+
+def calculate_serving_pods(fleets: Sequence[FleetPlan], pods: Sequence[PodView]) -> set[str]:
+    """The pods that must carry the serving label.
+
+    Per variant the fleet size is the larger planned fleet; a fleet with 100%
+    serves with all its pods, one with 0% (or not planned) with none, and a
+    partial share with :func:`calculate_serving`'s count. Among a fleet's pods,
+    those already serving are kept first (no churn), then Ready ones, oldest
+    first; pods being deleted never serve.
+
+    >>> from fleetshift_operator.planner import FleetPlan
+    >>> def pod(name, rev, ready=True, serving=False):
+    ...     return PodView(name, "main", rev, ready, serving, name, False, None)
+    >>> plan = [FleetPlan("main", "b", "blue", 4, 75), FleetPlan("main", "g", "green", 4, 25)]
+    >>> blue = [pod(f"b{i}", "b", serving=True) for i in range(4)]
+    >>> pods = blue + [pod(f"g{i}", "g") for i in range(4)]
+    >>> sorted(calculate_serving_pods(plan, pods))
+    ['b0', 'b1', 'b2', 'g0']
+    """
+    chosen: set[str] = set()
+    by_variant: dict[str, list[FleetPlan]] = {}
+    for fleet in fleets:
+        by_variant.setdefault(fleet.variant, []).append(fleet)
+    for variant, planned in by_variant.items():
+        size = max(f.replicas for f in planned)
+        for fleet in planned:
+            members = [
+                p
+                for p in pods
+                if p.variant == variant and p.revision == fleet.revision and not p.deleting
+            ]
+            if fleet.traffic_percent >= 100:
+                chosen.update(p.name for p in members)
+                continue
+            if fleet.traffic_percent <= 0:
+                continue
+            green_count = calculate_serving(size, fleet.traffic_percent)[1]
+            ranked = sorted(members, key=lambda p: (not p.serving, not p.ready, p.created, p.name))
+            chosen.update(p.name for p in ranked[:green_count])
+    return chosen
+
+
+class ReplicasRouter:
+    """Labels pods so the stable Service's endpoints match the plan."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def route(
+        self, endpoint: Manifest, fleets: Sequence[FleetPlan], pods: Sequence[PodView]
+    ) -> None:
+        namespace = endpoint["metadata"]["namespace"]
+        await self.kube.apply(get_stable_service(endpoint))
+        wanted = calculate_serving_pods(fleets, pods)
+        # Add before removing, so the Service never has fewer endpoints than needed.
+        await self.kube.set_serving(
+            namespace, [(p.name, True) for p in pods if p.name in wanted and not p.serving]
+        )
+        await self.kube.set_serving(
+            namespace, [(p.name, False) for p in pods if p.name not in wanted and p.serving]
+        )
+
+    async def retire(self, endpoint: Manifest, fleets: Sequence[FleetPlan]) -> None:
+        """Nothing to remove: the stable Service outlives every fleet."""
