@@ -38,6 +38,69 @@ POD_CIDR = "10.244.0.1/16"
 DEFAULT_NODES = 3
 CUSTOM_STATUS = "custom"
 """Pods annotated ``kwok.x-k8s.io/status: custom`` keep the status someone else sets."""
+CRASHLOOP_IMAGE = "fleetshift.dev/kwok:crashloop"
+"""kwok plays a container that keeps crashing (CrashLoopBackOff) for this image."""
+UNREADY_IMAGE = "fleetshift.dev/kwok:unready"
+"""kwok plays a container that runs but never passes its readiness probe for this image."""
+
+_FAILING_STATUS = """\
+phase: Running
+conditions:
+- type: Initialized
+  status: "True"
+- type: Ready
+  status: "False"
+  reason: ContainersNotReady
+- type: ContainersReady
+  status: "False"
+  reason: ContainersNotReady
+- type: PodScheduled
+  status: "True"
+containerStatuses:
+{{{{ range .spec.containers }}}}
+- name: {{{{ .name | Quote }}}}
+  image: {{{{ .image | Quote }}}}
+  ready: false
+  restartCount: {restarts}
+  state:
+{state}
+{{{{ end }}}}
+{{{{ $ips := PodIPsWith .spec.nodeName false .metadata.uid .metadata.name .metadata.namespace }}}}
+podIP: {{{{ index $ips 0 | Quote }}}}
+podIPs:
+{{{{ range $ips }}}}
+- ip: {{{{ . | Quote }}}}
+{{{{ end }}}}
+startTime: {{{{ Now | Quote }}}}
+"""
+
+
+def _failing_pod_stage(name: str, image: str, *, crash: bool) -> dict[str, object]:
+    """A kwok Stage that plays a failing container for pods running ``image``."""
+    if crash:
+        state = (
+            "    waiting: {reason: CrashLoopBackOff, message: back-off restarting failed container}"
+        )
+    else:
+        state = "    running: {startedAt: {{ Now | Quote }}}"
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": name},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {
+                "matchExpressions": [
+                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                    {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+                    {"key": ".spec.containers.[0].image", "operator": "In", "values": [image]},
+                ]
+            },
+            "next": {
+                "statusTemplate": _FAILING_STATUS.format(restarts=5 if crash else 0, state=state)
+            },
+        },
+    }
 
 
 class ClusterError(RuntimeError):
@@ -330,15 +393,22 @@ class LocalCluster:
         for path in binaries.kwok_stage_files():
             for stage in yaml.safe_load_all(path.read_text()):
                 if stage and stage.get("metadata", {}).get("name") == "pod-ready":
-                    stage["spec"]["selector"]["matchExpressions"].append(
+                    stage["spec"]["selector"]["matchExpressions"] += [
                         {
                             "key": '.metadata.annotations["kwok.x-k8s.io/status"]',
                             "operator": "NotIn",
                             "values": [CUSTOM_STATUS],
-                        }
-                    )
+                        },
+                        {
+                            "key": ".spec.containers.[0].image",
+                            "operator": "NotIn",
+                            "values": [CRASHLOOP_IMAGE, UNREADY_IMAGE],
+                        },
+                    ]
                 if stage:
                     documents.append(stage)
+        documents.append(_failing_pod_stage("fleetshift-crashloop", CRASHLOOP_IMAGE, crash=True))
+        documents.append(_failing_pod_stage("fleetshift-unready", UNREADY_IMAGE, crash=False))
         config = self.folder / "kwok.yaml"
         config.write_text(yaml.safe_dump_all(documents, sort_keys=False))
         return config

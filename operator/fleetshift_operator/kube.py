@@ -99,6 +99,16 @@ class Kube:
             raise
         return True
 
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Change only a Deployment's replica count (its pod template stays as it is)."""
+        await self.client.patch(
+            Deployment,
+            name,
+            {"spec": {"replicas": replicas}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
     async def deployments(self, namespace: str, endpoint: str) -> list[DeploymentView]:
         views = []
         async for item in self.client.list(

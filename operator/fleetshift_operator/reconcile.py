@@ -27,6 +27,7 @@ from fleetshift_operator.planner import (
     FleetObservation,
     Observed,
     Plan,
+    calculate_revision,
     fleet_name,
     plan_endpoint,
 )
@@ -68,6 +69,10 @@ def observe_fleets(
             )
         )
     return tuple(fleets)
+
+
+class FleetLostError(RuntimeError):
+    """A fleet of an older revision is missing and cannot be rebuilt from the spec."""
 
 
 IN_FLIGHT = ("Creating", "Updating", "RollingBack", "UpdateRollbackFailed")
@@ -139,18 +144,31 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
     metadata = endpoint["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
     variants = {v.name: v for v in spec.variants}
-    existing = {d.name for d in deployments}
     wanted: set[str] = set()
     autoscaled: set[str] = set()
+    revision = calculate_revision(spec)
+    existing = {d.name: d for d in deployments}
     for fleet in plan.fleets:
         deployment_name = fleet_name(name, fleet.variant, fleet.revision)
         wanted.add(deployment_name)
-        include_replicas = fleet.autoscaling is None or deployment_name not in existing
-        await kube.apply(
-            get_deployment(
-                endpoint, variants[fleet.variant], fleet, include_replicas=include_replicas
+        current = existing.get(deployment_name)
+        if fleet.revision == revision:
+            include_replicas = fleet.autoscaling is None or current is None
+            await kube.apply(
+                get_deployment(
+                    endpoint, variants[fleet.variant], fleet, include_replicas=include_replicas
+                )
             )
-        )
+        elif current is None:
+            # The spec now describes another revision; the pods of this one cannot be
+            # rebuilt from it. The planner reports the fleet as missing.
+            raise FleetLostError(
+                f"fleet {deployment_name} (revision {fleet.revision}) is gone and the spec "
+                f"now describes revision {revision}; it cannot be recreated"
+            )
+        elif fleet.autoscaling is None and current.replicas != fleet.replicas:
+            # An older fleet keeps its own pod template: only its size changes.
+            await kube.scale(namespace, deployment_name, fleet.replicas)
         if fleet.autoscaling is not None:
             autoscaled.add(deployment_name)
             await kube.apply(get_hpa(endpoint, fleet, fleet.autoscaling))
