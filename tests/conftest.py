@@ -27,6 +27,8 @@ from fleetshift_devcluster.prometheus import LocalPrometheus
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.crd import CRD_FILE
 
+pytest_plugins = ["support.operator_process"]
+
 FIELD_MANAGER = "fleetshift-tests"
 ROOT = Path(__file__).resolve().parents[1]
 

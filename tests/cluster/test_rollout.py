@@ -1,0 +1,346 @@
+"""Blue/green rollouts end to end: the real operator on the real local control plane.
+
+Traffic is checked where kube-proxy would read it: the Ready addresses in the
+stable Service's EndpointSlices, counted per fleet revision.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from lightkube import Client
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Pod
+
+from fleetshift_devcluster.wait import wait_for
+from fleetshift_operator.api import EndpointSpec
+from fleetshift_operator.planner import calculate_revision
+from support.operator_process import (
+    OperatorProcess,
+    annotate,
+    deployments_of,
+    endpoint_manifest,
+    serving_by_revision,
+    set_spec,
+    status_of,
+)
+
+NAME = "churn"
+
+
+def spec_with(
+    model: str = "s3://models/churn/v1",
+    *,
+    replicas: int = 4,
+    routing: dict[str, Any] | None = None,
+    termination: int = 2,
+    image: str | None = None,
+    timeout: int = 1800,
+) -> dict[str, Any]:
+    variant: dict[str, Any] = {"name": "main", "model": {"uri": model}, "replicas": replicas}
+    if image:
+        variant["image"] = image
+    return {
+        "variants": [variant],
+        "deploymentConfig": {
+            "blueGreen": {
+                "trafficRouting": routing
+                or {
+                    "type": "Canary",
+                    "canarySize": {"type": "CapacityPercent", "value": 25},
+                    "waitIntervalSeconds": 4,
+                },
+                "terminationWaitSeconds": termination,
+                "maximumExecutionTimeoutSeconds": timeout,
+            }
+        },
+    }
+
+
+def revision_of(spec: dict[str, Any]) -> str:
+    return calculate_revision(EndpointSpec.model_validate(spec))
+
+
+def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:
+    kube.create(endpoint_manifest(NAME, namespace, spec))
+    revision = revision_of(spec)
+    wait_for(
+        lambda: (
+            status_of(kube, NAME, namespace).get("phase") == "InService"
+            and serving_by_revision(kube, namespace, NAME)
+            == {revision: spec["variants"][0]["replicas"]}
+        ),
+        timeout=60,
+        message="InService with every replica serving",
+    )
+    return revision
+
+
+def pod_names(kube: Client, namespace: str, revision: str) -> set[str]:
+    pods = kube.list(Pod, namespace=namespace, labels={"fleetshift.dev/revision": revision})
+    return {p.metadata.name for p in pods if p.metadata and p.metadata.name}
+
+
+def test_create_reaches_in_service_with_ready_pods_on_kwok_nodes(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    revision = create_in_service(kube, namespace, spec_with(replicas=3))
+
+    status = status_of(kube, NAME, namespace)
+    assert status["activeRevision"] == revision
+    assert status["observedGeneration"] == 1
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"Ready": "True", "Progressing": "False", "Degraded": "False"}
+    pods = kube.list(Pod, namespace=namespace, labels={"fleetshift.dev/revision": revision})
+    assert all(p.spec and (p.spec.nodeName or "").startswith("kwok-node-") for p in pods)
+    deployment = kube.get(Deployment, f"{NAME}-main-{revision}", namespace=namespace)
+    owners = deployment.metadata.ownerReferences if deployment.metadata else None
+    assert owners and owners[0].kind == "Endpoint" and owners[0].controller
+
+
+def test_canary_success_shifts_a_quarter_then_all_and_retires_blue(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    blue = create_in_service(kube, namespace, spec_with())
+    blue_pods = pod_names(kube, namespace, blue)
+    update = spec_with("s3://models/churn/v2")
+    green = revision_of(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, green: 1},
+        timeout=30,
+        message="canary: 3 blue + 1 green serving",
+    )
+    assert status_of(kube, NAME, namespace)["greenTrafficPercent"] == 25
+    assert pod_names(kube, namespace, blue) == blue_pods, "blue pods must not be replaced"
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {green: 4},
+        timeout=30,
+        message="all traffic on green",
+    )
+    assert deployments_of(kube, namespace, NAME).keys() == {blue, green}, "blue kept while waiting"
+    wait_for(
+        lambda: deployments_of(kube, namespace, NAME).keys() == {green},
+        timeout=30,
+        message="blue retired",
+    )
+    status = status_of(kube, NAME, namespace)
+    assert status["phase"] == "InService"
+    assert status["activeRevision"] == green
+    assert status["lastDeployment"]["outcome"] == "Succeeded"
+    assert [h["revision"] for h in status["history"]][-1] == green
+
+
+def test_linear_success_moves_in_three_steps(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    routing = {
+        "type": "Linear",
+        "linearStepSize": {"type": "InstanceCount", "value": 1},
+        "waitIntervalSeconds": 3,
+    }
+    blue = create_in_service(kube, namespace, spec_with(replicas=3, routing=routing))
+    update = spec_with("s3://models/churn/v2", replicas=3, routing=routing)
+    green = revision_of(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    for expected in ({blue: 2, green: 1}, {blue: 1, green: 2}, {green: 3}):
+        wait_for(
+            lambda expected=expected: serving_by_revision(kube, namespace, NAME) == expected,
+            timeout=30,
+            message=f"linear step serving {expected}",
+        )
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("activeRevision") == green,
+        timeout=30,
+        message="green active",
+    )
+    assert status_of(kube, NAME, namespace)["lastDeployment"]["outcome"] == "Succeeded"
+
+
+def test_all_at_once_bakes_then_keeps_blue_through_termination_wait(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    routing = {"type": "AllAtOnce", "waitIntervalSeconds": 4}
+    blue = create_in_service(kube, namespace, spec_with(replicas=2, routing=routing))
+    update = spec_with("s3://models/churn/v2", replicas=2, routing=routing, termination=4)
+    green = revision_of(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {green: 2},
+        timeout=30,
+        message="all at once",
+    )
+    wait_for(
+        lambda: (
+            (status_of(kube, NAME, namespace).get("step") or {}).get("stage") == "TerminationWait"
+        ),
+        timeout=30,
+        message="termination wait",
+    )
+    assert blue in deployments_of(kube, namespace, NAME)
+    wait_for(
+        lambda: deployments_of(kube, namespace, NAME).keys() == {green},
+        timeout=30,
+        message="blue retired after the termination wait",
+    )
+
+
+def test_crash_looping_green_rolls_back(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    blue = create_in_service(kube, namespace, spec_with())
+    update = spec_with("s3://models/churn/v2", image="fleetshift.dev/kwok:crashloop")
+    green = revision_of(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(
+        lambda: (
+            (status_of(kube, NAME, namespace).get("lastDeployment") or {}).get("outcome")
+            == "RolledBack"
+        ),
+        timeout=60,
+        message="rolled back",
+    )
+    wait_for(
+        lambda: deployments_of(kube, namespace, NAME).keys() == {blue}
+        and status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=30,
+        message="green deleted, InService on blue",
+    )
+    status = status_of(kube, NAME, namespace)
+    assert status["activeRevision"] == blue
+    assert "CrashLoopBackOff" in status["lastDeployment"]["reason"]
+    assert status["rolledBackRevision"] == green
+    assert serving_by_revision(kube, namespace, NAME) == {blue: 4}
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert degraded["status"] == "True"
+
+
+def test_abort_rolls_back_and_retry_redeploys(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    slow = {
+        "type": "Canary",
+        "canarySize": {"type": "CapacityPercent", "value": 25},
+        "waitIntervalSeconds": 300,
+    }
+    blue = create_in_service(kube, namespace, spec_with(routing=slow))
+    update = spec_with("s3://models/churn/v2", routing=slow)
+    green = revision_of(update)
+    set_spec(kube, NAME, namespace, update)
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, green: 1},
+        timeout=30,
+        message="canary serving",
+    )
+
+    annotate(kube, NAME, namespace, {"fleetshift.dev/abort": "req-1"})
+
+    wait_for(
+        lambda: (
+            deployments_of(kube, namespace, NAME).keys() == {blue}
+            and status_of(kube, NAME, namespace).get("phase") == "InService"
+        ),
+        timeout=30,
+        message="aborted back to blue",
+    )
+    assert status_of(kube, NAME, namespace)["lastDeployment"]["reason"] == "aborted on request"
+
+    annotate(kube, NAME, namespace, {"fleetshift.dev/retry": "req-2"})
+
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, green: 1},
+        timeout=30,
+        message="retried canary serving",
+    )
+
+
+def test_pause_holds_and_promote_skips_the_waits(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    routing = {
+        "type": "Canary",
+        "canarySize": {"type": "CapacityPercent", "value": 25},
+        "waitIntervalSeconds": 3,
+    }
+    blue = create_in_service(kube, namespace, spec_with(routing=routing))
+    annotate(kube, NAME, namespace, {"fleetshift.dev/paused": "true"})
+    update = spec_with("s3://models/churn/v2", routing=routing, termination=600)
+    green = revision_of(update)
+    set_spec(kube, NAME, namespace, update)
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("paused") is True,
+        timeout=30,
+        message="paused",
+    )
+    wait_for(
+        lambda: deployments_of(kube, namespace, NAME).get(green) == 4,
+        timeout=30,
+        message="green fleet Ready",
+    )
+    held = copy.deepcopy(serving_by_revision(kube, namespace, NAME))
+    assert held == {blue: 4}, "a paused deployment does not shift traffic"
+
+    annotate(kube, NAME, namespace, {"fleetshift.dev/paused": None})
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {green: 4},
+        timeout=30,
+        message="resumed to full green",
+    )
+    wait_for(
+        lambda: (status_of(kube, NAME, namespace).get("step") or {}).get("stage")
+        == "TerminationWait",
+        timeout=30,
+        message="termination wait",
+    )
+
+    annotate(kube, NAME, namespace, {"fleetshift.dev/promote": "now"})
+
+    wait_for(
+        lambda: (
+            deployments_of(kube, namespace, NAME).keys() == {green}
+            and status_of(kube, NAME, namespace).get("activeRevision") == green
+        ),
+        timeout=30,
+        message="promoted past the 600 s termination wait",
+    )
+
+
+def test_new_spec_mid_rollout_supersedes_green_while_blue_serves(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    slow = {
+        "type": "Canary",
+        "canarySize": {"type": "CapacityPercent", "value": 25},
+        "waitIntervalSeconds": 300,
+    }
+    blue = create_in_service(kube, namespace, spec_with(routing=slow))
+    second = spec_with("s3://models/churn/v2", routing=slow)
+    set_spec(kube, NAME, namespace, second)
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, revision_of(second): 1},
+        timeout=30,
+        message="first canary",
+    )
+    third = spec_with("s3://models/churn/v3", routing=slow)
+
+    set_spec(kube, NAME, namespace, third)
+
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, revision_of(third): 1},
+        timeout=30,
+        message="the new canary replaces the old one",
+    )
+    assert revision_of(second) not in deployments_of(kube, namespace, NAME)
+    history = status_of(kube, NAME, namespace)["history"]
+    assert any(
+        h["outcome"] == "Superseded" and h["revision"] == revision_of(second) for h in history
+    )
