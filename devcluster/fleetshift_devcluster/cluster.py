@@ -12,6 +12,7 @@ that were started, by PID, and nothing else.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,6 +44,9 @@ CRASHLOOP_IMAGE = "fleetshift.dev/kwok:crashloop"
 """kwok plays a container that keeps crashing (CrashLoopBackOff) for this image."""
 UNREADY_IMAGE = "fleetshift.dev/kwok:unready"
 """kwok plays a container that runs but never passes its readiness probe for this image."""
+SLOW_IMAGE = "fleetshift.dev/kwok:slow"
+"""kwok plays a container that takes ``SLOW_START_SECONDS`` to become Ready."""
+SLOW_START_SECONDS = 4
 
 _FAILING_STATUS = """\
 phase: Running
@@ -73,6 +78,19 @@ podIPs:
 {{{{ end }}}}
 startTime: {{{{ Now | Quote }}}}
 """
+
+
+def _slow_ready_stage(pod_ready: dict[str, Any]) -> dict[str, Any]:
+    """kwok's pod-ready stage, for ``SLOW_IMAGE`` only and after a delay."""
+    stage = copy.deepcopy(pod_ready)
+    stage["metadata"]["name"] = "fleetshift-slow-ready"
+    expressions = stage["spec"]["selector"]["matchExpressions"]
+    expressions[:] = [e for e in expressions if e["key"] != ".spec.containers.[0].image"]
+    expressions.append(
+        {"key": ".spec.containers.[0].image", "operator": "In", "values": [SLOW_IMAGE]}
+    )
+    stage["spec"]["delay"] = {"durationMilliseconds": SLOW_START_SECONDS * 1000}
+    return stage
 
 
 def _failing_pod_stage(name: str, image: str, *, crash: bool) -> dict[str, object]:
@@ -402,9 +420,10 @@ class LocalCluster:
                         {
                             "key": ".spec.containers.[0].image",
                             "operator": "NotIn",
-                            "values": [CRASHLOOP_IMAGE, UNREADY_IMAGE],
+                            "values": [CRASHLOOP_IMAGE, UNREADY_IMAGE, SLOW_IMAGE],
                         },
                     ]
+                    documents.append(_slow_ready_stage(stage))
                 if stage:
                     documents.append(stage)
         documents.append(_failing_pod_stage("fleetshift-crashloop", CRASHLOOP_IMAGE, crash=True))

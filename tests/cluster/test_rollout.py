@@ -149,11 +149,11 @@ def test_linear_success_moves_in_three_steps(
     set_spec(kube, NAME, namespace, update)
 
     for expected in ({blue: 2, green: 1}, {blue: 1, green: 2}, {green: 3}):
-        wait_for(
-            lambda expected=expected: serving_by_revision(kube, namespace, NAME) == expected,
-            timeout=30,
-            message=f"linear step serving {expected}",
-        )
+
+        def serving_as_expected(expected: dict[str, int] = expected) -> bool:
+            return serving_by_revision(kube, namespace, NAME) == expected
+
+        wait_for(serving_as_expected, timeout=30, message=f"linear step serving {expected}")
     wait_for(
         lambda: status_of(kube, NAME, namespace).get("activeRevision") == green,
         timeout=30,
@@ -210,8 +210,10 @@ def test_crash_looping_green_rolls_back(
         message="rolled back",
     )
     wait_for(
-        lambda: deployments_of(kube, namespace, NAME).keys() == {blue}
-        and status_of(kube, NAME, namespace).get("phase") == "InService",
+        lambda: (
+            deployments_of(kube, namespace, NAME).keys() == {blue}
+            and status_of(kube, NAME, namespace).get("phase") == "InService"
+        ),
         timeout=30,
         message="green deleted, InService on blue",
     )
@@ -296,8 +298,9 @@ def test_pause_holds_and_promote_skips_the_waits(
         message="resumed to full green",
     )
     wait_for(
-        lambda: (status_of(kube, NAME, namespace).get("step") or {}).get("stage")
-        == "TerminationWait",
+        lambda: (
+            (status_of(kube, NAME, namespace).get("step") or {}).get("stage") == "TerminationWait"
+        ),
         timeout=30,
         message="termination wait",
     )
