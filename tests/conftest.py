@@ -22,6 +22,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace
 
+from fleetshift_devcluster import binaries
 from fleetshift_devcluster.cluster import LocalCluster, running_cluster
 from fleetshift_devcluster.prometheus import LocalPrometheus
 from fleetshift_devcluster.wait import wait_for
@@ -98,6 +99,28 @@ def endpoint_crd(kube: Client) -> str:
 
     wait_for(established, timeout=30, message=f"CRD {name} established")
     return str(name)
+
+
+@pytest.fixture(scope="session")
+def gateway_api_crds(kube: Client) -> list[str]:
+    """The standard Gateway API CRDs, from the pinned ``sigs.k8s.io/gateway-api`` module."""
+    names = []
+    for path in binaries.gateway_api_crds():
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document.get("kind") == "CustomResourceDefinition":
+                kube.apply(CustomResourceDefinition.from_dict(document), force=True)  # type: ignore[call-overload]
+                names.append(document["metadata"]["name"])
+
+    def established() -> bool:
+        for name in names:
+            crd = kube.get(CustomResourceDefinition, name)
+            conditions = (crd.status.conditions if crd.status else None) or []
+            if not any(c.type == "Established" and c.status == "True" for c in conditions):
+                return False
+        return True
+
+    wait_for(established, timeout=60, message="Gateway API CRDs established")
+    return names
 
 
 @pytest.fixture

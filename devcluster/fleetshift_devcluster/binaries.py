@@ -34,7 +34,7 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.5.35"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
-GATEWAY_API_VERSION = "v1.7.0"
+GATEWAY_API_VERSION = "v1.6.3"  # v1.7 needs Go 1.27
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,21 +326,37 @@ KWOK_STAGES = (
 """kwok's own stage definitions (shipped in its Go module) that the cluster uses."""
 
 
-def kwok_stage_files() -> list[Path]:
-    """The stage files of the pinned kwok module, downloaded through the module proxy."""
-    workdir = cache_dir(KWOK)
+def module_dir(module: str, version: str) -> Path:
+    """The source folder of ``module@version``, downloaded through the Go module proxy."""
+    workdir = cache_root()
     workdir.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        [_go(), "mod", "download", "-json", f"sigs.k8s.io/kwok@{KWOK_VERSION}"],
+        [_go(), "mod", "download", "-json", f"{module}@{version}"],
         cwd=workdir,
         capture_output=True,
         text=True,
         check=False,
     )
-    if done.returncode != 0:
-        raise BuildError(f"cannot download sigs.k8s.io/kwok@{KWOK_VERSION}: {done.stderr.strip()}")
-    module_dir = Path(json.loads(done.stdout)["Dir"])
-    return [module_dir / relative for relative in KWOK_STAGES]
+    answer = json.loads(done.stdout or "{}")
+    if done.returncode != 0 or "Dir" not in answer:
+        reason = answer.get("Error") or done.stderr.strip()
+        raise BuildError(f"cannot download {module}@{version}: {reason}")
+    return Path(answer["Dir"])
+
+
+def kwok_stage_files() -> list[Path]:
+    """The stage files of the pinned kwok module."""
+    source = module_dir("sigs.k8s.io/kwok", KWOK_VERSION)
+    return [source / relative for relative in KWOK_STAGES]
+
+
+def gateway_api_crds() -> list[Path]:
+    """The standard-channel Gateway API CRDs of the pinned ``sigs.k8s.io/gateway-api``."""
+    source = module_dir("sigs.k8s.io/gateway-api", GATEWAY_API_VERSION)
+    folder = source / "config" / "crd" / "standard"
+    return sorted(
+        p for p in folder.glob("gateway.networking.k8s.io_*.yaml") if "vap_" not in p.name
+    )
 
 
 def ensure(binaries: tuple[Binary, ...] = ALL) -> dict[str, Path]:

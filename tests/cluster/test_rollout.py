@@ -11,10 +11,11 @@ from typing import Any
 
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Pod, Service
 
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.api import EndpointSpec
+from fleetshift_operator.kube import HTTPRoute
 from fleetshift_operator.planner import calculate_revision
 from support.operator_process import (
     OperatorProcess,
@@ -347,3 +348,51 @@ def test_new_spec_mid_rollout_supersedes_green_while_blue_serves(
     assert any(
         h["outcome"] == "Superseded" and h["revision"] == revision_of(second) for h in history
     )
+
+
+def route_weights(kube: Client, namespace: str) -> dict[str, int]:
+    route = kube.get(HTTPRoute, NAME, namespace=namespace).to_dict()  # type: ignore[no-untyped-call]
+    backends = route["spec"]["rules"][0]["backendRefs"]
+    return {b["name"].removeprefix(f"{NAME}-main-"): b["weight"] for b in backends}
+
+
+def test_gateway_api_router_weights_follow_each_step(
+    kube: Client,
+    namespace: str,
+    gateway_api_crds: list[str],
+    operator_process: OperatorProcess,
+) -> None:
+    gateway = {
+        "router": "GatewayAPI",
+        "gatewayAPI": {"parentRefs": [{"name": "public"}], "hostnames": ["churn.example.com"]},
+    }
+    base = {**spec_with(), "traffic": gateway}
+    kube.create(endpoint_manifest(NAME, namespace, base))
+    blue = revision_of(base)
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="InService",
+    )
+    wait_for(lambda: route_weights(kube, namespace) == {blue: 100}, timeout=30, message="route")
+    update = {**spec_with("s3://models/churn/v2"), "traffic": gateway}
+    green = revision_of(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    for expected in (
+        {blue: 100, green: 0},
+        {blue: 75, green: 25},
+        {blue: 0, green: 100},
+        {green: 100},
+    ):
+
+        def weights_are(expected: dict[str, int] = expected) -> bool:
+            return route_weights(kube, namespace) == expected
+
+        wait_for(weights_are, timeout=30, message=f"route weights {expected}")
+    route = kube.get(HTTPRoute, NAME, namespace=namespace).to_dict()  # type: ignore[no-untyped-call]
+    assert [ref["name"] for ref in route["spec"]["parentRefs"]] == ["public"]
+    assert route["spec"]["hostnames"] == ["churn.example.com"]
+    services = {s.metadata.name for s in kube.list(Service, namespace=namespace) if s.metadata}
+    assert services == {f"{NAME}-main-{green}"}, "the retired fleet's Service is removed"
