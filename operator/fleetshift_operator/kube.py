@@ -29,6 +29,7 @@ from fleetshift_operator.manifests import (
 )
 
 FIELD_MANAGER = "fleetshift"
+REPLICAS_HANDOFF_MANAGER = "fleetshift-replicas-handoff"
 
 EndpointResource = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
@@ -98,6 +99,29 @@ class Kube:
                 return False
             raise
         return True
+
+    async def hand_over_replicas(self, namespace: str, name: str, replicas: int) -> None:
+        """Give ``spec.replicas`` a second owner so the main field manager can drop it.
+
+        Server-side apply deletes a field its only owner stops applying; a
+        Deployment whose replicas an HPA manages would fall back to 1 replica.
+        A separate manager co-owns the same value first (the documented way to
+        transfer ownership), then the HPA takes the field over when it scales.
+        """
+        await self.client.patch(
+            Deployment,
+            name,
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"replicas": replicas},
+            },
+            namespace=namespace,
+            patch_type=PatchType.APPLY,
+            field_manager=REPLICAS_HANDOFF_MANAGER,
+            force=True,
+        )
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
         """Change only a Deployment's replica count (its pod template stays as it is)."""

@@ -159,6 +159,8 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
                     endpoint, variants[fleet.variant], fleet, include_replicas=include_replicas
                 )
             )
+            if fleet.autoscaling is not None and current is None:
+                await kube.hand_over_replicas(namespace, deployment_name, fleet.replicas)
         elif current is None:
             # The spec now describes another revision; the pods of this one cannot be
             # rebuilt from it. The planner reports the fleet as missing.

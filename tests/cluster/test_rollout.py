@@ -11,6 +11,7 @@ from typing import Any
 
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Pod, Service
 
 from fleetshift_devcluster.wait import wait_for
@@ -396,3 +397,52 @@ def test_gateway_api_router_weights_follow_each_step(
     assert route["spec"]["hostnames"] == ["churn.example.com"]
     services = {s.metadata.name for s in kube.list(Service, namespace=namespace) if s.metadata}
     assert services == {f"{NAME}-main-{green}"}, "the retired fleet's Service is removed"
+
+
+def hpa_minimums(kube: Client, namespace: str) -> dict[str, int]:
+    return {
+        (h.metadata.name or "").removeprefix(f"{NAME}-main-"): h.spec.minReplicas or 0
+        for h in kube.list(HorizontalPodAutoscaler, namespace=namespace)
+        if h.metadata and h.spec
+    }
+
+
+def test_hpas_follow_the_fleets_and_green_carries_its_capacity_at_cutover(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    autoscaling = {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilizationPercent": 60}
+    routing = {
+        "type": "Canary",
+        "canarySize": {"type": "CapacityPercent", "value": 25},
+        "waitIntervalSeconds": 4,
+    }
+    base = spec_with(routing=routing, termination=4)
+    base["variants"][0]["autoscaling"] = autoscaling
+    blue = create_in_service(kube, namespace, base)
+    wait_for(lambda: hpa_minimums(kube, namespace) == {blue: 2}, timeout=30, message="blue HPA")
+    hpa = kube.get(HorizontalPodAutoscaler, f"{NAME}-main-{blue}", namespace=namespace)
+    assert hpa.spec is not None and hpa.spec.maxReplicas == 8
+    assert hpa.spec.scaleTargetRef.name == f"{NAME}-main-{blue}"
+    update = spec_with("s3://models/churn/v2", routing=routing, termination=4)
+    update["variants"][0]["autoscaling"] = autoscaling
+    green = revision_of(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(
+        lambda: hpa_minimums(kube, namespace) == {blue: 2, green: 2},
+        timeout=30,
+        message="green gets its own HPA",
+    )
+    wait_for(
+        lambda: hpa_minimums(kube, namespace) == {blue: 2, green: 4},
+        timeout=30,
+        message="at 100% green's HPA floor is blue's whole capacity",
+    )
+    wait_for(
+        lambda: hpa_minimums(kube, namespace) == {green: 2},
+        timeout=30,
+        message="blue's HPA goes with blue; green relaxes to the spec minimum",
+    )
+    deployment = kube.get(Deployment, f"{NAME}-main-{green}", namespace=namespace)
+    assert deployment.spec is not None and deployment.spec.replicas == 4
