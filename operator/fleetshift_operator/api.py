@@ -456,10 +456,10 @@ class FleetStatus(_Model):
 class StepStatus(_Model):
     """Where a deployment is in its sequence of traffic steps."""
 
-    stage: Literal["Provisioning", "Baking", "TerminationWait"] = "Provisioning"
-    """``Provisioning``: the green fleet is starting; ``Baking``: a traffic step is
+    stage: Literal["Provisioning", "Baking", "TerminationWait", "RollingBack"] = "Provisioning"
+    """``Provisioning``: green capacity is starting; ``Baking``: a traffic step is
     held while alarms watch; ``TerminationWait``: green has all traffic and blue is
-    kept for a possible rollback."""
+    kept for a possible rollback; ``RollingBack``: blue capacity is being restored."""
     index: int = 0
     """The current traffic step, 1-based (0 while provisioning)."""
     total: int = 0
@@ -470,6 +470,11 @@ class StepStatus(_Model):
     """When the step began (RFC 3339)."""
     bakeUntil: str | None = None
     """When the step's wait ends (RFC 3339)."""
+    fleetSize: int | None = None
+    """Blue's replicas when the deployment started (a rolling deployment shrinks
+    blue, and a rollback restores it to this size)."""
+    rollbackReplicas: int | None = None
+    """Blue replicas a rolling rollback restores up to in the current batch."""
 
 
 class DeploymentRecord(_Model):
@@ -514,6 +519,8 @@ class EndpointStatus(_Model):
     """True while a pause holds the deployment at its step."""
     pausedAt: str | None = None
     """When the pause began; waits and the deadline are extended by its length."""
+    rollbackReason: str | None = None
+    """Why the current deployment is being rolled back (kept until the rollback is done)."""
     rolledBackRevision: str | None = None
     """A revision that was rolled back; it is not tried again until the spec changes
     or a retry is requested."""

@@ -169,6 +169,9 @@ class FleetPlan:
     traffic_percent: int
     """Share of the variant's traffic, 0-100."""
     autoscaling: AutoscalingPlan | None = None
+    serving_replicas: int | None = None
+    """How many of its pods the replica-ratio router puts in service; None means
+    all of them when the fleet has traffic and none when it has not."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -497,6 +500,7 @@ def _record(
 
 
 def _clear_deployment(status: EndpointStatus) -> None:
+    status.rollbackReason = None
     status.candidateRevision = None
     status.step = None
     status.deploymentStartedAt = None
@@ -504,9 +508,13 @@ def _clear_deployment(status: EndpointStatus) -> None:
 
 
 def _deadline(draft: _Draft) -> datetime.datetime:
-    return _ceil_second(
-        draft.now + datetime.timedelta(seconds=_policy(draft.spec).maximumExecutionTimeoutSeconds)
+    rolling = draft.spec.deploymentConfig.rolling
+    timeout = (
+        rolling.maximumExecutionTimeoutSeconds
+        if rolling is not None
+        else _policy(draft.spec).maximumExecutionTimeoutSeconds
     )
+    return _ceil_second(draft.now + datetime.timedelta(seconds=timeout))
 
 
 def _start_deployment(draft: _Draft, revision: str) -> None:
@@ -514,7 +522,9 @@ def _start_deployment(draft: _Draft, revision: str) -> None:
     status.candidateRevision = revision
     status.deploymentStartedAt = format_time(draft.now)
     status.deadline = format_time(_deadline(draft))
-    status.step = StepStatus(stage="Provisioning", index=0, total=0, greenPercent=0)
+    active = status.activeRevision
+    size = max(_fleet_size(v, draft.observed, active) for v in draft.spec.variants)
+    status.step = StepStatus(stage="Provisioning", index=0, total=0, greenPercent=0, fleetSize=size)
     draft.set_phase("Updating")
     draft.emit(
         "DeploymentStarted",
@@ -614,34 +624,40 @@ def _blue_only(draft: _Draft) -> None:
 
 
 def _rollback(draft: _Draft, reason: str, *, warning: bool = True) -> None:
-    """All traffic to blue now; green is dropped from the plan (and so deleted)."""
+    """All traffic back to blue. Blue/green: at once, green is dropped from the plan
+    (and so deleted). Rolling: blue capacity is restored in batches first."""
     status = draft.status
     candidate = status.candidateRevision
+    rolling = draft.spec.deploymentConfig.rolling is not None
     blue_missing = [
         v.name
         for v in draft.spec.variants
         if (fleet := draft.observed.fleet(v.name, status.activeRevision)) is None
-        or fleet.ready == 0
+        or (fleet.ready == 0 and not rolling)
     ]
+    status.rollbackReason = reason
     if blue_missing:
-        # Never send traffic to a fleet that cannot take it: keep green serving,
-        # restore blue, and finish the rollback once blue is Ready.
+        # Never send traffic to a fleet that cannot take it: keep green serving and
+        # retry; the rollback completes once blue can take the traffic again.
         _keep_current(draft)
-        draft.set_phase("UpdateRollbackFailed")
-        draft.emit(
-            "RollbackBlocked",
-            f"cannot roll back {candidate}: blue fleet of {', '.join(blue_missing)} not Ready",
-            warning=True,
-        )
+        if status.phase != "UpdateRollbackFailed":
+            draft.set_phase("UpdateRollbackFailed")
+            draft.emit(
+                "RollbackBlocked",
+                f"cannot roll back {candidate}: blue fleet of {', '.join(blue_missing)} not Ready",
+                warning=True,
+            )
         draft.wake_at(draft.now + datetime.timedelta(seconds=5))
         return
-    _blue_only(draft)
-    status.greenTrafficPercent = 0
     if status.phase != "RollingBack":
         draft.set_phase("RollingBack")
         draft.emit("RollbackStarted", f"rolling back {candidate}: {reason}", warning=warning)
         status.rolledBackRevision = candidate
         _record(draft, candidate or "", "RolledBack", reason)
+    if rolling and not _rolling_rollback(draft):
+        return
+    _blue_only(draft)
+    status.greenTrafficPercent = 0
     if status.step is not None:
         status.step.greenPercent = 0
 
@@ -698,7 +714,13 @@ def _plan_deployment(draft: _Draft, revision: str) -> None:
     candidate = status.candidateRevision
     assert candidate is not None
 
+    if status.phase == "UpdateRollbackFailed":
+        _rollback(draft, status.rollbackReason or "rollback retried")
+        return
+
     if status.phase == "RollingBack":
+        if draft.spec.deploymentConfig.rolling is not None and not _rolling_rollback(draft):
+            return
         _finish_rollback_if_done(draft)
         if status.candidateRevision is None and revision not in (
             status.activeRevision,
@@ -743,7 +765,10 @@ def _plan_deployment(draft: _Draft, revision: str) -> None:
         _rollback(draft, "the deployment did not finish before maximumExecutionTimeoutSeconds")
         return
 
-    _advance(draft)
+    if draft.spec.deploymentConfig.rolling is not None:
+        _advance_rolling(draft)
+    else:
+        _advance(draft)
     if not status.paused:
         draft.wake_at(deadline)
 
@@ -835,6 +860,7 @@ def _advance(draft: _Draft) -> None:
     status.greenTrafficPercent = percent
     for variant in spec.variants:
         size = sizes[variant.name]
+        blue_serving, green_serving = calculate_serving(size, percent)
         draft.fleets.append(
             FleetPlan(
                 variant=variant.name,
@@ -843,6 +869,7 @@ def _advance(draft: _Draft) -> None:
                 replicas=size,
                 traffic_percent=100 - percent,
                 autoscaling=_autoscaling(variant),
+                serving_replicas=None if percent == 0 else blue_serving,
             )
         )
         draft.fleets.append(
@@ -853,10 +880,187 @@ def _advance(draft: _Draft) -> None:
                 replicas=size,
                 traffic_percent=percent,
                 autoscaling=_autoscaling(variant, calculate_required_ready(size, percent)),
+                serving_replicas=None if percent == 100 else green_serving,
             )
         )
     if step.stage in ("Baking", "TerminationWait") and not status.paused:
         draft.wake_at(parse_time(step.bakeUntil))
+
+
+# -- rolling deployment ----------------------------------------------------------------------
+
+
+def calculate_batch(size_type: str, value: int, fleet_size: int) -> int:
+    """Replicas per rolling batch: a count, or a percentage of the fleet, at least 1.
+
+    >>> calculate_batch("InstanceCount", 2, 10), calculate_batch("CapacityPercent", 25, 10)
+    (2, 3)
+    >>> calculate_batch("CapacityPercent", 5, 4)
+    1
+    """
+    if size_type == "InstanceCount":
+        return max(1, min(value, fleet_size))
+    return max(1, math.ceil(fleet_size * value / 100))
+
+
+def calculate_rolling_targets(fleet_size: int, batch: int) -> list[int]:
+    """Green replicas after each rolling batch.
+
+    >>> calculate_rolling_targets(10, 3)
+    [3, 6, 9, 10]
+    >>> calculate_rolling_targets(4, 4)
+    [4]
+    """
+    return [min(fleet_size, k * batch) for k in range(1, math.ceil(fleet_size / batch) + 1)]
+
+
+def _rolling_pair(
+    draft: _Draft,
+    variant: Variant,
+    *,
+    green_replicas: int,
+    blue_replicas: int,
+    green_serving: int,
+    size: int,
+) -> None:
+    status = draft.status
+    assert status.activeRevision is not None and status.candidateRevision is not None
+    percent = round(100 * green_serving / size) if size else 0
+    draft.fleets.append(
+        FleetPlan(
+            variant=variant.name,
+            revision=status.activeRevision,
+            role="blue",
+            replicas=blue_replicas,
+            traffic_percent=100 - percent,
+            serving_replicas=size - green_serving,
+        )
+    )
+    draft.fleets.append(
+        FleetPlan(
+            variant=variant.name,
+            revision=status.candidateRevision,
+            role="green",
+            replicas=green_replicas,
+            traffic_percent=percent,
+            serving_replicas=green_serving,
+        )
+    )
+    status.greenTrafficPercent = percent
+
+
+def _advance_rolling(draft: _Draft) -> None:
+    """Replace capacity in batches: start a green batch, and once it is Ready move
+    its share of traffic over, shrink blue by as much, and bake.
+
+    Worked example (10 replicas, batch 30%, wait 60 s): green grows 3 -> 6 -> 9 -> 10
+    while blue shrinks 7 -> 4 -> 1 -> 0, each batch baked 60 s; then blue is deleted.
+    """
+    status, spec, observed, now = draft.status, draft.spec, draft.observed, draft.now
+    rolling = spec.deploymentConfig.rolling
+    assert rolling is not None and status.candidateRevision is not None
+    step = status.step or StepStatus()
+    status.step = step
+    size = step.fleetSize or max(v.replicas for v in spec.variants)
+    step.fleetSize = size
+    batch = calculate_batch(rolling.maximumBatchSize.type, rolling.maximumBatchSize.value, size)
+    targets = calculate_rolling_targets(size, batch)
+    step.total = len(targets)
+    _take_action(draft, "promote")  # rolling batches are not skipped: capacity must move
+    index = max(1, step.index)
+
+    def green_ready(count: int) -> bool:
+        return all(
+            (fleet := observed.fleet(v.name, status.candidateRevision)) is not None
+            and fleet.ready >= count
+            for v in spec.variants
+        )
+
+    if not status.paused:
+        if step.stage == "Provisioning" and green_ready(targets[index - 1]):
+            step.stage, step.index = "Baking", index
+            step.greenPercent = round(100 * targets[index - 1] / size)
+            step.startedAt = format_time(now)
+            bake = now + datetime.timedelta(seconds=rolling.waitIntervalSeconds)
+            step.bakeUntil = format_time(_ceil_second(bake))
+            draft.emit(
+                "BatchShifted",
+                f"batch {index}/{len(targets)}: {targets[index - 1]} of {size} replicas on "
+                f"{status.candidateRevision}",
+            )
+        elif step.stage == "Baking":
+            until = parse_time(step.bakeUntil)
+            healthy = observed.alarms is None or observed.alarms.verdict == "Healthy"
+            if (until is None or now >= until) and healthy:
+                if index >= len(targets):
+                    _retire_blue(draft)
+                    return
+                step.stage, step.index = "Provisioning", index + 1
+                index += 1
+
+    done = targets[index - 2] if step.stage == "Provisioning" and index >= 2 else 0
+    if step.stage == "Baking":
+        done = targets[index - 1]
+    want = targets[index - 1]
+    for variant in spec.variants:
+        _rolling_pair(
+            draft,
+            variant,
+            green_replicas=want,
+            blue_replicas=size - done,
+            green_serving=done,
+            size=size,
+        )
+    if step.stage == "Baking" and not status.paused:
+        draft.wake_at(parse_time(step.bakeUntil))
+
+
+def _rolling_rollback(draft: _Draft) -> bool:
+    """Restore blue to its original size in batches of ``rollbackMaximumBatchSize``
+    (default: at once); green shrinks as blue becomes Ready. True once blue is whole
+    and green has left the plan."""
+    status, spec, observed = draft.status, draft.spec, draft.observed
+    rolling = spec.deploymentConfig.rolling
+    assert rolling is not None
+    step = status.step or StepStatus()
+    status.step = step
+    size = step.fleetSize or max(v.replicas for v in spec.variants)
+    rollback_size = rolling.rollbackMaximumBatchSize
+    batch = (
+        calculate_batch(rollback_size.type, rollback_size.value, size)
+        if rollback_size is not None
+        else size
+    )
+    blue_ready = min(
+        (fleet.ready if (fleet := observed.fleet(v.name, status.activeRevision)) else 0)
+        for v in spec.variants
+    )
+    if step.stage != "RollingBack":
+        blue_now = min(
+            (fleet.replicas if (fleet := observed.fleet(v.name, status.activeRevision)) else 0)
+            for v in spec.variants
+        )
+        step.stage = "RollingBack"
+        step.rollbackReplicas = min(size, blue_now + batch)
+    target = step.rollbackReplicas or size
+    if blue_ready >= target and target < size:
+        target = min(size, target + batch)
+        step.rollbackReplicas = target
+    if blue_ready >= size:
+        step.greenPercent = 0
+        return True
+    green_serving = max(0, size - blue_ready)
+    for variant in spec.variants:
+        _rolling_pair(
+            draft,
+            variant,
+            green_replicas=green_serving,
+            blue_replicas=target,
+            green_serving=green_serving,
+            size=size,
+        )
+    step.greenPercent = status.greenTrafficPercent
+    return False
 
 
 def _retire_blue(draft: _Draft) -> None:

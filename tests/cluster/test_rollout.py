@@ -14,6 +14,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Pod, Service
 
+from fleetshift_devcluster.cluster import SLOW_IMAGE
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.api import EndpointSpec
 from fleetshift_operator.kube import HTTPRoute
@@ -376,7 +377,8 @@ def test_gateway_api_router_weights_follow_each_step(
         message="InService",
     )
     wait_for(lambda: route_weights(kube, namespace) == {blue: 100}, timeout=30, message="route")
-    update = {**spec_with("s3://models/churn/v2"), "traffic": gateway}
+    # A slow-starting green keeps the provisioning step (green at weight 0) observable.
+    update = {**spec_with("s3://models/churn/v2", image=SLOW_IMAGE), "traffic": gateway}
     green = revision_of(update)
 
     set_spec(kube, NAME, namespace, update)
@@ -446,3 +448,43 @@ def test_hpas_follow_the_fleets_and_green_carries_its_capacity_at_cutover(
     )
     deployment = kube.get(Deployment, f"{NAME}-main-{green}", namespace=namespace)
     assert deployment.spec is not None and deployment.spec.replicas == 4
+
+
+def test_rolling_replaces_capacity_in_batches(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    policy = {
+        "rolling": {
+            "maximumBatchSize": {"type": "InstanceCount", "value": 2},
+            "waitIntervalSeconds": 3,
+        }
+    }
+    base = {**spec_with(), "deploymentConfig": policy}
+    blue = create_in_service(kube, namespace, base)
+    update = {**spec_with("s3://models/churn/v2"), "deploymentConfig": policy}
+    green = revision_of(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(
+        lambda: (
+            serving_by_revision(kube, namespace, NAME) == {blue: 2, green: 2}
+            and deployments_of(kube, namespace, NAME) == {blue: 2, green: 2}
+        ),
+        timeout=30,
+        message="first batch: 2 green serving, blue shrunk to 2",
+    )
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {green: 4},
+        timeout=30,
+        message="second batch: all green",
+    )
+    wait_for(
+        lambda: (
+            deployments_of(kube, namespace, NAME) == {green: 4}
+            and status_of(kube, NAME, namespace).get("activeRevision") == green
+        ),
+        timeout=30,
+        message="blue removed",
+    )
+    assert status_of(kube, NAME, namespace)["lastDeployment"]["outcome"] == "Succeeded"

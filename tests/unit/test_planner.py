@@ -23,6 +23,7 @@ from fleetshift_operator.api import (
     EndpointSpec,
     EndpointStatus,
     ModelSource,
+    Rolling,
     TrafficRouting,
     Variant,
 )
@@ -51,11 +52,17 @@ def make_spec(
     wait: int = 60,
     termination: int = 120,
     timeout: int = 1800,
+    rolling: Rolling | None = None,
 ) -> EndpointSpec:
     routing = routing or TrafficRouting(
         type="Canary", canarySize=CapacitySize(type="CapacityPercent", value=25)
     )
     routing = routing.model_copy(update={"waitIntervalSeconds": wait})
+    if rolling is not None:
+        return EndpointSpec(
+            variants=[Variant(name="main", model=ModelSource(uri=model), replicas=replicas)],
+            deploymentConfig=DeploymentConfig(rolling=rolling),
+        )
     return EndpointSpec(
         variants=[Variant(name="main", model=ModelSource(uri=model), replicas=replicas)],
         deploymentConfig=DeploymentConfig(
@@ -87,6 +94,20 @@ class Fleet:
     created: datetime.datetime
     ready_after: float | None  # seconds; None = never Ready
     failure: str | None = None
+    ready_before_resize: int = 0
+
+    def ready(self, now: datetime.datetime) -> int:
+        if self.failure or self.ready_after is None:
+            return 0
+        if (now - self.created).total_seconds() >= self.ready_after:
+            return self.replicas
+        return min(self.ready_before_resize, self.replicas)
+
+    def resize(self, replicas: int, now: datetime.datetime) -> None:
+        if replicas != self.replicas:
+            self.ready_before_resize = self.ready(now)
+            self.replicas = replicas
+            self.created = now
 
 
 @dataclasses.dataclass
@@ -105,18 +126,12 @@ class World:
     def observe(self) -> Observed:
         observations = []
         for fleet in self.fleets.values():
-            elapsed = (self.now - fleet.created).total_seconds()
-            ready = (
-                fleet.replicas
-                if fleet.ready_after is not None and elapsed >= fleet.ready_after
-                else 0
-            )
             observations.append(
                 FleetObservation(
                     variant="main",
                     revision=fleet.revision,
                     replicas=fleet.replicas,
-                    ready=0 if fleet.failure else ready,
+                    ready=fleet.ready(self.now),
                     failure=fleet.failure,
                 )
             )
@@ -133,7 +148,9 @@ class World:
         self.status = plan.status
         wanted = {f.revision: f for f in plan.fleets}
         for revision, fleet_plan in wanted.items():
-            if revision not in self.fleets:
+            if revision in self.fleets:
+                self.fleets[revision].resize(fleet_plan.replicas, self.now)
+            else:
                 self.fleets[revision] = Fleet(
                     revision=revision,
                     replicas=fleet_plan.replicas,
@@ -577,3 +594,123 @@ def test_rollout_invariants(
         assert world.status.lastDeployment is not None
         assert world.status.lastDeployment.outcome == "RolledBack"
     assert len(world.fleets) == 1
+
+
+# -- rolling ------------------------------------------------------------------------------------
+
+
+def rolling(batch: int, *, wait: int = 10, rollback_batch: int | None = None) -> Rolling:
+    return Rolling(
+        maximumBatchSize=CapacitySize(type="InstanceCount", value=batch),
+        waitIntervalSeconds=wait,
+        rollbackMaximumBatchSize=(
+            CapacitySize(type="InstanceCount", value=rollback_batch) if rollback_batch else None
+        ),
+    )
+
+
+def sizes(plan: Plan) -> tuple[int, int]:
+    """(green replicas, blue replicas) the plan asks for."""
+    green = sum(f.replicas for f in plan.fleets if f.role == "green")
+    blue = sum(f.replicas for f in plan.fleets if f.role == "blue")
+    return green, blue
+
+
+def test_rolling_replaces_capacity_in_batches_and_bakes_each() -> None:
+    world = in_service(World(), make_spec(rolling=rolling(2)))
+    spec = make_spec(model="s3://models/churn/v2", rolling=rolling(2))
+
+    seen = []
+    for _ in range(60):
+        plan = world.step(spec)
+        seen.append((sizes(plan), green_share(plan)))
+        world.advance(1)
+    distinct = [x for i, x in enumerate(seen) if i == 0 or x != seen[i - 1]]
+
+    assert distinct == [
+        ((2, 4), 0),  # first batch starting, blue whole
+        ((2, 2), 50),  # batch Ready: its share moves, blue shrinks
+        ((4, 2), 50),  # second batch starting
+        ((4, 0), 100),  # second batch Ready
+        ((0, 4), 0),  # green is the new active fleet (planned as role blue)
+    ]
+    assert world.status is not None and world.status.phase == "InService"
+
+
+def test_rolling_rollback_restores_blue_in_batches() -> None:
+    world = in_service(World(), make_spec(replicas=6, rolling=rolling(2, rollback_batch=1)))
+    old = world.status.activeRevision if world.status else None
+    spec = make_spec(model="s3://models/churn/v2", replicas=6, rolling=rolling(2, rollback_batch=1))
+    world.run_until(spec, 25)  # mid-way: blue shrunk to 4 or 2
+    assert sizes(world.plans[-1])[1] in (2, 4)
+
+    world.alarms = AlarmState("Breaching", "5xx", rollback=True)
+    blue_targets = []
+    for _ in range(80):
+        plan = world.step(spec)
+        blue_targets.append(sizes(plan)[1])
+        assert sum(plan.traffic("main").values()) == 100
+        if plan.status.phase == "InService":
+            break
+        world.advance(1)
+
+    assert world.status is not None and world.status.phase == "InService"
+    assert world.status.activeRevision == old
+    increases = sorted(set(blue_targets))
+    assert increases == list(range(min(increases), 7)), "blue grows one replica per batch"
+    assert list(world.fleets) == [old]
+
+
+def test_rolling_rollback_defaults_to_all_at_once() -> None:
+    world = in_service(World(), make_spec(replicas=6, rolling=rolling(2)))
+    spec = make_spec(model="s3://models/churn/v2", replicas=6, rolling=rolling(2))
+    world.run_until(spec, 20)
+    world.alarms = AlarmState("Breaching", "5xx", rollback=True)
+
+    plan = world.step(spec)
+
+    assert plan.status.phase == "RollingBack"
+    assert sizes(plan)[1] == 6
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    replicas=st.integers(1, 10),
+    batch=st.integers(1, 5),
+    rollback_batch=st.one_of(st.none(), st.integers(1, 5)),
+    wait=st.integers(0, 60),
+    ready_after=st.floats(0, 30),
+    breach_at=st.one_of(st.none(), st.integers(0, 400)),
+)
+def test_rolling_invariants(
+    replicas: int,
+    batch: int,
+    rollback_batch: int | None,
+    wait: int,
+    ready_after: float,
+    breach_at: int | None,
+) -> None:
+    policy = rolling(min(batch, replicas), wait=wait, rollback_batch=rollback_batch)
+    world = in_service(World(), make_spec(replicas=replicas, rolling=policy))
+    blue = world.status.activeRevision if world.status else None
+    spec = make_spec(model="s3://models/churn/v2", replicas=replicas, rolling=policy)
+    green = calculate_revision(spec)
+    world.ready_after[green] = ready_after
+    started = world.now
+    for _ in range(3000):
+        if breach_at is not None and (world.now - started).total_seconds() >= breach_at:
+            world.alarms = AlarmState("Breaching", "injected", rollback=True)
+        observed = world.observe()
+        plan = world.step(spec)
+        assert sum(plan.traffic("main").values()) == 100
+        for fleet in plan.fleets:
+            seen = observed.fleet("main", fleet.revision)
+            if fleet.role == "green" and fleet.serving_replicas:
+                assert seen is not None and seen.ready >= fleet.serving_replicas
+        if plan.status.phase == "InService" and plan.status.candidateRevision is None:
+            break
+        world.advance(1)
+    assert world.status is not None and world.status.phase == "InService"
+    assert world.status.activeRevision in (blue, green)
+    assert len(world.fleets) == 1
+    assert next(iter(world.fleets.values())).replicas == replicas

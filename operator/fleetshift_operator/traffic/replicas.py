@@ -15,22 +15,22 @@ from collections.abc import Sequence
 
 from fleetshift_operator.kube import Kube, PodView
 from fleetshift_operator.manifests import Manifest, get_stable_service
-from fleetshift_operator.planner import FleetPlan, calculate_serving
+from fleetshift_operator.planner import FleetPlan
 
 
 def calculate_serving_pods(fleets: Sequence[FleetPlan], pods: Sequence[PodView]) -> set[str]:
     """The pods that must carry the serving label.
 
-    Per variant the fleet size is the larger planned fleet; a fleet with 100%
-    serves with all its pods, one with 0% (or not planned) with none, and a
-    partial share with :func:`calculate_serving`'s count. Among a fleet's pods,
-    those already serving are kept first (no churn), then Ready ones, oldest
-    first; pods being deleted never serve.
+    A fleet serves with as many pods as the plan's ``serving_replicas`` says, or
+    with all of them when that is None and it has traffic (a fleet not planned
+    serves with none). Among a fleet's pods those already serving are kept first
+    (no churn), then Ready ones, oldest first; pods being deleted never serve.
 
     >>> from fleetshift_operator.planner import FleetPlan
     >>> def pod(name, rev, ready=True, serving=False):
     ...     return PodView(name, "main", rev, ready, serving, name, False, None)
-    >>> plan = [FleetPlan("main", "b", "blue", 4, 75), FleetPlan("main", "g", "green", 4, 25)]
+    >>> plan = [FleetPlan("main", "b", "blue", 4, 75, serving_replicas=3),
+    ...         FleetPlan("main", "g", "green", 4, 25, serving_replicas=1)]
     >>> blue = [pod(f"b{i}", "b", serving=True) for i in range(4)]
     >>> pods = blue + [pod(f"g{i}", "g") for i in range(4)]
     >>> sorted(calculate_serving_pods(plan, pods))
@@ -41,21 +41,18 @@ def calculate_serving_pods(fleets: Sequence[FleetPlan], pods: Sequence[PodView])
     for fleet in fleets:
         by_variant.setdefault(fleet.variant, []).append(fleet)
     for variant, planned in by_variant.items():
-        size = max(f.replicas for f in planned)
         for fleet in planned:
             members = [
                 p
                 for p in pods
                 if p.variant == variant and p.revision == fleet.revision and not p.deleting
             ]
-            if fleet.traffic_percent >= 100:
-                chosen.update(p.name for p in members)
+            if fleet.serving_replicas is None:
+                if fleet.traffic_percent > 0:
+                    chosen.update(p.name for p in members)
                 continue
-            if fleet.traffic_percent <= 0:
-                continue
-            green_count = calculate_serving(size, fleet.traffic_percent)[1]
             ranked = sorted(members, key=lambda p: (not p.serving, not p.ready, p.created, p.name))
-            chosen.update(p.name for p in ranked[:green_count])
+            chosen.update(p.name for p in ranked[: fleet.serving_replicas])
     return chosen
 
 
