@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy $(PACKAGES) tests
+	$(BIN)/mypy $(PACKAGES) tests bench
 
 test: venv tools binaries lint typecheck
 	$(BIN)/python -m pytest

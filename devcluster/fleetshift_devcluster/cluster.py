@@ -182,8 +182,8 @@ def fake_node(name: str) -> dict[str, object]:
             },
         },
         "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "1000"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "1000"},
         },
     }
 
