@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PACKAGES := operator/fleetshift_operator runtime/fleetshift_runtime devcluster/fleetshift_devcluster
 
-.PHONY: help venv tools binaries lint typecheck test test-fast cluster cluster-down demo clean crds
+.PHONY: help venv tools binaries lint typecheck test test-fast cluster cluster-down demo clean crds operator
 
 help:
 	@echo "make test          set everything up (venv, packages, binaries, Prometheus), lint, run all tests"
@@ -65,3 +65,7 @@ clean:
 # The CRD is generated from the pydantic models; tests fail if this file is stale.
 crds: venv
 	$(BIN)/python -m fleetshift_operator.crd > crds/fleetshift.dev_endpoints.yaml
+
+# Run the operator from the venv against the current KUBECONFIG (e.g. after `make cluster`).
+operator: venv
+	$(BIN)/python -m fleetshift_operator
