@@ -162,6 +162,170 @@ class Rolling(_Model):
     )
 
 
+# -- alarms -----------------------------------------------------------------------------------
+
+_NAME_RULE = r"^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$"
+
+
+class PrometheusRuleAlarm(_Model):
+    """A named Prometheus alerting rule (SageMaker's ``AlarmName``): it breaches while
+    ``ALERTS{alertname=<alertName>, alertstate="firing", <matchers>}`` has a series."""
+
+    alertName: Annotated[str, Field(min_length=1, max_length=253)]
+    """The alerting rule's name."""
+    matchers: dict[str, Annotated[str, Field(max_length=512)]] = Field(
+        default_factory=lambda: {"namespace": "${namespace}", "endpoint": "${endpoint}"},
+        max_length=16,
+    )
+    """Label matchers on the alert, with the same ``${...}`` variables as queries
+    (default: this Endpoint's namespace and name)."""
+
+
+class QueryAlarm(_Model):
+    """A CloudWatch-style alarm on a PromQL expression: it breaches when at least
+    ``datapointsToAlarm`` of the last ``evaluationPeriods`` periods cross ``threshold``.
+
+    The query may use ``${namespace}``, ``${endpoint}``, ``${variant}``, ``${fleet}``
+    (``green`` or ``blue``), ``${revision}`` (the green revision) and
+    ``${blueRevision}``, so it can watch the green fleet alone."""
+
+    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    """The PromQL expression; one value per period."""
+    threshold: float
+    """The value compared with each datapoint."""
+    comparison: Literal[">=", ">", "<=", "<"] = ">="
+    """How a datapoint is compared with the threshold to count as breaching."""
+    periodSeconds: Annotated[int, Field(ge=1, le=3600)] = 10
+    """The length of one period (the query's evaluation step)."""
+    evaluationPeriods: Annotated[int, Field(ge=1, le=100)] = 3
+    """M: how many recent periods are looked at."""
+    datapointsToAlarm: Annotated[int, Field(ge=1, le=100)] | None = None
+    """N: how many of them must breach (default: all M)."""
+    treatMissingData: Literal["notBreaching", "breaching", "ignore", "missing"] = "missing"
+    """What a period without data means. ``missing`` (the default): too little data is
+    Inconclusive, never Healthy; ``notBreaching``: no data counts as good (only for
+    metrics that are absent when healthy); ``breaching``: no data counts as bad;
+    ``ignore``: the previous verdict stands."""
+
+    model_config = _rules(
+        cel(
+            "!has(self.datapointsToAlarm) || self.datapointsToAlarm <= self.evaluationPeriods",
+            "datapointsToAlarm must not exceed evaluationPeriods",
+        ),
+    )
+
+
+class TemplateAlarm(_Model):
+    """A ready-made alarm on the runtime's metrics (see the README)."""
+
+    kind: Literal["GreenErrorRate", "GreenLatencyP99", "GreenWorseThanBlue"]
+    """``GreenErrorRate``: green 5xx share of invocations, in percent.
+    ``GreenLatencyP99``: green p99 model latency, in milliseconds.
+    ``GreenWorseThanBlue``: green's 5xx percentage minus blue's, in points."""
+    threshold: float = Field(gt=0)
+    """Breach at or above this value (percent, milliseconds or points)."""
+    periodSeconds: Annotated[int, Field(ge=1, le=3600)] = 10
+    """The length of one period."""
+    evaluationPeriods: Annotated[int, Field(ge=1, le=100)] = 3
+    """M: how many recent periods are looked at."""
+    datapointsToAlarm: Annotated[int, Field(ge=1, le=100)] | None = None
+    """N: how many of them must breach (default: all M)."""
+
+    model_config = _rules(
+        cel(
+            "!has(self.datapointsToAlarm) || self.datapointsToAlarm <= self.evaluationPeriods",
+            "datapointsToAlarm must not exceed evaluationPeriods",
+        ),
+    )
+
+
+class Alarm(_Model):
+    """One alarm: a named alerting rule, an inline query, or a template."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=_NAME_RULE)]
+    """The alarm's name, shown in status and Events."""
+    prometheusRule: PrometheusRuleAlarm | None = None
+    """Breach while a Prometheus alerting rule fires."""
+    query: QueryAlarm | None = None
+    """Breach on an inline PromQL expression."""
+    template: TemplateAlarm | None = None
+    """Breach on a ready-made expression over the runtime's metrics."""
+
+    model_config = _rules(
+        cel(
+            "(has(self.prometheusRule) ? 1 : 0) + (has(self.query) ? 1 : 0)"
+            " + (has(self.template) ? 1 : 0) == 1",
+            "an alarm needs exactly one of prometheusRule, query or template",
+        ),
+    )
+
+
+class SecretKeyRef(_Model):
+    """A key of a Secret in the Endpoint's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The Secret's name."""
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+    """The key within it."""
+
+
+class PrometheusConnection(_Model):
+    """Where this Endpoint's alarms are evaluated, when not the operator's default."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://")]
+    """The Prometheus base URL."""
+    bearerTokenSecret: SecretKeyRef | None = None
+    """A bearer token for ``Authorization``."""
+    basicAuthUsernameSecret: SecretKeyRef | None = None
+    """A basic-auth user name."""
+    basicAuthPasswordSecret: SecretKeyRef | None = None
+    """A basic-auth password."""
+    caBundleSecret: SecretKeyRef | None = None
+    """A PEM CA bundle to verify the server's certificate."""
+
+    model_config = _rules(
+        cel(
+            "has(self.basicAuthUsernameSecret) == has(self.basicAuthPasswordSecret)",
+            "basic auth needs both basicAuthUsernameSecret and basicAuthPasswordSecret",
+        ),
+        cel(
+            "!(has(self.bearerTokenSecret) && has(self.basicAuthUsernameSecret))",
+            "use either a bearer token or basic auth, not both",
+        ),
+    )
+
+
+class InconclusivePolicy(_Model):
+    """What an Inconclusive or Error evaluation does."""
+
+    action: Literal["Hold", "RollBack"] = "Hold"
+    """``Hold`` (the default): the step is not promoted, the deadline still applies.
+    ``RollBack``: roll back after ``consecutiveEvaluations`` inconclusive ones in a row."""
+    consecutiveEvaluations: Annotated[int, Field(ge=1, le=1000)] = 12
+    """How many inconclusive evaluations in a row trigger a rollback (``RollBack`` only)."""
+
+
+class AutoRollback(_Model):
+    """Alarms that watch the green fleet during every bake and the termination wait."""
+
+    alarms: list[Alarm] = Field(min_length=1, max_length=10)
+    """1 to 10 alarms; any breach rolls back."""
+    pollIntervalSeconds: Annotated[int, Field(ge=1, le=60)] = 5
+    """How often the alarms are evaluated while a deployment is in flight."""
+    onInconclusive: InconclusivePolicy = Field(default_factory=InconclusivePolicy)
+    """What an evaluation without a clear answer does."""
+    prometheus: PrometheusConnection | None = None
+    """A Prometheus for this Endpoint (default: the operator's ``FLEETSHIFT_PROMETHEUS_URL``)."""
+
+    model_config = _rules(
+        cel(
+            "self.alarms.all(a, self.alarms.exists_one(b, b.name == a.name))",
+            "alarm names must be unique",
+            ".alarms",
+        ),
+    )
+
+
 class DeploymentConfig(_Model):
     """How a change of the serving pods is rolled out. Blue/green is the default."""
 
@@ -169,6 +333,8 @@ class DeploymentConfig(_Model):
     """Blue/green deployment (the default when neither policy is set)."""
     rolling: Rolling | None = None
     """Rolling deployment in batches."""
+    autoRollback: AutoRollback | None = None
+    """Alarms that roll a deployment back by themselves."""
 
     model_config = _rules(
         cel(
@@ -494,6 +660,21 @@ class DeploymentRecord(_Model):
     """When it ended."""
 
 
+class AlarmStatus(_Model):
+    """The last evaluation of one alarm."""
+
+    name: str
+    """The alarm's name."""
+    verdict: Literal["Healthy", "Breaching", "Inconclusive", "Error"]
+    """The verdict of the last evaluation."""
+    value: float | None = None
+    """The value that decided it (the worst datapoint), if any."""
+    reason: str = ""
+    """Why, in a sentence."""
+    evaluatedAt: str
+    """When it was evaluated."""
+
+
 class EndpointStatus(_Model):
     """What the operator observed and decided. All rollout state lives here."""
 
@@ -528,6 +709,12 @@ class EndpointStatus(_Model):
     """The last finished deployment."""
     history: list[DeploymentRecord] = Field(default_factory=list, max_length=HISTORY_LIMIT)
     """The last 10 finished deployments, newest last."""
+    alarms: list[AlarmStatus] = Field(default_factory=list, max_length=10)
+    """The last verdict of each alarm, while a deployment is watched."""
+    inconclusiveStreak: int = 0
+    """Inconclusive evaluations in a row (for ``onInconclusive: RollBack``)."""
+    rollbackCause: AlarmStatus | None = None
+    """The alarm evaluation that caused the last automatic rollback, if one did."""
     handledActions: dict[str, str] = Field(default_factory=dict)
     """Request ids of abort/promote/retry annotations already acted on."""
     conditions: list[Condition] = Field(default_factory=list)

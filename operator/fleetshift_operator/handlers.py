@@ -80,7 +80,7 @@ async def run_endpoint(
         try:
             with metrics.RECONCILE_SECONDS.time():
                 outcome = await reconcile_endpoint(
-                    kube, endpoint, now=datetime.datetime.now(datetime.UTC)
+                    kube, endpoint, now=datetime.datetime.now(datetime.UTC), settings=_SETTINGS
                 )
         except Exception as error:
             metrics.RECONCILES.labels("error").inc()

@@ -7,6 +7,7 @@ patch of the one label the Replicas router owns).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Iterable
 from typing import Any
@@ -16,7 +17,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Pod, Service
+from lightkube.resources.core_v1 import Pod, Secret, Service
 from lightkube.types import PatchType
 
 from fleetshift_operator import api
@@ -209,6 +210,14 @@ class Kube:
         except ApiError as error:
             if not _is_not_found(error):
                 raise
+
+    async def read_secret(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded."""
+        secret = await self.client.get(Secret, name, namespace=namespace)
+        data = (secret.data or {}) if secret else {}
+        if key not in data:
+            raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(data[key]).decode()
 
     async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Replace the Endpoint's whole status through the status subresource."""

@@ -58,8 +58,11 @@ import json
 import math
 from typing import Literal
 
+from fleetshift_operator.alarms.base import AlarmResult
+from fleetshift_operator.alarms.semantics import Verdict
 from fleetshift_operator.api import (
     HISTORY_LIMIT,
+    AlarmStatus,
     BlueGreen,
     Condition,
     DeploymentRecord,
@@ -72,7 +75,6 @@ from fleetshift_operator.api import (
     Variant,
 )
 
-Verdict = Literal["Healthy", "Breaching", "Inconclusive", "Error"]
 Role = Literal["blue", "green"]
 
 # -- observations ------------------------------------------------------------------------
@@ -109,19 +111,6 @@ class Controls:
 
 
 @dataclasses.dataclass(frozen=True)
-class AlarmState:
-    """The combined verdict of the Endpoint's alarms for the green fleet."""
-
-    verdict: Verdict
-    """Healthy, Breaching, Inconclusive or Error."""
-    reason: str = ""
-    """Which alarm and value decided it."""
-    rollback: bool = False
-    """True when the alarm policy asks for a rollback (a breach, or too many
-    inconclusive evaluations in a row)."""
-
-
-@dataclasses.dataclass(frozen=True)
 class Observed:
     """Everything the planner knows about the world besides spec and status."""
 
@@ -132,8 +121,9 @@ class Observed:
     fleets: tuple[FleetObservation, ...] = ()
     """Every fleet of this Endpoint that exists."""
     controls: Controls = Controls()
-    alarms: AlarmState | None = None
-    """None when the Endpoint has no alarms."""
+    alarms: tuple[AlarmResult, ...] | None = None
+    """This reconcile's alarm verdicts; None when the alarms were not evaluated
+    (no alarms, or no bake in progress)."""
 
     def fleet(self, variant: str, revision: str | None) -> FleetObservation | None:
         for fleet in self.fleets:
@@ -398,6 +388,14 @@ class _Draft:
     events: list[Event] = dataclasses.field(default_factory=list)
     fleets: list[FleetPlan] = dataclasses.field(default_factory=list)
     requeue_after: float | None = None
+    alarm_verdict: Verdict | None = None
+    """The combined verdict of this reconcile's alarms (None: no alarms apply)."""
+
+    def alarms_allow_promotion(self) -> bool:
+        """A step is promoted only when no alarms are configured or they say Healthy."""
+        if self.spec.deploymentConfig.autoRollback is None and self.observed.alarms is None:
+            return True
+        return self.alarm_verdict == "Healthy"
 
     def emit(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event(reason, message, "Warning" if warning else "Normal"))
@@ -522,6 +520,9 @@ def _start_deployment(draft: _Draft, revision: str) -> None:
     status.candidateRevision = revision
     status.deploymentStartedAt = format_time(draft.now)
     status.deadline = format_time(_deadline(draft))
+    status.inconclusiveStreak = 0
+    status.alarms = []
+    status.rollbackCause = None
     active = status.activeRevision
     size = max(_fleet_size(v, draft.observed, active) for v in draft.spec.variants)
     status.step = StepStatus(stage="Provisioning", index=0, total=0, greenPercent=0, fleetSize=size)
@@ -746,10 +747,14 @@ def _plan_deployment(draft: _Draft, revision: str) -> None:
         _rollback(draft, "aborted on request", warning=False)
         return
 
-    alarms = draft.observed.alarms
-    if alarms is not None and alarms.rollback:
-        _rollback(draft, f"alarm: {alarms.reason}")
+    cause = _judge_alarms(draft)
+    if cause is not None:
+        status.rollbackCause = cause
+        _rollback(draft, f"alarm {cause.name}: {cause.reason}")
         return
+    policy = draft.spec.deploymentConfig.autoRollback
+    if policy is not None:
+        draft.wake_at(draft.now + datetime.timedelta(seconds=policy.pollIntervalSeconds))
 
     failures = [
         f"{f.variant}: {f.failure}"
@@ -771,6 +776,54 @@ def _plan_deployment(draft: _Draft, revision: str) -> None:
         _advance(draft)
     if not status.paused:
         draft.wake_at(deadline)
+
+
+def _judge_alarms(draft: _Draft) -> AlarmStatus | None:
+    """Record this reconcile's alarm verdicts; return the cause if they demand a rollback.
+
+    Any Breaching alarm, or an alarm that cannot work at all (invalid PromQL, unknown
+    rule), rolls back. Inconclusive and Error hold the step; with ``onInconclusive:
+    RollBack`` enough of them in a row roll back too, and the cause says so.
+    """
+    results = draft.observed.alarms
+    status = draft.status
+    if results is None:
+        return None
+    stamp = format_time(draft.now)
+    recorded = [
+        AlarmStatus(
+            name=r.name, verdict=r.verdict, value=r.value, reason=r.reason, evaluatedAt=stamp
+        )
+        for r in results
+    ]
+    status.alarms = recorded
+    by_name = {a.name: a for a in recorded}
+    decisive = [r for r in results if r.fatal] or [r for r in results if r.verdict == "Breaching"]
+    if decisive:
+        draft.alarm_verdict = decisive[0].verdict
+        status.inconclusiveStreak = 0
+        return by_name[decisive[0].name]
+    unclear = [r for r in results if r.verdict in ("Inconclusive", "Error")]
+    if not unclear:
+        draft.alarm_verdict = "Healthy"
+        status.inconclusiveStreak = 0
+        return None
+    draft.alarm_verdict = "Inconclusive"
+    status.inconclusiveStreak += 1
+    policy = draft.spec.deploymentConfig.autoRollback
+    if (
+        policy is not None
+        and policy.onInconclusive.action == "RollBack"
+        and status.inconclusiveStreak >= policy.onInconclusive.consecutiveEvaluations
+    ):
+        first = by_name[unclear[0].name]
+        return first.model_copy(
+            update={
+                "reason": f"inconclusive {status.inconclusiveStreak} evaluations in a row "
+                f"(onInconclusive: RollBack): {first.reason}"
+            }
+        )
+    return None
 
 
 def _advance(draft: _Draft) -> None:
@@ -807,7 +860,7 @@ def _advance(draft: _Draft) -> None:
         return until is None or now >= until
 
     def alarms_allow() -> bool:
-        return observed.alarms is None or observed.alarms.verdict == "Healthy"
+        return draft.alarms_allow_promotion()
 
     def enter_step(index: int) -> None:
         step.stage = "Baking"
@@ -990,8 +1043,7 @@ def _advance_rolling(draft: _Draft) -> None:
             )
         elif step.stage == "Baking":
             until = parse_time(step.bakeUntil)
-            healthy = observed.alarms is None or observed.alarms.verdict == "Healthy"
-            if (until is None or now >= until) and healthy:
+            if (until is None or now >= until) and draft.alarms_allow_promotion():
                 if index >= len(targets):
                     _retire_blue(draft)
                     return

@@ -14,16 +14,22 @@ killed between any two calls:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
+import tempfile
 from typing import Any
 
-from fleetshift_operator.api import EndpointSpec, EndpointStatus
+from lightkube.core.exceptions import ApiError
+
+from fleetshift_operator.alarms.base import AlarmContext, AlarmResult
+from fleetshift_operator.alarms.factory import make_alarm_source
+from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusAuth
+from fleetshift_operator.api import EndpointSpec, EndpointStatus, SecretKeyRef
 from fleetshift_operator.controls import read_controls
 from fleetshift_operator.kube import DeploymentView, Kube, PodView
 from fleetshift_operator.manifests import Manifest, get_deployment, get_hpa
 from fleetshift_operator.planner import (
-    AlarmState,
     FleetObservation,
     Observed,
     Plan,
@@ -31,6 +37,7 @@ from fleetshift_operator.planner import (
     fleet_name,
     plan_endpoint,
 )
+from fleetshift_operator.settings import OperatorSettings
 from fleetshift_operator.traffic import make_router
 
 
@@ -106,7 +113,7 @@ async def reconcile_endpoint(
     kube: Kube,
     endpoint: Manifest,
     now: datetime.datetime,
-    alarms: AlarmState | None = None,
+    settings: OperatorSettings | None = None,
 ) -> Outcome:
     """Run one observe -> plan -> apply -> status cycle for ``endpoint``."""
     metadata = endpoint["metadata"]
@@ -117,6 +124,7 @@ async def reconcile_endpoint(
 
     deployments = await kube.deployments(namespace, name)
     pods = await kube.pods(namespace, name)
+    alarms = await observe_alarms(kube, spec, status, namespace, name, now, settings)
     observed = Observed(
         endpoint=name,
         generation=int(metadata.get("generation", 1)),
@@ -130,6 +138,95 @@ async def reconcile_endpoint(
         namespace, name, plan.status.model_dump(mode="json", exclude_none=True)
     )
     return Outcome(plan=plan, previous_status=status or EndpointStatus())
+
+
+async def prometheus_for(
+    kube: Kube, spec: EndpointSpec, namespace: str, settings: OperatorSettings
+) -> Prometheus | None:
+    """The Prometheus this Endpoint's alarms use: its own, else the operator's."""
+    policy = spec.deploymentConfig.autoRollback
+    own = policy.prometheus if policy is not None else None
+    if own is None:
+        if not settings.prometheus_url:
+            return None
+        return Prometheus(
+            settings.prometheus_url,
+            PrometheusAuth(
+                bearer_token=settings.prometheus_bearer_token,
+                username=settings.prometheus_username,
+                password=settings.prometheus_password,
+                ca_file=settings.prometheus_ca_file,
+            ),
+        )
+
+    async def secret(ref: SecretKeyRef | None) -> str | None:
+        return await kube.read_secret(namespace, ref.name, ref.key) if ref else None
+
+    ca_file = None
+    bundle = await secret(own.caBundleSecret)
+    if bundle:
+        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+            handle.write(bundle)
+            ca_file = handle.name
+    return Prometheus(
+        own.url,
+        PrometheusAuth(
+            bearer_token=await secret(own.bearerTokenSecret),
+            username=await secret(own.basicAuthUsernameSecret),
+            password=await secret(own.basicAuthPasswordSecret),
+            ca_file=ca_file,
+        ),
+    )
+
+
+async def observe_alarms(  # noqa: PLR0917 - what one evaluation needs
+    kube: Kube,
+    spec: EndpointSpec,
+    status: EndpointStatus | None,
+    namespace: str,
+    name: str,
+    now: datetime.datetime,
+    settings: OperatorSettings | None,
+) -> tuple[AlarmResult, ...] | None:
+    """Evaluate the alarms while a green fleet is watched; validate them while it starts.
+
+    The green fleet is watched through every bake and the termination wait. While it
+    is provisioning, each alarm is checked once per reconcile so that invalid PromQL or
+    an unknown rule stops the deployment before any traffic moves.
+    """
+    policy = spec.deploymentConfig.autoRollback
+    step = status.step if status is not None else None
+    if policy is None or status is None or status.candidateRevision is None or step is None:
+        return None
+    if status.activeRevision is None or status.phase not in ("Updating",):
+        return None
+    settings = settings or OperatorSettings()
+    try:
+        prometheus = await prometheus_for(kube, spec, namespace, settings)
+    except (ApiError, KeyError) as error:
+        reason = f"cannot read the Prometheus credentials: {error}"
+        return tuple(AlarmResult(a.name, "Error", None, reason) for a in policy.alarms)
+    if prometheus is None:
+        reason = "no Prometheus: set FLEETSHIFT_PROMETHEUS_URL or autoRollback.prometheus.url"
+        return tuple(AlarmResult(a.name, "Inconclusive", None, reason) for a in policy.alarms)
+    context = AlarmContext(
+        namespace=namespace,
+        endpoint=name,
+        variant=spec.variants[0].name,
+        revision=status.candidateRevision,
+        blue_revision=status.activeRevision,
+    )
+    previous = {a.name: a.verdict for a in status.alarms}
+    sources = [make_alarm_source(alarm, context, prometheus) for alarm in policy.alarms]
+
+    def run() -> tuple[AlarmResult, ...]:
+        if step.stage == "Provisioning":
+            checked = [source.validate() for source in sources]
+            return tuple(r for r in checked if r is not None)
+        return tuple(s.evaluate(previous.get(s.name), now) for s in sources)
+
+    results = await asyncio.to_thread(run)
+    return results if results or step.stage != "Provisioning" else None
 
 
 async def apply_plan(  # noqa: PLR0917 - the observed state it acts on

@@ -23,5 +23,15 @@ class OperatorSettings(BaseSettings):
     """Port of the operator's metrics server; 0 disables it."""
     health_port: int = Field(default=0, ge=0, le=65535)
     """Port of kopf's liveness endpoint (``/healthz``); 0 disables it."""
+    prometheus_url: str | None = None
+    """Prometheus for alarms (an Endpoint may name its own); unset: alarms are Inconclusive."""
+    prometheus_bearer_token: str | None = None
+    """A bearer token for Prometheus (the Helm chart fills it from a Secret)."""
+    prometheus_username: str | None = None
+    """A basic-auth user name for Prometheus."""
+    prometheus_password: str | None = None
+    """A basic-auth password for Prometheus."""
+    prometheus_ca_file: str | None = None
+    """A PEM CA bundle that verifies Prometheus's certificate."""
     peering: str | None = None
     """kopf peering name for running several replicas (HA); unset runs standalone."""

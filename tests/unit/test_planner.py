@@ -16,19 +16,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleetshift_operator.alarms.base import AlarmResult
 from fleetshift_operator.api import (
+    Alarm,
+    AutoRollback,
     BlueGreen,
     CapacitySize,
     DeploymentConfig,
     EndpointSpec,
     EndpointStatus,
+    InconclusivePolicy,
     ModelSource,
     Rolling,
+    TemplateAlarm,
     TrafficRouting,
     Variant,
 )
 from fleetshift_operator.planner import (
-    AlarmState,
     Controls,
     FleetObservation,
     Observed,
@@ -118,7 +122,7 @@ class World:
     fleets: dict[str, Fleet] = dataclasses.field(default_factory=dict)
     status: EndpointStatus | None = None
     controls: Controls = dataclasses.field(default_factory=Controls)
-    alarms: AlarmState | None = None
+    alarms: tuple[AlarmResult, ...] | None = None
     ready_after: dict[str, float | None] = dataclasses.field(default_factory=dict)
     failures: dict[str, str] = dataclasses.field(default_factory=dict)
     plans: list[Plan] = dataclasses.field(default_factory=list)
@@ -281,7 +285,7 @@ def test_canary_rolls_back_when_alarm_breaches_during_bake() -> None:
     world.run_until(spec, 30)
     assert green_share(world.plans[-1]) == 25
 
-    world.alarms = AlarmState("Breaching", "green 5xx rate 12% >= 5%", rollback=True)
+    world.alarms = (AlarmResult("errors", "Breaching", 12.0, "green 5xx rate 12% >= 5%"),)
     plan = world.step(spec)
 
     assert plan.status.phase == "RollingBack"
@@ -327,7 +331,7 @@ def test_breach_during_termination_wait_still_rolls_back() -> None:
     assert world.status is not None and world.status.step is not None
     assert world.status.step.stage == "TerminationWait"
 
-    world.alarms = AlarmState("Breaching", "p99 latency 900ms >= 500ms", rollback=True)
+    world.alarms = (AlarmResult("errors", "Breaching", 12.0, "p99 latency 900ms >= 500ms"),)
     plan = world.step(spec)
 
     assert plan.status.phase == "RollingBack"
@@ -337,14 +341,14 @@ def test_breach_during_termination_wait_still_rolls_back() -> None:
 def test_step_is_not_promoted_while_alarms_are_inconclusive() -> None:
     world = in_service(World(), make_spec())
     spec = make_spec(model="s3://models/churn/v2")
-    world.alarms = AlarmState("Inconclusive", "no samples for green 5xx rate")
+    world.alarms = (AlarmResult("errors", "Inconclusive", None, "no samples for green 5xx rate"),)
     plan = world.run_until(spec, 300)
 
     assert plan.status.phase == "Updating"
     assert green_share(plan) == 25
     assert plan.status.step is not None and plan.status.step.index == 1
 
-    world.alarms = AlarmState("Healthy")
+    world.alarms = (AlarmResult("errors", "Healthy"),)
     plan = world.step(spec)
     assert green_share(plan) == 100
 
@@ -560,7 +564,7 @@ def test_rollout_invariants(
     for _ in range(4000):
         elapsed = (world.now - started).total_seconds()
         if breach_at is not None and elapsed >= breach_at:
-            world.alarms = AlarmState("Breaching", "injected", rollback=True)
+            world.alarms = (AlarmResult("errors", "Breaching", 12.0, "injected"),)
         observed = world.observe()
         plan = world.step(spec)
         status = plan.status
@@ -644,7 +648,7 @@ def test_rolling_rollback_restores_blue_in_batches() -> None:
     world.run_until(spec, 25)  # mid-way: blue shrunk to 4 or 2
     assert sizes(world.plans[-1])[1] in (2, 4)
 
-    world.alarms = AlarmState("Breaching", "5xx", rollback=True)
+    world.alarms = (AlarmResult("errors", "Breaching", 12.0, "5xx"),)
     blue_targets = []
     for _ in range(80):
         plan = world.step(spec)
@@ -665,7 +669,7 @@ def test_rolling_rollback_defaults_to_all_at_once() -> None:
     world = in_service(World(), make_spec(replicas=6, rolling=rolling(2)))
     spec = make_spec(model="s3://models/churn/v2", replicas=6, rolling=rolling(2))
     world.run_until(spec, 20)
-    world.alarms = AlarmState("Breaching", "5xx", rollback=True)
+    world.alarms = (AlarmResult("errors", "Breaching", 12.0, "5xx"),)
 
     plan = world.step(spec)
 
@@ -699,7 +703,7 @@ def test_rolling_invariants(
     started = world.now
     for _ in range(3000):
         if breach_at is not None and (world.now - started).total_seconds() >= breach_at:
-            world.alarms = AlarmState("Breaching", "injected", rollback=True)
+            world.alarms = (AlarmResult("errors", "Breaching", 12.0, "injected"),)
         observed = world.observe()
         plan = world.step(spec)
         assert sum(plan.traffic("main").values()) == 100
@@ -714,3 +718,93 @@ def test_rolling_invariants(
     assert world.status.activeRevision in (blue, green)
     assert len(world.fleets) == 1
     assert next(iter(world.fleets.values())).replicas == replicas
+
+
+# -- alarms -------------------------------------------------------------------------------------
+
+
+def with_alarms(spec: EndpointSpec, *, action: str = "Hold", after: int = 3) -> EndpointSpec:
+    policy = AutoRollback(
+        alarms=[Alarm(name="errors", template=TemplateAlarm(kind="GreenErrorRate", threshold=5))],
+        pollIntervalSeconds=2,
+        onInconclusive=InconclusivePolicy(action=action, consecutiveEvaluations=after),
+    )
+    config = spec.deploymentConfig.model_copy(update={"autoRollback": policy})
+    return spec.model_copy(update={"deploymentConfig": config})
+
+
+def test_an_invalid_alarm_stops_the_deployment_before_traffic_moves() -> None:
+    world = in_service(World(), with_alarms(make_spec()))
+    spec = with_alarms(make_spec(model="s3://models/churn/v2"))
+    world.alarms = (AlarmResult("errors", "Error", None, "invalid query: parse error", fatal=True),)
+
+    plan = world.step(spec)
+
+    assert plan.status.phase == "RollingBack"
+    assert green_share(plan) == 0
+    assert plan.status.rollbackCause is not None
+    assert "invalid query" in plan.status.rollbackCause.reason
+
+
+def test_inconclusive_holds_by_default_and_never_promotes() -> None:
+    world = in_service(World(), with_alarms(make_spec()))
+    spec = with_alarms(make_spec(model="s3://models/churn/v2"))
+    world.alarms = (AlarmResult("errors", "Inconclusive", None, "Prometheus unreachable"),)
+
+    plan = world.run_until(spec, 600, tick=5)
+
+    assert plan.status.phase == "Updating"
+    assert green_share(plan) == 25
+    assert plan.status.alarms[0].verdict == "Inconclusive"
+    assert "unreachable" in plan.status.alarms[0].reason
+    assert plan.status.inconclusiveStreak > 100
+
+
+def test_inconclusive_rolls_back_after_n_in_a_row_when_asked_and_says_so() -> None:
+    world = in_service(World(), with_alarms(make_spec(), action="RollBack", after=3))
+    spec = with_alarms(make_spec(model="s3://models/churn/v2"), action="RollBack", after=3)
+    world.run_until(spec, 10)
+    world.alarms = (AlarmResult("errors", "Inconclusive", None, "too few datapoints"),)
+
+    phases = []
+    for _ in range(3):
+        plan = world.step(spec)
+        phases.append(plan.status.phase)
+        world.advance(1)
+
+    assert phases == ["Updating", "Updating", "RollingBack"]
+    assert plan.status.lastDeployment is not None
+    assert "inconclusive 3 evaluations in a row" in plan.status.lastDeployment.reason
+
+
+def test_a_healthy_evaluation_resets_the_inconclusive_streak() -> None:
+    world = in_service(World(), with_alarms(make_spec(), action="RollBack", after=3))
+    spec = with_alarms(make_spec(model="s3://models/churn/v2"), action="RollBack", after=3)
+    world.run_until(spec, 10)
+    sequence = ["Inconclusive", "Inconclusive", "Healthy", "Inconclusive", "Inconclusive"]
+    for verdict in sequence:
+        world.alarms = (AlarmResult("errors", verdict),)  # type: ignore[arg-type]
+        plan = world.step(spec)
+        world.advance(1)
+    assert plan.status.phase == "Updating"
+    assert plan.status.inconclusiveStreak == 2
+
+
+def test_breach_names_the_alarm_and_value_in_status() -> None:
+    world = in_service(World(), with_alarms(make_spec()))
+    spec = with_alarms(make_spec(model="s3://models/churn/v2"))
+    world.run_until(spec, 10)
+    world.alarms = (
+        AlarmResult("latency", "Healthy", 80.0, "fine"),
+        AlarmResult("errors", "Breaching", 37.5, "1 of 1 periods >= 5 (worst 37.5)"),
+    )
+
+    plan = world.step(spec)
+
+    assert plan.status.rollbackCause is not None
+    assert (plan.status.rollbackCause.name, plan.status.rollbackCause.value) == ("errors", 37.5)
+    assert {a.name: a.verdict for a in plan.status.alarms} == {
+        "latency": "Healthy",
+        "errors": "Breaching",
+    }
+    assert any(e.reason == "RollbackStarted" and "errors" in e.message for e in plan.events)
