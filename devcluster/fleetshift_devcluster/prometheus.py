@@ -70,6 +70,10 @@ class LocalPrometheus:
         )
         self._wait_ready(time.monotonic() + timeout)
 
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start again on the same port, with the same config and data (after ``stop``)."""
+        self.start(yaml.safe_load(self.config_path.read_text()), timeout=timeout)
+
     def reload(self, config: dict[str, object]) -> None:
         """Replace the config and ask the running server to reload it."""
         self.write_config(config)

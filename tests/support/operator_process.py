@@ -35,6 +35,7 @@ class OperatorProcess:
     namespace: str
     log: Path
     process: ManagedProcess | None = None
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def start(self) -> None:
         env = {
@@ -43,6 +44,7 @@ class OperatorProcess:
             "FLEETSHIFT_NAMESPACES": json.dumps([self.namespace]),
             "FLEETSHIFT_METRICS_PORT": "0",
             "FLEETSHIFT_POLL_INTERVAL_SECONDS": "1",
+            **self.extra_env,
         }
         self.process = ManagedProcess.spawn(
             "operator",

@@ -1,0 +1,357 @@
+"""Guardrails that bite: alarms on a real Prometheus roll deployments back by themselves.
+
+Prometheus (Debian's) scrapes invocation metrics labelled as the runtime's are; they
+come from a traffic simulator that follows the Service's EndpointSlices (see
+``support.traffic``), so the green fleet's numbers are its share of real routing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lightkube import Client
+from prometheus_api_client import PrometheusConnect
+
+from fleetshift_devcluster.cluster import LocalCluster
+from fleetshift_devcluster.prometheus import LocalPrometheus
+from fleetshift_devcluster.wait import wait_for
+from fleetshift_operator.alarms.base import AlarmContext
+from fleetshift_operator.alarms.templates import template_query
+from fleetshift_operator.api import EndpointSpec, TemplateAlarm
+from fleetshift_operator.planner import calculate_revision
+from support.operator_process import (
+    OperatorProcess,
+    deployments_of,
+    endpoint_manifest,
+    serving_by_revision,
+    set_spec,
+    status_of,
+)
+from support.traffic import Behaviour, TrafficSimulator
+
+NAME = "churn"
+POLL = 2
+ERROR_RATE = {"kind": "GreenErrorRate", "threshold": 5, "periodSeconds": 2, "evaluationPeriods": 1}
+RULES = {
+    "groups": [
+        {
+            "name": "fleetshift",
+            "rules": [
+                {
+                    "alert": "FleetshiftRevision5xx",
+                    "expr": "sum by (namespace, endpoint, revision) "
+                    "(rate(fleetshift_invocation_5xx_errors_total[5s])) > 0",
+                }
+            ],
+        }
+    ]
+}
+
+
+@dataclasses.dataclass
+class Stack:
+    traffic: TrafficSimulator
+    prometheus: LocalPrometheus
+    operator: OperatorProcess
+
+    def query(self, promql: str) -> float | None:
+        client = PrometheusConnect(url=self.prometheus.url, disable_ssl=True)
+        result = client.custom_query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture
+def stack(
+    cluster: LocalCluster,
+    namespace: str,
+    endpoint_crd: str,
+    tmp_path: Path,
+    prometheus_factory: Callable[[dict[str, object]], LocalPrometheus],
+) -> Iterator[Stack]:
+    traffic = TrafficSimulator(cluster.kubeconfig, namespace, NAME)
+    traffic.start()
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump(RULES))
+    prometheus = prometheus_factory(
+        {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(rules)],
+            "scrape_configs": [
+                {"job_name": "fleetshift", "static_configs": [{"targets": [traffic.target]}]}
+            ],
+        }
+    )
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        extra_env={"FLEETSHIFT_PROMETHEUS_URL": prometheus.url},
+    )
+    operator.start()
+    yield Stack(traffic, prometheus, operator)
+    operator.stop()
+    traffic.stop()
+
+
+def make_spec(
+    model: str,
+    alarms: list[dict[str, Any]],
+    *,
+    routing: dict[str, Any] | None = None,
+    termination: int = 0,
+    on_inconclusive: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    auto: dict[str, Any] = {"alarms": alarms, "pollIntervalSeconds": POLL}
+    if on_inconclusive:
+        auto["onInconclusive"] = on_inconclusive
+    return {
+        "variants": [{"name": "main", "model": {"uri": model}, "replicas": 4}],
+        "deploymentConfig": {
+            "blueGreen": {
+                "trafficRouting": routing
+                or {
+                    "type": "Canary",
+                    "canarySize": {"type": "CapacityPercent", "value": 25},
+                    "waitIntervalSeconds": 60,
+                },
+                "terminationWaitSeconds": termination,
+                "maximumExecutionTimeoutSeconds": 1800,
+            },
+            "autoRollback": auto,
+        },
+    }
+
+
+def revision(spec: dict[str, Any]) -> str:
+    return calculate_revision(EndpointSpec.model_validate(spec))
+
+
+def start(kube: Client, namespace: str, alarms: list[dict[str, Any]], **options: Any) -> str:
+    base = make_spec("s3://models/churn/v1", alarms, **options)
+    kube.create(endpoint_manifest(NAME, namespace, base))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="baseline InService",
+    )
+    return revision(base)
+
+
+def outcome(kube: Client, namespace: str) -> dict[str, Any]:
+    return status_of(kube, NAME, namespace).get("lastDeployment") or {}
+
+
+def rolled_back_to(kube: Client, namespace: str, blue: str) -> bool:
+    status = status_of(kube, NAME, namespace)
+    return (
+        status.get("phase") == "InService"
+        and status.get("activeRevision") == blue
+        and (status.get("lastDeployment") or {}).get("outcome") == "RolledBack"
+        and set(deployments_of(kube, namespace, NAME)) == {blue}
+    )
+
+
+def test_canary_rolls_back_when_5xx_alarm_fires(kube: Client, namespace: str, stack: Stack) -> None:
+    alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
+    blue = start(kube, namespace, alarms)
+    update = make_spec("s3://models/churn/v2", alarms)
+    green = revision(update)
+    stack.traffic.set(green, Behaviour(error_fraction=1.0))
+    set_spec(kube, NAME, namespace, update)
+    query = AlarmContext(namespace, NAME, "main", green, blue).render(
+        template_query(TemplateAlarm.model_validate(ERROR_RATE)).query
+    )
+
+    def breach_visible() -> float | None:
+        value = stack.query(query)
+        return time.monotonic() if value is not None and value >= 5 else None
+
+    visible_at = wait_for(breach_visible, timeout=60, interval=0.1, message="breach in Prometheus")
+    back_at = wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 4} and time.monotonic(),
+        timeout=30,
+        interval=0.1,
+        message="traffic back on blue",
+    )
+
+    assert back_at - visible_at <= POLL + 2, f"took {back_at - visible_at:.1f}s"
+    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=30, message="rolled back")
+    finished = outcome(kube, namespace)
+    assert finished["outcome"] == "RolledBack"
+    assert "green-5xx" in finished["reason"]
+    cause = status_of(kube, NAME, namespace)["rollbackCause"]
+    assert cause["name"] == "green-5xx" and cause["verdict"] == "Breaching"
+    assert cause["value"] >= 5
+    assert stack.traffic.served.get(green, 0) > 0
+
+
+def test_latency_alarm_breaches_and_rolls_back(kube: Client, namespace: str, stack: Stack) -> None:
+    latency = {
+        "kind": "GreenLatencyP99",
+        "threshold": 200,
+        "periodSeconds": 2,
+        "evaluationPeriods": 2,
+    }
+    alarms = [{"name": "green-p99", "template": latency}]
+    blue = start(kube, namespace, alarms)
+    update = make_spec("s3://models/churn/v2", alarms)
+    stack.traffic.set(revision(update), Behaviour(latency_seconds=0.6))
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
+    assert "green-p99" in outcome(kube, namespace)["reason"]
+    assert status_of(kube, NAME, namespace)["rollbackCause"]["value"] >= 200
+
+
+def test_named_alerting_rule_firing_rolls_back(kube: Client, namespace: str, stack: Stack) -> None:
+    rule = {
+        "alertName": "FleetshiftRevision5xx",
+        "matchers": {
+            "namespace": "${namespace}",
+            "endpoint": "${endpoint}",
+            "revision": "${revision}",
+        },
+    }
+    alarms = [{"name": "rule", "prometheusRule": rule}]
+    blue = start(kube, namespace, alarms)
+    update = make_spec("s3://models/churn/v2", alarms)
+    stack.traffic.set(revision(update), Behaviour(error_fraction=0.5))
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
+    assert "FleetshiftRevision5xx firing" in outcome(kube, namespace)["reason"]
+
+
+def test_healthy_linear_rollout_promotes_step_by_step(
+    kube: Client, namespace: str, stack: Stack
+) -> None:
+    alarms = [
+        {"name": "green-5xx", "template": ERROR_RATE},
+        {"name": "worse-than-blue", "template": {**ERROR_RATE, "kind": "GreenWorseThanBlue"}},
+    ]
+    routing = {
+        "type": "Linear",
+        "linearStepSize": {"type": "CapacityPercent", "value": 50},
+        "waitIntervalSeconds": 6,
+    }
+    blue = start(kube, namespace, alarms, routing=routing)
+    update = make_spec("s3://models/churn/v2", alarms, routing=routing, termination=4)
+    green = revision(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 2, green: 2},
+        timeout=60,
+        message="first step",
+    )
+    wait_for(
+        lambda: (
+            [a["verdict"] for a in status_of(kube, NAME, namespace).get("alarms", [])]
+            == ["Healthy", "Healthy"]
+        ),
+        timeout=30,
+        message="alarms Healthy",
+    )
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("activeRevision") == green,
+        timeout=90,
+        message="promoted",
+    )
+    assert outcome(kube, namespace)["outcome"] == "Succeeded"
+
+
+def test_prometheus_down_mid_bake_holds_then_the_rollout_continues(
+    kube: Client, namespace: str, stack: Stack
+) -> None:
+    alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
+    routing = {
+        "type": "Canary",
+        "canarySize": {"type": "CapacityPercent", "value": 25},
+        "waitIntervalSeconds": 6,
+    }
+    start(kube, namespace, alarms, routing=routing)
+    update = make_spec("s3://models/churn/v2", alarms, routing=routing)
+    green = revision(update)
+    set_spec(kube, NAME, namespace, update)
+    wait_for(
+        lambda: (status_of(kube, NAME, namespace).get("step") or {}).get("index") == 1,
+        timeout=60,
+        message="canary step",
+    )
+
+    stack.prometheus.stop()
+
+    def says_why() -> bool:
+        alarms_now = status_of(kube, NAME, namespace).get("alarms", [])
+        return bool(alarms_now) and "unreachable" in alarms_now[0]["reason"]
+
+    wait_for(says_why, timeout=30, message="status says Prometheus is unreachable")
+    held_until = time.monotonic() + 12
+    while time.monotonic() < held_until:
+        status = status_of(kube, NAME, namespace)
+        assert status["step"]["index"] == 1, "promoted without a Healthy evaluation"
+        assert status["alarms"][0]["verdict"] == "Inconclusive"
+        time.sleep(1)
+
+    stack.prometheus.restart()
+
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("activeRevision") == green,
+        timeout=90,
+        message="continued to success",
+    )
+
+
+def test_breach_during_termination_wait_rolls_back(
+    kube: Client, namespace: str, stack: Stack
+) -> None:
+    alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
+    routing = {"type": "AllAtOnce", "waitIntervalSeconds": 4}
+    blue = start(kube, namespace, alarms, routing=routing, termination=120)
+    update = make_spec("s3://models/churn/v2", alarms, routing=routing, termination=120)
+    green = revision(update)
+    set_spec(kube, NAME, namespace, update)
+    wait_for(
+        lambda: (
+            (status_of(kube, NAME, namespace).get("step") or {}).get("stage") == "TerminationWait"
+        ),
+        timeout=60,
+        message="termination wait",
+    )
+
+    stack.traffic.set(green, Behaviour(error_fraction=0.3))
+
+    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
+    assert "green-5xx" in outcome(kube, namespace)["reason"]
+
+
+@pytest.mark.parametrize(
+    ("alarm", "expected"),
+    [
+        ({"query": {"query": "sum(rate(x[1m]", "threshold": 1}}, "invalid query"),
+        ({"prometheusRule": {"alertName": "NoSuchAlert"}}, "no alerting rule named 'NoSuchAlert'"),
+    ],
+    ids=["invalid-promql", "unknown-rule"],
+)
+def test_a_broken_alarm_fails_the_rollout_before_traffic_moves(
+    kube: Client, namespace: str, stack: Stack, alarm: dict[str, Any], expected: str
+) -> None:
+    alarms = [{"name": "broken", **alarm}]
+    blue = start(kube, namespace, alarms)
+    update = make_spec("s3://models/churn/v2", alarms)
+    green = revision(update)
+
+    set_spec(kube, NAME, namespace, update)
+
+    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
+    assert expected in outcome(kube, namespace)["reason"]
+    assert stack.traffic.served.get(green, 0) == 0, "green never got traffic"
