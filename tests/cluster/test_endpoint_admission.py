@@ -295,13 +295,109 @@ INVALID: list[tuple[str, Callable[[Spec], object], str]] = [
 ]
 
 
+def alarms(*entries: dict[str, Any], **policy: Any) -> Callable[[Spec], None]:
+    def change(spec: Spec) -> None:
+        spec["deploymentConfig"]["autoRollback"] = {"alarms": list(entries), **policy}
+
+    return change
+
+
+ERRORS = {"name": "errors", "template": {"kind": "GreenErrorRate", "threshold": 5}}
+
+INVALID += [
+    ("alarm list empty", alarms(), "should have at least 1 items"),
+    (
+        "eleven alarms",
+        alarms(*[{**ERRORS, "name": f"a{i}"} for i in range(11)]),
+        "must have at most 10 items",
+    ),
+    ("duplicate alarm names", alarms(ERRORS, ERRORS), "alarm names must be unique"),
+    (
+        "alarm of two kinds",
+        alarms({**ERRORS, "prometheusRule": {"alertName": "X"}}),
+        "an alarm needs exactly one of prometheusRule, query or template",
+    ),
+    (
+        "alarm of no kind",
+        alarms({"name": "empty"}),
+        "an alarm needs exactly one of prometheusRule, query or template",
+    ),
+    (
+        "more datapoints than periods",
+        alarms(
+            {
+                "name": "q",
+                "query": {
+                    "query": "up",
+                    "threshold": 1,
+                    "evaluationPeriods": 2,
+                    "datapointsToAlarm": 3,
+                },
+            }
+        ),
+        "datapointsToAlarm must not exceed evaluationPeriods",
+    ),
+    (
+        "unknown comparison",
+        alarms({"name": "q", "query": {"query": "up", "threshold": 1, "comparison": "=="}}),
+        "Unsupported value",
+    ),
+    (
+        "unknown missing-data treatment",
+        alarms({"name": "q", "query": {"query": "up", "threshold": 1, "treatMissingData": "zero"}}),
+        "Unsupported value",
+    ),
+    (
+        "query without threshold",
+        alarms({"name": "q", "query": {"query": "up"}}),
+        "Required value",
+    ),
+    (
+        "unknown template",
+        alarms({"name": "t", "template": {"kind": "GreenSadness", "threshold": 1}}),
+        "Unsupported value",
+    ),
+    (
+        "zero template threshold",
+        alarms({"name": "t", "template": {"kind": "GreenErrorRate", "threshold": 0}}),
+        "greater than 0",
+    ),
+    (
+        "poll interval over a minute",
+        alarms(ERRORS, pollIntervalSeconds=120),
+        "less than or equal to 60",
+    ),
+    (
+        "basic auth without a password",
+        alarms(
+            ERRORS,
+            prometheus={
+                "url": "https://prometheus.example:9090",
+                "basicAuthUsernameSecret": {"name": "prom", "key": "user"},
+            },
+        ),
+        "basic auth needs both basicAuthUsernameSecret and basicAuthPasswordSecret",
+    ),
+    (
+        "prometheus url not http",
+        alarms(ERRORS, prometheus={"url": "ftp://prometheus"}),
+        "should match",
+    ),
+    (
+        "unknown inconclusive action",
+        alarms(ERRORS, onInconclusive={"action": "Shrug"}),
+        "Unsupported value",
+    ),
+]
+
+
 def submit(kube: Client, namespace: str, spec: Spec) -> None:
     name = f"ep-{uuid.uuid4().hex[:8]}"
     kube.create(EndpointResource(metadata=ObjectMeta(name=name, namespace=namespace), spec=spec))
 
 
 def test_there_are_at_least_forty_invalid_cases() -> None:
-    assert len(INVALID) >= 40
+    assert len(INVALID) >= 55
 
 
 def test_a_valid_endpoint_is_accepted(kube: Client, namespace: str, endpoint_crd: str) -> None:
