@@ -7,6 +7,7 @@ stable Service's EndpointSlices, counted per fleet revision.
 from __future__ import annotations
 
 import copy
+import urllib.request
 from typing import Any
 
 from lightkube import Client
@@ -14,7 +15,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Pod, Service
 
-from fleetshift_devcluster.cluster import SLOW_IMAGE
+from fleetshift_devcluster.cluster import SLOW_IMAGE, free_port
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.api import EndpointSpec
 from fleetshift_operator.kube import HTTPRoute
@@ -488,3 +489,35 @@ def test_rolling_replaces_capacity_in_batches(
         message="blue removed",
     )
     assert status_of(kube, NAME, namespace)["lastDeployment"]["outcome"] == "Succeeded"
+
+
+def test_operator_serves_its_metrics_on_its_own_port(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    operator_process.stop()
+    port = free_port()
+    operator_process.extra_env = {"FLEETSHIFT_METRICS_PORT": str(port)}
+    operator_process.start()
+    blue = create_in_service(kube, namespace, spec_with(replicas=2))
+    update = spec_with("s3://models/churn/v2", replicas=2)
+    set_spec(kube, NAME, namespace, update)
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("activeRevision") == revision_of(update),
+        timeout=60,
+        message="deployed",
+    )
+    assert blue != revision_of(update)
+
+    def scraped() -> str | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text: str = answer.read().decode()
+        return text if 'fleetshift_operator_rollouts_total{outcome="Succeeded"}' in text else None
+
+    text = wait_for(scraped, timeout=30, message="operator metrics")
+    assert 'fleetshift_operator_reconciles_total{result="ok"}' in text
+    assert "fleetshift_operator_reconcile_seconds_bucket" in text
+    assert (
+        f'fleetshift_operator_green_traffic_percent{{endpoint="{NAME}",namespace="{namespace}"}}'
+        in text
+    )
+    assert f'fleetshift_operator_rollout_step{{endpoint="{NAME}",namespace="{namespace}"}}' in text
