@@ -46,6 +46,7 @@ def parse(stamp: str) -> datetime.datetime:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TIMEOUT + 300)
 def test_green_never_ready_rolls_back_at_the_deadline_and_a_first_deployment_fails(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
