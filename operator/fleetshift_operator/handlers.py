@@ -124,10 +124,27 @@ def _report(endpoint: dict[str, Any], outcome: Outcome) -> None:
         metrics.ROLLOUTS.labels(finished.outcome).inc()
 
 
+_SEEN: dict[tuple[str, str], tuple[object, ...]] = {}
+
+
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def endpoint_changed(namespace: str | None, name: str | None, **_: Any) -> None:
-    """A spec, annotation or status change: reconcile now."""
-    _poke(namespace, name)
+async def endpoint_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+) -> None:
+    """A spec or control change: reconcile now. The operator's own status writes do
+    not count, or every reconcile would wake the next one at once."""
+    if not namespace or not name:
+        return
+    metadata = body.get("metadata", {})
+    annotations = metadata.get("annotations") or {}
+    essence = (
+        metadata.get("generation"),
+        metadata.get("deletionTimestamp"),
+        tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(f"{api.GROUP}/"))),
+    )
+    if _SEEN.get((namespace, name)) != essence:
+        _SEEN[(namespace, name)] = essence
+        _poke(namespace, name)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_ENDPOINT: kopf.PRESENT})
@@ -150,3 +167,4 @@ async def endpoint_deleted(namespace: str | None, name: str, memo: Any, **_: Any
     await kube.set_phase(namespace, name, "Deleting")
     metrics.forget(namespace, name)
     _WAKE.pop((namespace, name), None)
+    _SEEN.pop((namespace, name), None)

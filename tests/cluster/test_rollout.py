@@ -118,7 +118,11 @@ def test_canary_success_shifts_a_quarter_then_all_and_retires_blue(
         timeout=30,
         message="canary: 3 blue + 1 green serving",
     )
-    assert status_of(kube, NAME, namespace)["greenTrafficPercent"] == 25
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("greenTrafficPercent") == 25,
+        timeout=10,
+        message="status written after the traffic moved",
+    )
     assert pod_names(kube, namespace, blue) == blue_pods, "blue pods must not be replaced"
     wait_for(
         lambda: serving_by_revision(kube, namespace, NAME) == {green: 4},
