@@ -1,0 +1,64 @@
+"""Fetch, load and warm up a model from a URI (blocking: run it in a thread)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from ..settings import RuntimeSettings
+from ..sources import SourceOptions, fetch_model_file
+from .xgboost_model import XGBoostModel, load_xgboost, warm_up
+
+log = logging.getLogger(__name__)
+
+
+def source_options(settings: RuntimeSettings) -> SourceOptions:
+    """The fetching part of the settings."""
+    cache = Path(settings.cache_dir or Path(tempfile.gettempdir()) / "fleetshift-models")
+    return SourceOptions(
+        cache_dir=cache,
+        max_download_bytes=settings.max_download_bytes,
+        max_unpacked_bytes=settings.max_unpacked_bytes,
+        max_archive_members=settings.max_archive_members,
+        retries=settings.download_retries,
+        backoff_seconds=settings.download_backoff_seconds,
+        timeout_seconds=settings.download_timeout_seconds,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_addressing_style=settings.s3_addressing_style,
+        ca_bundle=settings.ca_bundle,
+    )
+
+
+def load_model(uri: str, *, name: str, settings: RuntimeSettings, sha256: str = "") -> XGBoostModel:
+    """Fetch ``uri``, load the model and run one warm-up prediction."""
+    started = time.perf_counter()
+    path = fetch_model_file(uri, source_options(settings), sha256=sha256)
+    model = load_xgboost(
+        path,
+        name=name,
+        allow_pickle=settings.allow_pickle,
+        threads=settings.threads_per_worker(),
+    )
+    warm_up(model)
+    model.load_seconds = time.perf_counter() - started
+    declared = settings.num_features
+    if declared is not None and declared != model.num_features:
+        log.warning(
+            "model %r was trained on %d features but the endpoint declares %d "
+            "(FLEETSHIFT_NUM_FEATURES): requests valid for the endpoint will fail with 5xx",
+            name,
+            model.num_features,
+            declared,
+        )
+    log.info(
+        "loaded model %r (%s, %d features) from %s in %.3fs",
+        name,
+        model.source_format,
+        model.num_features,
+        path,
+        model.load_seconds,
+    )
+    return model

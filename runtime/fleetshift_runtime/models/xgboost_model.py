@@ -1,0 +1,170 @@
+"""XGBoost models: JSON, UBJ, legacy binary and (opt-in) pickle/joblib files.
+
+The format is detected from the file's first bytes, not its name, because SageMaker
+names every artifact ``xgboost-model`` whatever its format:
+
+>>> detect_format(b'{"learner": {}}')
+'json'
+>>> detect_format(b"{L\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x07learner")
+'ubj'
+>>> detect_format(b"binf\\x06\\x1e\\x05?")
+'binary'
+>>> detect_format(b"\\x80\\x04\\x95B\\x00")
+'pickle'
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xgboost
+
+from ..errors import ModelFaultError, ModelLoadError
+from .base import Predictions, Rows
+
+log = logging.getLogger(__name__)
+
+ModelFormat = Literal["json", "ubj", "binary", "pickle", "joblib"]
+
+MODEL_FILE_NAMES = (
+    "xgboost-model",
+    "model.json",
+    "model.ubj",
+    "model.bst",
+    "model.bin",
+    "model.model",
+    "model",
+)
+"""Names looked for, in order, in a model folder or an unpacked ``model.tar.gz``."""
+
+_UBJ_TYPE_MARKERS = frozenset(b"iUIlLdDSTFZ[{$#")
+
+
+def detect_format(head: bytes) -> ModelFormat:
+    """Name the serialization format from a file's first bytes."""
+    stripped = head.lstrip()
+    if stripped.startswith(b'{"') or stripped.startswith(b"{\n") or stripped == b"{":
+        return "json"
+    if head[:1] == b"{" and len(head) > 1 and head[1] in _UBJ_TYPE_MARKERS:
+        return "ubj"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if head[:2] == b"\x78\x9c" or head[:2] == b"\x78\x01" or head[:2] == b"\x78\xda":
+        return "joblib"  # joblib's default zlib compression
+    return "binary"
+
+
+def find_model_file(folder: Path) -> Path:
+    """The model file inside a folder (a PVC mount or an unpacked ``model.tar.gz``)."""
+    for name in MODEL_FILE_NAMES:
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if len(files) == 1:
+        return files[0]
+    listed = ", ".join(str(p.relative_to(folder)) for p in files[:10]) or "nothing"
+    raise ModelLoadError(
+        f"no model file in {folder}: expected one of {', '.join(MODEL_FILE_NAMES)} "
+        f"or a single file, found {listed}"
+    )
+
+
+def _booster_from_pickle(raw: bytes, fmt: ModelFormat) -> xgboost.Booster:
+    if fmt == "joblib":
+        try:
+            import joblib  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+        except ImportError as error:
+            raise ModelLoadError(
+                "the model is a joblib file but joblib is not installed"
+            ) from error
+        loaded: Any = joblib.load(io.BytesIO(raw))
+    else:
+        loaded = pickle.loads(raw)  # noqa: S301 - explicitly allowed by FLEETSHIFT_ALLOW_PICKLE
+    if isinstance(loaded, xgboost.Booster):
+        return loaded
+    get_booster = getattr(loaded, "get_booster", None)
+    if callable(get_booster):
+        booster = get_booster()
+        if isinstance(booster, xgboost.Booster):
+            return booster
+    raise ModelLoadError(f"the pickle holds a {type(loaded).__name__}, not an XGBoost model")
+
+
+@dataclass
+class XGBoostModel:
+    """A loaded XGBoost booster that predicts with ``inplace_predict``."""
+
+    name: str
+    booster: xgboost.Booster
+    num_features: int
+    size_bytes: int
+    source_format: ModelFormat
+    load_seconds: float
+    platform: str = "xgboost"
+
+    def predict(self, rows: Rows) -> Predictions:
+        """Predict all rows at once; xgboost errors become :class:`ModelFaultError`."""
+        try:
+            result = self.booster.inplace_predict(rows, validate_features=False)
+        except xgboost.core.XGBoostError as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            reason = first_line.split(": ", 1)[-1] if ": " in first_line else first_line
+            raise ModelFaultError(
+                f"model {self.name!r} failed on a {rows.shape[0]}x{rows.shape[1]} input "
+                f"(it was trained on {self.num_features} features): {reason}"
+            ) from error
+        return np.asarray(result, dtype=np.float32)
+
+
+def load_xgboost(path: Path, *, name: str, allow_pickle: bool, threads: int) -> XGBoostModel:
+    """Load a model file in any supported format and check it can predict."""
+    started = time.perf_counter()
+    raw = path.read_bytes()
+    if not raw:
+        raise ModelLoadError(f"model file {path} is empty")
+    fmt = detect_format(raw[:16])
+    if fmt in ("pickle", "joblib"):
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"model file {path} is a Python {fmt} file. Unpickling runs arbitrary code "
+                "from the artifact, so it is refused. Re-save the model with "
+                "booster.save_model('model.ubj'), or set FLEETSHIFT_ALLOW_PICKLE=true if "
+                "you trust the artifact's source."
+            )
+        booster = _booster_from_pickle(raw, fmt)
+    else:
+        booster = xgboost.Booster()
+        try:
+            booster.load_model(bytearray(raw))
+        except xgboost.core.XGBoostError as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ModelLoadError(
+                f"{path} is not a loadable XGBoost model ({fmt} format detected): {detail}"
+            ) from error
+    booster.set_param({"nthread": threads})
+    num_features = int(booster.num_features())
+    model = XGBoostModel(
+        name=name,
+        booster=booster,
+        num_features=num_features,
+        size_bytes=len(raw),
+        source_format=fmt,
+        load_seconds=0.0,
+    )
+    model.load_seconds = time.perf_counter() - started
+    return model
+
+
+def warm_up(model: XGBoostModel) -> None:
+    """One prediction on a zero row of the model's own width; readiness waits for it."""
+    output = model.predict(np.zeros((1, model.num_features), dtype=np.float32))
+    if output.shape[0] != 1:
+        raise ModelLoadError(f"warm-up prediction returned shape {output.shape}, expected 1 row")
