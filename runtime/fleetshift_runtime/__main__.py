@@ -70,6 +70,11 @@ def main() -> int:
         runtime = app_module.Runtime(settings)
         serve_metrics(settings.host, settings.metrics_port, runtime.metrics.registry)
         server = uvicorn.Server(uvicorn.Config(runtime, **_uvicorn_options(settings)))  # type: ignore[arg-type]
+
+        def stop() -> None:
+            server.should_exit = True
+
+        runtime.on_fatal = stop
         server.run()
         return app_module.exit_code
 

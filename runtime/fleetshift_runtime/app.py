@@ -77,6 +77,10 @@ class SingleModelState:
     reason: str = "the model is loading"
 
 
+def _terminate_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 class _ClientGoneError(Exception):
     """The client disconnected before sending its whole body."""
 
@@ -128,6 +132,8 @@ class Runtime:
         self._ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self.fastapi = _metadata_app(self)
+        self.on_fatal: Callable[[], None] = _terminate_self
+        """Called when the model cannot load: stops the server (``__main__`` sets it)."""
 
     # --- ASGI entry ---------------------------------------------------------------
 
@@ -224,7 +230,7 @@ class Runtime:
             log.error("%s", self.single.reason)
             global exit_code  # noqa: PLW0603 - read by __main__ after the server stops
             exit_code = 1
-            os.kill(os.getpid(), signal.SIGTERM)
+            self.on_fatal()
             return
         self.metrics.model_load.labels(**self.metrics.labels, model=settings.model_name).observe(
             time.perf_counter() - started

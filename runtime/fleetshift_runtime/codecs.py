@@ -87,9 +87,9 @@ def response_format(accept: str, request: str) -> str:
     raise RequestError(406, f"cannot answer in {accept!r}; Accept one of {SUPPORTED}")
 
 
-def _wrong_width(row: int, got: int, width: int) -> RequestError:
+def _wrong_width(row: int, got: int, width: int, noun: str = "row") -> RequestError:
     return RequestError(
-        400, f"row {row} has {got} values; this endpoint takes {width} features per row"
+        400, f"{noun} {row} has {got} values; this endpoint takes {width} features per row"
     )
 
 
@@ -172,7 +172,7 @@ def _rows_slowly(instances: list[Any], width: int, where: str) -> Rows:
                 400, f'{where} {r + 1} is not a list of numbers (or {{"features": [...]}})'
             )
         if len(row) != width:
-            raise _wrong_width(r + 1, len(row), width)
+            raise _wrong_width(r + 1, len(row), width, "line" if where == "line" else "row")
         for c, cell in enumerate(row):
             if cell is None:
                 matrix[r, c] = np.nan

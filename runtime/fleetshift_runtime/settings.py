@@ -30,7 +30,9 @@ def _default_predict_threads() -> int:
 class RuntimeSettings(BaseSettings):
     """All knobs of the runtime. Env prefix ``FLEETSHIFT_``, e.g. ``FLEETSHIFT_PORT``."""
 
-    model_config = SettingsConfigDict(env_prefix="FLEETSHIFT_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETSHIFT_", extra="ignore", use_attribute_docstrings=True
+    )
 
     model_uri: str = ""
     """Where the model is: a path, ``file://``, ``http(s)://`` or ``s3://bucket/key``.
