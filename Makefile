@@ -61,3 +61,26 @@ demo:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# --- runtime ---
+# The runtime's S3 tests run against VersityGW, an S3-compatible gateway built from Go
+# modules. The tests build it on first use; this target does it ahead of time.
+VERSITYGW_VERSION := v1.8.0
+FLEETSHIFT_CACHE ?= $(HOME)/.cache/fleetshift
+VERSITYGW := $(FLEETSHIFT_CACHE)/versitygw-$(VERSITYGW_VERSION)/versitygw
+
+.PHONY: runtime-test-tools test-runtime bench-runtime
+
+runtime-test-tools: $(VERSITYGW)
+
+$(VERSITYGW):
+	mkdir -p $(dir $@)
+	GOBIN=$(dir $@) CGO_ENABLED=0 go install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+test-runtime: venv runtime-test-tools
+	$(BIN)/python -m pytest tests/runtime
+
+# Fleetshift's runtime vs. MLServer (in its own venv), pinned with taskset, driven by wrk.
+bench-runtime: venv
+	@command -v wrk >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -qq wrk; }
+	$(BIN)/python bench/runtime/bench_runtime.py

@@ -18,6 +18,7 @@ import tempfile
 
 import uvicorn
 
+from .protocol import NoDelayHttpToolsProtocol
 from .settings import RuntimeSettings
 
 log = logging.getLogger("fleetshift_runtime")
@@ -27,8 +28,8 @@ def _uvicorn_options(settings: RuntimeSettings) -> dict[str, object]:
     return {
         "host": settings.host,
         "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
+        "loop": settings.event_loop,
+        "http": NoDelayHttpToolsProtocol,
         "lifespan": "on",
         "access_log": False,
         "server_header": False,

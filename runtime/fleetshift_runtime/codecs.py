@@ -333,7 +333,8 @@ def parse_oip(body: bytes, header_length: str, width: int) -> OipRequest:
         raise _oip_error(
             f"this model takes one input tensor of shape [rows, {width}]; got {len(inputs)}"
         )
-    rows = _oip_tensor(inputs[0], binary, width)
+    may_hold_booleans = b"true" in body or b"false" in body
+    rows = _oip_tensor(inputs[0], binary, width, may_hold_booleans)
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise _oip_error('"id" must be a string')
@@ -358,7 +359,7 @@ def _wants_binary(document: dict[str, Any]) -> bool:
     return wants
 
 
-def _oip_tensor(tensor: Any, binary: bytes, width: int) -> Rows:
+def _oip_tensor(tensor: Any, binary: bytes, width: int, may_hold_booleans: bool) -> Rows:
     if not isinstance(tensor, dict):
         raise _oip_error("each input must be an object with name, shape, datatype, data")
     datatype = tensor.get("datatype")
@@ -397,7 +398,7 @@ def _oip_tensor(tensor: Any, binary: bytes, width: int) -> Rows:
             array = np.array(data)
         except ValueError:
             raise _oip_error('input "data" is a ragged nested list') from None
-        if array.dtype.kind not in "iuf" or _has_bool(data):
+        if array.dtype.kind not in "iuf" or (may_hold_booleans and _has_bool(data)):
             raise _oip_error(f'input "data" must hold only numbers for datatype {datatype}')
         if array.size != count:
             raise _oip_error(f"shape {shape} needs {count} values; data has {array.size}")

@@ -141,6 +141,10 @@ class RuntimeSettings(BaseSettings):
     """Multi-model mode: budget for loaded models, estimated by their file size; the
     least recently used models are evicted to stay within it."""
 
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """Event loop implementation: ``uvloop`` (faster) or the standard ``asyncio`` loop.
+    Either way the runtime sets TCP_NODELAY on every connection (see README)."""
+
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Log level of the runtime and of uvicorn."""
 

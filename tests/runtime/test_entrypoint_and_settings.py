@@ -134,3 +134,26 @@ def test_cold_start_to_first_prediction_is_quick(
     )
     assert response.status_code == 200
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_keep_alive_requests_do_not_stall_on_nagle_with_two_workers(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path, loop: str
+) -> None:
+    """uvicorn's multi-worker sockets on asyncio lack TCP_NODELAY: ~40 ms per request."""
+    import statistics  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    path = churn_model.save(tmp_path / "model.ubj")
+    server = start_runtime(MODEL_URI=str(path), WORKERS="2", EVENT_LOOP=loop)
+    body = csv_body(churn_model.rows[:1])
+    durations = []
+    with httpx.Client() as client:  # one keep-alive connection
+        for _ in range(30):
+            started = time.perf_counter()
+            response = client.post(
+                f"{server.url}/invocations", content=body, headers={"Content-Type": "text/csv"}
+            )
+            durations.append(time.perf_counter() - started)
+            assert response.status_code == 200
+    assert statistics.median(durations) < 0.02, durations

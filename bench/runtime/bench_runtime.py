@@ -1,0 +1,386 @@
+"""Fleetshift's runtime vs. MLServer: same model, same machine, same run, same load generator.
+
+- Model: deterministic XGBoost binary classifier, 20 features, 200 trees, depth 6.
+- Servers: ``python -m fleetshift_runtime`` (1 and 2 workers) and MLServer with
+  ``mlserver-xgboost`` in its own venv (``MLSERVER_PARALLEL_WORKERS=0``, debug off, the
+  best configuration), created on first run (``uvloop<0.22``: MLServer 1.7 crashes on
+  newer ones).
+- Load: ``wrk`` with a Lua script for POST bodies, pinned with ``taskset`` to the core
+  the server does not use. Every request loop is bounded (``-d`` seconds); everything
+  is on 127.0.0.1.
+- Requests: Open Inference Protocol JSON for both servers (the same bytes), plus the
+  SageMaker CSV route for Fleetshift; 1 row and 100 rows; concurrency 1, 8 and 32.
+
+Prints a table (req/s, p50, p99), RSS, time to first prediction, and on its last line the
+ratios vs. MLServer. ``--save`` also writes JSON under ``bench/results/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import xgboost
+
+REPO = Path(__file__).resolve().parents[2]
+MLSERVER_VENV = Path(os.environ.get("MLSERVER_VENV", "/tmp/fleetshift-bench-mlserver"))
+FEATURES, TREES, DEPTH = 20, 200, 6
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def train(folder: Path) -> tuple[Path, np.ndarray]:
+    rng = np.random.default_rng(42)
+    rows = rng.normal(size=(5000, FEATURES)).astype(np.float32)
+    labels = (rows[:, 0] + 0.5 * rows[:, 1] - 0.25 * rows[:, 2] > 0).astype(int)
+    params = {"max_depth": DEPTH, "objective": "binary:logistic", "nthread": 1, "seed": 42}
+    booster = xgboost.train(params, xgboost.DMatrix(rows, label=labels), TREES)
+    path = folder / "model.json"
+    booster.save_model(str(path))
+    return path, rows[:100]
+
+
+def ensure_mlserver_venv() -> Path:
+    binary = MLSERVER_VENV / "bin" / "mlserver"
+    if binary.exists():
+        return binary
+    log(f"[bench] creating {MLSERVER_VENV} with mlserver, mlserver-xgboost, uvloop<0.22")
+    subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
+    subprocess.run(
+        [str(MLSERVER_VENV / "bin" / "pip"), "install", "-q", "mlserver", "mlserver-xgboost",
+         "uvloop<0.22"],
+        check=True,
+    )  # fmt: skip
+    return binary
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    first_prediction_seconds: float
+
+    def rss_mb(self) -> float:
+        root = psutil.Process(self.process.pid)
+        total = root.memory_info().rss
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += child.memory_info().rss
+        return total / 2**20
+
+    def worker_rss_mb(self) -> list[float]:
+        root = psutil.Process(self.process.pid)
+        procs = [root, *root.children(recursive=True)]
+        return [p.memory_info().rss / 2**20 for p in procs]
+
+
+def oip_body(rows: np.ndarray, input_name: str) -> bytes:
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": input_name,
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "data": rows.reshape(-1).astype(float).round(6).tolist(),
+                }
+            ]
+        }
+    ).encode()
+
+
+def csv_body(rows: np.ndarray) -> bytes:
+    return "\n".join(",".join(f"{v:.6f}" for v in row) for row in rows).encode()
+
+
+def wait_first_prediction(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    started: float,
+    process: subprocess.Popen[bytes],
+    timeout: float = 120,
+) -> float:
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() - started < timeout:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}")
+            try:
+                if client.post(url, content=body, headers=headers).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.005)
+    raise RuntimeError(f"no prediction from {url} within {timeout}s")
+
+
+@contextmanager
+def fleetshift(model: Path, rows: np.ndarray, workers: int, cores: str) -> Iterator[Server]:
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "FLEETSHIFT_MODEL_URI": str(model),
+        "FLEETSHIFT_HOST": "127.0.0.1",
+        "FLEETSHIFT_PORT": str(port),
+        "FLEETSHIFT_METRICS_PORT": str(metrics_port),
+        "FLEETSHIFT_WORKERS": str(workers),
+        "FLEETSHIFT_LOG_LEVEL": "warning",
+        "FLEETSHIFT_CACHE_DIR": tempfile.mkdtemp(prefix="fleetshift-bench-cache-"),
+    }
+    started = time.monotonic()
+    process = subprocess.Popen(
+        ["taskset", "-c", cores, sys.executable, "-m", "fleetshift_runtime"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        first = wait_first_prediction(
+            f"http://127.0.0.1:{port}/invocations", csv_body(rows[:1]),
+            {"Content-Type": "text/csv"}, started=started, process=process,
+        )  # fmt: skip
+        if workers > 1:  # every worker must be up before measuring
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+                match = re.search(r"^fleetshift_loaded_models\{[^}]*\} (\S+)", text, re.M)
+                if match and float(match.group(1)) >= workers:
+                    break
+                time.sleep(0.05)
+        yield Server(f"fleetshift-{workers}w", process, port, first)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+@contextmanager
+def mlserver(model: Path, rows: np.ndarray, cores: str) -> Iterator[Server]:
+    binary = ensure_mlserver_venv()
+    folder = Path(tempfile.mkdtemp(prefix="fleetshift-bench-mlserver-"))
+    model_dir = folder / "model"
+    model_dir.mkdir()
+    shutil.copy(model, model_dir / "model.json")
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    (folder / "settings.json").write_text(json.dumps({
+        "debug": False, "parallel_workers": 0, "host": "127.0.0.1", "http_port": port,
+        "grpc_port": grpc_port, "metrics_port": metrics_port,
+    }))  # fmt: skip
+    (model_dir / "model-settings.json").write_text(json.dumps({
+        "name": "model", "implementation": "mlserver_xgboost.XGBoostModel",
+        "parameters": {"uri": "./model.json", "version": "v1"},
+    }))  # fmt: skip
+    env = {**os.environ, "MLSERVER_PARALLEL_WORKERS": "0", "MLSERVER_DEBUG": "false"}
+    env.pop("VIRTUAL_ENV", None)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        ["taskset", "-c", cores, str(binary), "start", str(folder)],
+        env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        first = wait_first_prediction(
+            f"http://127.0.0.1:{port}/v2/models/model/infer", oip_body(rows[:1], "predict"),
+            {"Content-Type": "application/json"}, started=started, process=process,
+        )  # fmt: skip
+        yield Server("mlserver", process, port, first)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "{content_type}"
+local f = io.open("{body_path}", "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+@dataclass
+class Result:
+    server: str
+    protocol: str
+    rows: int
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    content_type: str,
+    *,
+    concurrency: int,
+    seconds: int,
+    core: str,
+    workdir: Path,
+) -> tuple[float, float, float, int]:
+    body_path = workdir / f"body-{abs(hash(body))}.bin"
+    body_path.write_bytes(body)
+    script = workdir / f"post-{abs(hash((body, content_type)))}.lua"
+    script.write_text(LUA.format(content_type=content_type, body_path=body_path))
+    command = ["taskset", "-c", core, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s",
+               "--timeout", "5s", "--latency", "-s", str(script), url]  # fmt: skip
+    subprocess.run([*command[:6], "-d1s", *command[7:]], capture_output=True, check=True)  # warm
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    return rps, p50, p99, errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=6, help="measured seconds per run")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--rows", default="1,100")
+    parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument("--save", action="store_true", help="write bench/results/*.json")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        log("needs wrk (apt-get install wrk) and taskset (util-linux)")
+        return 2
+    levels = [int(c) for c in args.concurrency.split(",")]
+    row_counts = [int(r) for r in args.rows.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="fleetshift-bench-"))
+    model, rows = train(workdir)
+    log(f"[bench] model: {FEATURES} features, {TREES} trees, depth {DEPTH}; load before: "
+        f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+    results: list[Result] = []
+    servers: dict[str, dict[str, float]] = {}
+
+    def measure(
+        server: Server,
+        protocol: str,
+        path: str,
+        make_body: Callable[[np.ndarray], bytes],
+        *,
+        content_type: str,
+        wrk_core: str,
+    ) -> None:
+        for count in row_counts:
+            body = make_body(rows[:count])
+            for concurrency in levels:
+                rps, p50, p99, errors = run_wrk(
+                    f"http://127.0.0.1:{server.port}{path}", body, content_type,
+                    concurrency=concurrency, seconds=args.seconds, core=wrk_core, workdir=workdir,
+                )  # fmt: skip
+                result = Result(server.name, protocol, count, concurrency, rps, p50, p99, errors)
+                results.append(result)
+                log(
+                    f"  {server.name:14} {protocol:4} rows={count:<3} c={concurrency:<2} "
+                    f"{rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}"
+                )
+
+    def record(server: Server) -> None:
+        servers[server.name] = {
+            "rss_mb": server.rss_mb(),
+            "max_process_rss_mb": max(server.worker_rss_mb()),
+            "first_prediction_s": server.first_prediction_seconds,
+        }
+
+    if not args.skip_mlserver:
+        with mlserver(model, rows, cores="0") as server:
+            measure(server, "oip", "/v2/models/model/infer", lambda r: oip_body(r, "predict"),
+                    content_type="application/json", wrk_core="1")  # fmt: skip
+            record(server)
+    with fleetshift(model, rows, workers=1, cores="0") as server:
+        measure(server, "oip", "/v2/models/model/infer", lambda r: oip_body(r, "input-0"),
+                content_type="application/json", wrk_core="1")  # fmt: skip
+        measure(server, "csv", "/invocations", csv_body, content_type="text/csv", wrk_core="1")
+        record(server)
+    with fleetshift(model, rows, workers=2, cores="0,1") as server:
+        measure(server, "csv", "/invocations", csv_body, content_type="text/csv", wrk_core="0,1")
+        record(server)
+
+    print(f"\nFleetshift runtime benchmark  (model {FEATURES}x{TREES} trees, depth {DEPTH}; "
+          f"server pinned to core 0, wrk -t1 pinned to core 1; 2-worker runs share cores 0,1 "
+          f"with wrk; {args.seconds}s per run)")  # fmt: skip
+    print(f"{'server':14} {'proto':5} {'rows':>4} {'conc':>4} {'req/s':>9} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'errors':>6}")  # fmt: skip
+    for r in results:
+        print(f"{r.server:14} {r.protocol:5} {r.rows:4} {r.concurrency:4} {r.rps:9.0f} "
+              f"{r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:6}")  # fmt: skip
+    print()
+    for name, facts in servers.items():
+        print(f"{name:14} RSS {facts['rss_mb']:6.1f} MB total, {facts['max_process_rss_mb']:6.1f} "
+              f"MB largest process; first prediction {facts['first_prediction_s']:.2f} s "
+              f"after spawn")  # fmt: skip
+
+    def find(server: str, protocol: str, rows_: int, conc: int) -> Result | None:
+        for r in results:
+            if (r.server, r.protocol, r.rows, r.concurrency) == (server, protocol, rows_, conc):
+                return r
+        return None
+
+    ratios = []
+    for protocol in ("oip", "csv"):
+        for rows_, conc in ((1, 8), (100, 8)):
+            ours = find("fleetshift-1w", protocol, rows_, conc)
+            theirs = find("mlserver", "oip", rows_, conc)
+            if ours and theirs:
+                ratios.append(
+                    f"{protocol}/{rows_}row/c{conc} {ours.rps / theirs.rps:.2f}x req/s "
+                    f"(p99 {ours.p99_ms:.1f} vs {theirs.p99_ms:.1f} ms)"
+                )
+    one, two = find("fleetshift-1w", "csv", 1, 32), find("fleetshift-2w", "csv", 1, 32)
+    scaling = f"; 2 workers vs 1 (csv/1row/c32): {two.rps / one.rps:.2f}x" if one and two else ""
+    if args.save:
+        out = REPO / "bench" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (out / f"runtime-{stamp}.json").write_text(json.dumps(
+            {"results": [asdict(r) for r in results], "servers": servers}, indent=2))  # fmt: skip
+    print("RATIOS vs MLServer (best config, OIP JSON, same run): " + "; ".join(ratios) + scaling)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
