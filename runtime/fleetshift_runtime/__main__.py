@@ -32,6 +32,7 @@ def _uvicorn_options(settings: RuntimeSettings) -> dict[str, object]:
         "http": NoDelayHttpToolsProtocol,
         "lifespan": "on",
         "access_log": False,
+        "proxy_headers": False,
         "server_header": False,
         "date_header": False,
         "log_level": settings.log_level,

@@ -93,6 +93,10 @@ class RuntimeSettings(BaseSettings):
     max_batch_rows: int = Field(default=8192, ge=1)
     """Upper bound on rows predicted together when concurrent requests are coalesced."""
 
+    fast_predict: bool = True
+    """Call XGBoost's C prediction function directly (used only when it reproduces
+    ``inplace_predict`` exactly at load); false always uses ``inplace_predict``."""
+
     allow_pickle: bool = False
     """Allow loading pickle/joblib model files. Off: unpickling runs arbitrary code."""
 

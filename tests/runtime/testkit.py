@@ -95,7 +95,7 @@ def train_model(
     rows = rng.normal(size=(400, features)).astype(np.float32)
     if objective.startswith("multi"):
         labels = (np.abs(rows[:, 0] * 2).astype(int)) % num_class
-    elif objective.startswith("binary"):
+    elif objective.startswith(("binary", "reg:logistic")):
         labels = (rows[:, 0] + 0.5 * rows[:, 1] > 0).astype(int)
     else:
         labels = rows[:, 0] * 3 + rows[:, 1]

@@ -41,6 +41,7 @@ def load_model(uri: str, *, name: str, settings: RuntimeSettings, sha256: str = 
         name=name,
         allow_pickle=settings.allow_pickle,
         threads=settings.threads_per_worker(),
+        fast_predict=settings.fast_predict,
     )
     warm_up(model)
     model.load_seconds = time.perf_counter() - started
@@ -54,10 +55,11 @@ def load_model(uri: str, *, name: str, settings: RuntimeSettings, sha256: str = 
             declared,
         )
     log.info(
-        "loaded model %r (%s, %d features) from %s in %.3fs",
+        "loaded model %r (%s, %d features, %s) from %s in %.3fs",
         name,
         model.source_format,
         model.num_features,
+        "direct C predictor" if model.fast_path is not None else "inplace_predict",
         path,
         model.load_seconds,
     )
