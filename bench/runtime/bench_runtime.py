@@ -95,6 +95,15 @@ class Server:
                 total += child.memory_info().rss
         return total / 2**20
 
+    def cpu_seconds(self) -> float:
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for proc in (root, *root.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
     def worker_rss_mb(self) -> list[float]:
         root = psutil.Process(self.process.pid)
         procs = [root, *root.children(recursive=True)]
@@ -218,6 +227,34 @@ def mlserver(model: Path, rows: np.ndarray, cores: str) -> Iterator[Server]:
             process.wait(timeout=5)
 
 
+RAW_PREDICT = """
+import sys, time, numpy as np, xgboost
+booster = xgboost.Booster(model_file=sys.argv[1])
+booster.set_param({"nthread": 1})
+row = np.load(sys.argv[2])[:1].copy()
+for _ in range(200):
+    booster.inplace_predict(row)
+calls, started = 0, time.perf_counter()
+while time.perf_counter() - started < float(sys.argv[3]):
+    for _ in range(100):
+        booster.inplace_predict(row)
+    calls += 100
+print(calls / (time.perf_counter() - started))
+"""
+
+
+def raw_inplace_predict_rate(model: Path, rows: np.ndarray, core: str, seconds: float = 3) -> float:
+    """Calls per second of ``Booster.inplace_predict`` on one row, in-process, pinned."""
+    sample = model.with_suffix(".rows.npy")
+    np.save(sample, rows)
+    out = subprocess.run(
+        ["taskset", "-c", core, sys.executable, "-c", RAW_PREDICT, str(model), str(sample),
+         str(seconds)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return float(out.strip().splitlines()[-1])
+
+
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "{content_type}"
 local f = io.open("{body_path}", "rb")
@@ -236,6 +273,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    server_cores: float
+    """Server CPU seconds per wall second during the run (all its processes)."""
 
 
 def _ms(text: str) -> float:
@@ -252,7 +291,8 @@ def run_wrk(
     seconds: int,
     core: str,
     workdir: Path,
-) -> tuple[float, float, float, int]:
+    server: Server,
+) -> tuple[float, float, float, int, float]:
     body_path = workdir / f"body-{abs(hash(body))}.bin"
     body_path.write_bytes(body)
     script = workdir / f"post-{abs(hash((body, content_type)))}.lua"
@@ -260,7 +300,9 @@ def run_wrk(
     command = ["taskset", "-c", core, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s",
                "--timeout", "5s", "--latency", "-s", str(script), url]  # fmt: skip
     subprocess.run([*command[:6], "-d1s", *command[7:]], capture_output=True, check=True)  # warm
+    cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cores = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -273,7 +315,7 @@ def run_wrk(
     )
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return rps, p50, p99, errors
+    return rps, p50, p99, errors, cores
 
 
 def main() -> int:
@@ -308,15 +350,19 @@ def main() -> int:
         for count in row_counts:
             body = make_body(rows[:count])
             for concurrency in levels:
-                rps, p50, p99, errors = run_wrk(
+                rps, p50, p99, errors, cores = run_wrk(
                     f"http://127.0.0.1:{server.port}{path}", body, content_type,
                     concurrency=concurrency, seconds=args.seconds, core=wrk_core, workdir=workdir,
+                    server=server,
                 )  # fmt: skip
-                result = Result(server.name, protocol, count, concurrency, rps, p50, p99, errors)
+                result = Result(
+                    server.name, protocol, count, concurrency, rps, p50, p99, errors, cores
+                )
                 results.append(result)
                 log(
                     f"  {server.name:14} {protocol:4} rows={count:<3} c={concurrency:<2} "
                     f"{rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}"
+                    f"  server cores {cores:.2f}"
                 )
 
     def record(server: Server) -> None:
@@ -326,6 +372,8 @@ def main() -> int:
             "first_prediction_s": server.first_prediction_seconds,
         }
 
+    raw_rate = raw_inplace_predict_rate(model, rows, core="0")
+    log(f"  raw xgboost inplace_predict, 1 row, core 0: {raw_rate:.0f} calls/s")
     if not args.skip_mlserver:
         with mlserver(model, rows, cores="0") as server:
             measure(server, "oip", "/v2/models/model/infer", lambda r: oip_body(r, "predict"),
@@ -344,15 +392,17 @@ def main() -> int:
           f"server pinned to core 0, wrk -t1 pinned to core 1; 2-worker runs share cores 0,1 "
           f"with wrk; {args.seconds}s per run)")  # fmt: skip
     print(f"{'server':14} {'proto':5} {'rows':>4} {'conc':>4} {'req/s':>9} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'errors':>6}")  # fmt: skip
+          f"{'p99 ms':>8} {'errors':>6} {'cores':>5} {'req/core-s':>10}")  # fmt: skip
     for r in results:
         print(f"{r.server:14} {r.protocol:5} {r.rows:4} {r.concurrency:4} {r.rps:9.0f} "
-              f"{r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:6}")  # fmt: skip
+              f"{r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:6} {r.server_cores:5.2f} "
+              f"{r.rps / max(r.server_cores, 1e-9):10.0f}")  # fmt: skip
     print()
     for name, facts in servers.items():
         print(f"{name:14} RSS {facts['rss_mb']:6.1f} MB total, {facts['max_process_rss_mb']:6.1f} "
               f"MB largest process; first prediction {facts['first_prediction_s']:.2f} s "
               f"after spawn")  # fmt: skip
+    print(f"raw xgboost inplace_predict (1 row, in-process, core 0): {raw_rate:.0f} calls/s")
 
     def find(server: str, protocol: str, rows_: int, conc: int) -> Result | None:
         for r in results:
@@ -370,15 +420,44 @@ def main() -> int:
                     f"{protocol}/{rows_}row/c{conc} {ours.rps / theirs.rps:.2f}x req/s "
                     f"(p99 {ours.p99_ms:.1f} vs {theirs.p99_ms:.1f} ms)"
                 )
-    one, two = find("fleetshift-1w", "csv", 1, 32), find("fleetshift-2w", "csv", 1, 32)
-    scaling = f"; 2 workers vs 1 (csv/1row/c32): {two.rps / one.rps:.2f}x" if one and two else ""
+    scaling = []
+    for rows_ in row_counts:
+        conc = max(levels)
+        one, two = (
+            find("fleetshift-1w", "csv", rows_, conc),
+            find("fleetshift-2w", "csv", rows_, conc),
+        )
+        if one and two:
+            per_core = (two.rps / two.server_cores) / (one.rps / one.server_cores)
+            scaling.append(
+                f"{rows_}row/c{conc} {two.rps / one.rps:.2f}x req/s on "
+                f"{two.server_cores:.2f} vs {one.server_cores:.2f} server cores "
+                f"({per_core:.2f}x req per core-second)"
+            )
+    best_1row = max((r for r in results if r.server == "fleetshift-1w" and r.rows == 1),
+                    key=lambda r: r.rps, default=None)  # fmt: skip
+    single = find("fleetshift-1w", "csv", 1, 1)
+    stretch = ""
+    if best_1row and single:
+        stretch = (
+            f"; vs raw inplace_predict {raw_rate:.0f} calls/s: HTTP 1row/c1 "
+            f"{single.rps / raw_rate:.2f}x, best 1row ({best_1row.protocol}/c"
+            f"{best_1row.concurrency}) {best_1row.rps / raw_rate:.2f}x"
+        )
     if args.save:
         out = REPO / "bench" / "results"
         out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         (out / f"runtime-{stamp}.json").write_text(json.dumps(
-            {"results": [asdict(r) for r in results], "servers": servers}, indent=2))  # fmt: skip
-    print("RATIOS vs MLServer (best config, OIP JSON, same run): " + "; ".join(ratios) + scaling)
+            {"results": [asdict(r) for r in results], "servers": servers,
+             "raw_inplace_predict_calls_per_s": raw_rate}, indent=2))  # fmt: skip
+    print(
+        "RATIOS vs MLServer (best config, OIP JSON, same run): "
+        + ("; ".join(ratios) or "n/a")
+        + "; 2 workers vs 1: "
+        + ("; ".join(scaling) or "n/a")
+        + stretch
+    )
     return 0
 
 

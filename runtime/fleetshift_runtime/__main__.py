@@ -43,9 +43,8 @@ def _uvicorn_options(settings: RuntimeSettings) -> dict[str, object]:
 def _check_artifact(settings: RuntimeSettings) -> None:
     """Fetch the artifact and refuse formats that would fail in every worker."""
     from .errors import ModelLoadError  # noqa: PLC0415 - keeps `--help`-like paths light
-    from .models.loading import source_options  # noqa: PLC0415
-    from .models.xgboost_model import detect_format  # noqa: PLC0415
-    from .sources import fetch_model_file  # noqa: PLC0415
+    from .models.formats import detect_format  # noqa: PLC0415
+    from .sources import fetch_model_file, source_options  # noqa: PLC0415
 
     path = fetch_model_file(
         settings.model_uri, source_options(settings), sha256=settings.model_sha256

@@ -30,8 +30,9 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from .errors import ModelLoadError, ModelNotFoundError
-from .models.xgboost_model import find_model_file
+from .models.formats import find_model_file
 from .s3 import S3Credentials, S3Location, resolve_endpoint, resolve_region, signed_get
+from .settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,24 @@ class SourceOptions:
     s3_region: str = ""
     s3_addressing_style: str = "auto"
     ca_bundle: str = ""
+
+
+def source_options(settings: RuntimeSettings) -> SourceOptions:
+    """The fetching part of the settings."""
+    cache = Path(settings.cache_dir or Path(tempfile.gettempdir()) / "fleetshift-models")
+    return SourceOptions(
+        cache_dir=cache,
+        max_download_bytes=settings.max_download_bytes,
+        max_unpacked_bytes=settings.max_unpacked_bytes,
+        max_archive_members=settings.max_archive_members,
+        retries=settings.download_retries,
+        backoff_seconds=settings.download_backoff_seconds,
+        timeout_seconds=settings.download_timeout_seconds,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_addressing_style=settings.s3_addressing_style,
+        ca_bundle=settings.ca_bundle,
+    )
 
 
 class _RetryableError(Exception):

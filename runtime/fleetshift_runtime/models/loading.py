@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
-from pathlib import Path
 
 from ..settings import RuntimeSettings
-from ..sources import SourceOptions, fetch_model_file
+from ..sources import fetch_model_file, source_options
 from .xgboost_model import XGBoostModel, load_xgboost, warm_up
 
 log = logging.getLogger(__name__)
-
-
-def source_options(settings: RuntimeSettings) -> SourceOptions:
-    """The fetching part of the settings."""
-    cache = Path(settings.cache_dir or Path(tempfile.gettempdir()) / "fleetshift-models")
-    return SourceOptions(
-        cache_dir=cache,
-        max_download_bytes=settings.max_download_bytes,
-        max_unpacked_bytes=settings.max_unpacked_bytes,
-        max_archive_members=settings.max_archive_members,
-        retries=settings.download_retries,
-        backoff_seconds=settings.download_backoff_seconds,
-        timeout_seconds=settings.download_timeout_seconds,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        s3_region=settings.s3_region,
-        s3_addressing_style=settings.s3_addressing_style,
-        ca_bundle=settings.ca_bundle,
-    )
 
 
 def load_model(uri: str, *, name: str, settings: RuntimeSettings, sha256: str = "") -> XGBoostModel:
