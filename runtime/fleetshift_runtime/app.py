@@ -18,18 +18,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
 
-from . import __version__
 from .batching import Batcher
 from .codecs import (
     DECODERS,
     ENCODERS,
-    OUTPUT_NAME,
     encode_oip,
     parse_oip,
     request_format,
@@ -42,6 +38,9 @@ from .models.loading import load_model
 from .models.multi import ModelCache, check_target_model
 from .settings import RuntimeSettings
 from .sources import join_uri
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("fleetshift_runtime")
 
@@ -131,7 +130,7 @@ class Runtime:
         self._id_prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
-        self.fastapi = _metadata_app(self)
+        self._fastapi: FastAPI | None = None
         self.on_fatal: Callable[[], None] = _terminate_self
         """Called when the model cannot load: stops the server (``__main__`` sets it)."""
 
@@ -165,6 +164,16 @@ class Runtime:
             await self._lifespan(receive, send)
         else:  # pragma: no cover - websockets are not served
             await self.fastapi(scope, receive, send)
+
+    @property
+    def fastapi(self) -> FastAPI:
+        """The FastAPI app of the cold routes, built on first use: importing FastAPI
+        takes a third of the start-up time, and predictions never need it."""
+        if self._fastapi is None:
+            from .metadata import metadata_app  # noqa: PLC0415 - deferred on purpose
+
+            self._fastapi = metadata_app(self)
+        return self._fastapi
 
     async def _not_allowed(self, send: Send, allowed: str) -> None:
         rid = self._new_id()
@@ -434,64 +443,6 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) 
             raise RequestError(413, f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _metadata_app(runtime: Runtime) -> FastAPI:
-    """Metadata routes (cold paths) as a FastAPI app, with OpenAPI docs at /docs."""
-    app = FastAPI(
-        title="Fleetshift model runtime",
-        version=__version__,
-        description="SageMaker-compatible and Open Inference Protocol v2 model server.",
-    )
-
-    @app.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
-        """Open Inference Protocol server metadata."""
-        return {
-            "name": "fleetshift-runtime",
-            "version": __version__,
-            "extensions": ["binary_tensor_data"],
-        }
-
-    async def _model_or_error(name: str) -> Model | Response:
-        try:
-            return await runtime.resolve_model(name)
-        except RequestError as error:
-            return JSONResponse({"error": error.reason}, status_code=error.status)
-        except NotReadyError as error:
-            return JSONResponse({"error": f"not ready: {error}"}, status_code=503)
-        except ModelLoadError as error:
-            return JSONResponse({"error": f"model could not be loaded: {error}"}, status_code=500)
-
-    @app.get("/v2/models/{name:path}/ready")
-    async def model_ready(name: str) -> Response:
-        """200 when the model can serve; 503 while it loads; 404 for unknown models."""
-        found = await _model_or_error(oip_model_name("/v2/models/" + name))
-        if isinstance(found, Response):
-            return found
-        return JSONResponse({"name": found.name, "ready": True})
-
-    @app.get("/v2/models/{name:path}")
-    async def model_metadata(name: str) -> Response:
-        """Open Inference Protocol model metadata: input and output tensors."""
-        found = await _model_or_error(oip_model_name("/v2/models/" + name))
-        if isinstance(found, Response):
-            return found
-        width = runtime.width_for(found)
-        return JSONResponse(
-            {
-                "name": found.name,
-                "platform": found.platform,
-                "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, width]}],
-                "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
-                "parameters": {
-                    "model_num_features": found.num_features,
-                    "endpoint_num_features": width,
-                },
-            }
-        )
-
-    return app
 
 
 def create_app(settings: RuntimeSettings | None = None) -> Runtime:

@@ -62,9 +62,9 @@ class Batcher:
 
 def _predict_group(group: _Group) -> None:
     items = group.items
-    matrix = items[0][0] if len(items) == 1 else np.concatenate([rows for rows, _ in items])
     started = time.perf_counter()
     try:
+        matrix = items[0][0] if len(items) == 1 else np.concatenate([rows for rows, _ in items])
         predictions = group.model.predict(matrix)
     except Exception as error:
         for _, future in items:

@@ -157,3 +157,9 @@ def test_keep_alive_requests_do_not_stall_on_nagle_with_two_workers(
             durations.append(time.perf_counter() - started)
             assert response.status_code == 200
     assert statistics.median(durations) < 0.02, durations
+
+
+def test_runtime_readme_lists_every_setting() -> None:
+    readme = (REPO / "runtime" / "README.md").read_text()
+    for name in RuntimeSettings.model_fields:
+        assert f"`FLEETSHIFT_{name.upper()}`" in readme, name
