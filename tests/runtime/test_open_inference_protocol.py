@@ -136,3 +136,10 @@ def test_tritonclient_talks_to_the_runtime(
         assert result.get_response()["id"] == "t-1"
     finally:
         client.close()
+
+
+def test_openapi_docs_describe_the_metadata_routes(churn_server: RuntimeProcess) -> None:
+    assert httpx.get(f"{churn_server.url}/docs").status_code == 200
+    paths = httpx.get(f"{churn_server.url}/openapi.json").json()["paths"]
+    assert "/v2/models/{name}" in paths
+    assert "/v2" in paths
