@@ -74,13 +74,19 @@ def response_format(accept: str, request: str) -> str:
     'application/json'
     >>> response_format("*/*", CSV)
     'text/csv'
+    >>> response_format("text/*", JSON)
+    'text/csv'
     """
     if not accept:
         return request
     for part in accept.split(","):
         media = _media_type(part)
-        if media in ("*/*", "", "text/*" if request == CSV else "application/*"):
+        if media in ("*/*", ""):
             return request
+        if media == "text/*":
+            return CSV
+        if media == "application/*":
+            return request if request != CSV else JSON
         found = _CONTENT_TYPES.get(media)
         if found is not None:
             return found
