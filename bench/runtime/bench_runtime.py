@@ -278,8 +278,13 @@ class Result:
 
 
 def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    """wrk's latency text (``812.00us``, ``1.20ms``, ``1.02s``, ``1.50m``) in ms; NaN if odd."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if match is None:
+        log(f"  [bench] unexpected wrk latency {text!r}")
+        return float("nan")
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}[unit]
 
 
 def run_wrk(
@@ -304,8 +309,12 @@ def run_wrk(
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     cores = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50_text = re.search(r"50%\s+(\S+)", out)
+    p99_text = re.search(r"99%\s+(\S+)", out)
+    if p50_text is None or p99_text is None:
+        log(f"  [bench] wrk printed no latency distribution:\n{out}")
+    p50 = _ms(p50_text.group(1)) if p50_text else float("nan")
+    p99 = _ms(p99_text.group(1)) if p99_text else float("nan")
     errors = 0
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
