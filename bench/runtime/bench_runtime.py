@@ -10,6 +10,10 @@
   is on 127.0.0.1.
 - Requests: Open Inference Protocol JSON for both servers (the same bytes), plus the
   SageMaker CSV route for Fleetshift; 1 row and 100 rows; concurrency 1, 8 and 32.
+- Fairness on a shared machine: all servers are started first (each cold start measured
+  alone) and stay up; an idle server costs nothing. Each configuration then runs on
+  every server back to back, ``--repeat`` rounds, keeping each server's best round, so
+  background load hits all of them alike. The server CPU used per run is reported too.
 
 Prints a table (req/s, p50, p99), RSS, time to first prediction, and on its last line the
 ratios vs. MLServer. ``--save`` also writes JSON under ``bench/results/`` (gitignored).
@@ -255,6 +259,8 @@ def raw_inplace_predict_rate(model: Path, rows: np.ndarray, core: str, seconds: 
     return float(out.strip().splitlines()[-1])
 
 
+JSON_TYPE = "application/json"
+
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "{content_type}"
 local f = io.open("{body_path}", "rb")
@@ -334,6 +340,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--rows", default="1,100")
     parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument("--skip-two-workers", action="store_true")
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per configuration; the best req/s is kept"
     )
@@ -351,41 +358,14 @@ def main() -> int:
     results: list[Result] = []
     servers: dict[str, dict[str, float]] = {}
 
-    def measure(
-        server: Server,
-        protocol: str,
-        path: str,
-        make_body: Callable[[np.ndarray], bytes],
-        *,
-        content_type: str,
-        wrk_core: str,
-    ) -> None:
-        for count in row_counts:
-            body = make_body(rows[:count])
-            for concurrency in levels:
-                runs = [
-                    run_wrk(
-                        f"http://127.0.0.1:{server.port}{path}",
-                        body,
-                        content_type,
-                        concurrency=concurrency,
-                        seconds=args.seconds,
-                        core=wrk_core,
-                        workdir=workdir,
-                        server=server,
-                    )
-                    for _ in range(args.repeat)
-                ]
-                rps, p50, p99, errors, cores = max(runs, key=lambda run: run[0])
-                result = Result(
-                    server.name, protocol, count, concurrency, rps, p50, p99, errors, cores
-                )
-                results.append(result)
-                log(
-                    f"  {server.name:14} {protocol:4} rows={count:<3} c={concurrency:<2} "
-                    f"{rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}"
-                    f"  server cores {cores:.2f}"
-                )
+    @dataclass
+    class Target:
+        server: Server
+        protocol: str
+        path: str
+        make_body: Callable[[np.ndarray], bytes]
+        content_type: str
+        wrk_core: str
 
     def record(server: Server) -> None:
         servers[server.name] = {
@@ -396,19 +376,55 @@ def main() -> int:
 
     raw_rate = raw_inplace_predict_rate(model, rows, core="0")
     log(f"  raw xgboost inplace_predict, 1 row, core 0: {raw_rate:.0f} calls/s")
-    if not args.skip_mlserver:
-        with mlserver(model, rows, cores="0") as server:
-            measure(server, "oip", "/v2/models/model/infer", lambda r: oip_body(r, "predict"),
-                    content_type="application/json", wrk_core="1")  # fmt: skip
-            record(server)
-    with fleetshift(model, rows, workers=1, cores="0") as server:
-        measure(server, "oip", "/v2/models/model/infer", lambda r: oip_body(r, "input-0"),
-                content_type="application/json", wrk_core="1")  # fmt: skip
-        measure(server, "csv", "/invocations", csv_body, content_type="text/csv", wrk_core="1")
-        record(server)
-    with fleetshift(model, rows, workers=2, cores="0,1") as server:
-        measure(server, "csv", "/invocations", csv_body, content_type="text/csv", wrk_core="0,1")
-        record(server)
+    with contextlib.ExitStack() as stack:
+        # Start every server first (one at a time, so each cold start is measured alone);
+        # an idle server costs no CPU. Then every configuration is measured on all of
+        # them back to back, round after round, so background load on a shared machine
+        # hits them alike; the best round per server is kept.
+        targets: list[Target] = []
+        if not args.skip_mlserver:
+            ml = stack.enter_context(mlserver(model, rows, cores="0"))
+            targets.append(Target(ml, "oip", "/v2/models/model/infer",
+                                  lambda r: oip_body(r, "predict"), JSON_TYPE, "1"))  # fmt: skip
+        worker = stack.enter_context(fleetshift(model, rows, workers=1, cores="0"))
+        targets.append(Target(worker, "oip", "/v2/models/model/infer",
+                              lambda r: oip_body(r, "input-0"), JSON_TYPE, "1"))  # fmt: skip
+        targets.append(Target(worker, "csv", "/invocations", csv_body, "text/csv", "1"))
+        if not args.skip_two_workers:
+            pair = stack.enter_context(fleetshift(model, rows, workers=2, cores="0,1"))
+            targets.append(Target(pair, "csv", "/invocations", csv_body, "text/csv", "0,1"))
+        for count in row_counts:
+            for concurrency in levels:
+                best: dict[int, tuple[float, float, float, int, float]] = {}
+                for _ in range(args.repeat):
+                    for index, target in enumerate(targets):
+                        run = run_wrk(
+                            f"http://127.0.0.1:{target.server.port}{target.path}",
+                            target.make_body(rows[:count]),
+                            target.content_type,
+                            concurrency=concurrency,
+                            seconds=args.seconds,
+                            core=target.wrk_core,
+                            workdir=workdir,
+                            server=target.server,
+                        )
+                        if index not in best or run[0] > best[index][0]:
+                            best[index] = run
+                for index, target in enumerate(targets):
+                    rps, p50, p99, errors, cores = best[index]
+                    results.append(
+                        Result(target.server.name, target.protocol, count, concurrency,
+                               rps, p50, p99, errors, cores)
+                    )  # fmt: skip
+                    log(
+                        f"  {target.server.name:14} {target.protocol:4} rows={count:<3} "
+                        f"c={concurrency:<2} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 "
+                        f"{p99:7.2f} ms  errors {errors}  server cores {cores:.2f}"
+                    )
+        for target in targets:
+            record(target.server)
+        results.sort(key=lambda r: (r.server, r.protocol, r.rows, r.concurrency))
+        results.sort(key=lambda r: ["mlserver", "fleetshift-1w", "fleetshift-2w"].index(r.server))
 
     print(f"\nFleetshift runtime benchmark  (model {FEATURES}x{TREES} trees, depth {DEPTH}; "
           f"server pinned to core 0, wrk -t1 pinned to core 1; 2-worker runs share cores 0,1 "

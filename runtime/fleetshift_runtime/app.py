@@ -159,11 +159,22 @@ class Runtime:
             if path == "/v2/health/live":
                 await _send(send, 200, b'{"live":true}', _JSON, self._request_id(scope))
                 return
-            await self.fastapi(scope, receive, send)
+            await self._cold_route(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # pragma: no cover - websockets are not served
             await self.fastapi(scope, receive, send)
+
+    async def _cold_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a FastAPI route, adding the request id header to its response."""
+        request_id = self._request_id(scope)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.fastapi(scope, receive, send_with_id)
 
     @property
     def fastapi(self) -> FastAPI:
