@@ -42,7 +42,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy $(PACKAGES) tests bench
 
-test: venv tools binaries lint typecheck
+test: venv tools binaries runtime-test-tools lint typecheck
 	$(BIN)/python -m pytest
 
 # Only the tests that need no control plane: a quick loop while editing.
@@ -69,3 +69,26 @@ crds: venv
 # Run the operator from the venv against the current KUBECONFIG (e.g. after `make cluster`).
 operator: venv
 	$(BIN)/python -m fleetshift_operator
+
+# --- runtime ---
+# The runtime's S3 tests run against VersityGW, an S3-compatible gateway built from Go
+# modules. The tests build it on first use; this target does it ahead of time.
+VERSITYGW_VERSION := v1.8.0
+FLEETSHIFT_CACHE ?= $(HOME)/.cache/fleetshift
+VERSITYGW := $(FLEETSHIFT_CACHE)/versitygw-$(VERSITYGW_VERSION)/versitygw
+
+.PHONY: runtime-test-tools test-runtime bench-runtime
+
+runtime-test-tools: $(VERSITYGW)
+
+$(VERSITYGW):
+	mkdir -p $(dir $@)
+	GOBIN=$(dir $@) CGO_ENABLED=0 go install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+test-runtime: venv runtime-test-tools
+	$(BIN)/python -m pytest tests/runtime
+
+# Fleetshift's runtime vs. MLServer (in its own venv), pinned with taskset, driven by wrk.
+bench-runtime: venv
+	@command -v wrk >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -qq wrk; }
+	$(BIN)/python bench/runtime/bench_runtime.py

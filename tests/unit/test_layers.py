@@ -43,3 +43,9 @@ def test_pure_module_imports_no_io_library(module: str) -> None:
 
 def test_the_operator_does_not_import_the_runtime() -> None:
     assert "fleetshift_runtime" not in imported_by("fleetshift_operator.handlers")
+
+
+def test_the_runtime_does_not_import_the_operator() -> None:
+    imported = imported_by("fleetshift_runtime.app")
+    assert "fleetshift_operator" not in imported
+    assert "kopf" not in imported

@@ -1,0 +1,467 @@
+"""The ASGI application: SageMaker and Open Inference Protocol v2 on one port.
+
+The hot routes (``POST /invocations``, ``POST /v2/models/{name}/infer`` and the health
+probes) are plain ASGI handlers that read the raw body: no request object, no
+validation layer, no middleware, which roughly halves the per-request cost compared
+with a FastAPI route. Everything else (metadata, OpenAPI docs) is a FastAPI app behind
+them. ``create_app()`` is the factory uvicorn runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from .batching import Batcher
+from .codecs import (
+    DECODERS,
+    ENCODERS,
+    encode_oip,
+    parse_oip,
+    request_format,
+    response_format,
+)
+from .errors import ModelFaultError, ModelLoadError, ModelNotFoundError, RequestError
+from .metrics import RuntimeMetrics, multiprocess_dir
+from .models.base import Model
+from .models.loading import load_model
+from .models.multi import ModelCache, check_target_model
+from .settings import RuntimeSettings
+from .sources import join_uri
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger("fleetshift_runtime")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+TARGET_MODEL_HEADER = b"x-amzn-sagemaker-target-model"
+_JSON = b"application/json"
+_WANTED_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"accept",
+        b"x-request-id",
+        TARGET_MODEL_HEADER,
+        b"inference-header-content-length",
+    }
+)
+_MAX_REQUEST_ID = 128
+
+exit_code = 0
+"""Set to 1 when the model fails to load; ``__main__`` exits with it."""
+
+
+@dataclass
+class SingleModelState:
+    """Where the one model of single-model mode is in its life."""
+
+    status: Literal["loading", "ready", "failed"] = "loading"
+    model: Model | None = None
+    reason: str = "the model is loading"
+
+
+def _terminate_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _ClientGoneError(Exception):
+    """The client disconnected before sending its whole body."""
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return {k: v for k, v in scope["headers"] if k in _WANTED_HEADERS}
+
+
+async def _send(  # noqa: PLR0917 - the hot path avoids keyword-argument overhead
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    request_id: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id),
+    ]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error_body(reason: str, request_id: bytes) -> bytes:
+    return orjson.dumps({"error": reason, "request_id": request_id.decode()})
+
+
+class Runtime:
+    """The ASGI callable: hot routes here, the rest in a FastAPI app."""
+
+    def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or RuntimeMetrics(settings.metric_labels())
+        self.batcher = Batcher(settings.max_batch_rows)
+        self.single = SingleModelState()
+        self.cache: ModelCache | None = None
+        if settings.multi_model:
+            self.cache = ModelCache(
+                self._load_target,
+                max_models=settings.max_loaded_models,
+                max_bytes=settings.model_memory_budget_bytes,
+                metrics=self.metrics,
+            )
+        self._id_prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+        self._background: set[asyncio.Task[None]] = set()
+        self._fastapi: FastAPI | None = None
+        self.on_fatal: Callable[[], None] = _terminate_self
+        """Called when the model cannot load: stops the server (``__main__`` sets it)."""
+
+    # --- ASGI entry ---------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch one ASGI connection scope."""
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path == "/invocations":
+                if scope["method"] == "POST":
+                    await self.invocations(scope, receive, send)
+                else:
+                    await self._not_allowed(send, "POST")
+                return
+            if path.startswith("/v2/models/") and path.endswith("/infer"):
+                if scope["method"] == "POST":
+                    await self.oip_infer(scope, receive, send, path)
+                else:
+                    await self._not_allowed(send, "POST")
+                return
+            if path in ("/ping", "/v2/health/ready"):
+                await self._readiness(send)
+                return
+            if path == "/v2/health/live":
+                await _send(send, 200, b'{"live":true}', _JSON, self._request_id(scope))
+                return
+            await self._cold_route(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # pragma: no cover - websockets are not served
+            await self.fastapi(scope, receive, send)
+
+    async def _cold_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a FastAPI route, adding the request id header to its response."""
+        request_id = self._request_id(scope)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.fastapi(scope, receive, send_with_id)
+
+    @property
+    def fastapi(self) -> FastAPI:
+        """The FastAPI app of the cold routes, built on first use: importing FastAPI
+        takes a third of the start-up time, and predictions never need it."""
+        if self._fastapi is None:
+            from .metadata import metadata_app  # noqa: PLC0415 - deferred on purpose
+
+            self._fastapi = metadata_app(self)
+        return self._fastapi
+
+    async def _not_allowed(self, send: Send, allowed: str) -> None:
+        rid = self._new_id()
+        body = _error_body(f"method not allowed; use {allowed}", rid)
+        await _send(send, 405, body, _JSON, rid, [(b"allow", allowed.encode())])
+
+    def _new_id(self) -> bytes:
+        return f"{self._id_prefix}-{next(self._ids):x}".encode()
+
+    def _request_id(self, scope: Scope, given: bytes | None = None) -> bytes:
+        if given is None:
+            for key, value in scope["headers"]:
+                if key == b"x-request-id":
+                    given = value
+                    break
+        if (
+            given
+            and len(given) <= _MAX_REQUEST_ID
+            and given.isascii()
+            and given.decode().isprintable()
+        ):
+            return given
+        return self._new_id()
+
+    # --- lifespan and loading -------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start_loading()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for task in self._background:
+                    task.cancel()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def start_loading(self) -> None:
+        """Single-model mode: load in the background; multi-model mode: nothing to do."""
+        if self.cache is not None:
+            self.single.status = "ready"
+            self.single.reason = ""
+            return
+        task = asyncio.get_running_loop().create_task(self._load_single())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _load_single(self) -> None:
+        settings = self.settings
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(
+                load_model,
+                settings.model_uri,
+                name=settings.model_name,
+                settings=settings,
+                sha256=settings.model_sha256,
+            )
+        except Exception as error:
+            self.single.status = "failed"
+            self.single.reason = f"model failed to load: {error}"
+            log.error("%s", self.single.reason)
+            global exit_code  # noqa: PLW0603 - read by __main__ after the server stops
+            exit_code = 1
+            self.on_fatal()
+            return
+        self.metrics.model_load.labels(**self.metrics.labels, model=settings.model_name).observe(
+            time.perf_counter() - started
+        )
+        self.metrics.loaded_models_child.set(1)
+        self.single.model = model
+        self.single.status = "ready"
+        self.single.reason = ""
+
+    def _load_target(self, name: str) -> Model:
+        return load_model(
+            join_uri(self.settings.model_uri, name), name=name, settings=self.settings
+        )
+
+    async def _readiness(self, send: Send) -> None:
+        rid = self._new_id()
+        if self.single.status == "ready":
+            await _send(send, 200, b'{"ready":true}', _JSON, rid)
+        else:
+            body = orjson.dumps({"ready": False, "reason": self.single.reason})
+            await _send(send, 503, body, _JSON, rid)
+
+    async def resolve_model(self, name: str | None) -> Model:
+        """The model a request addresses, loading it in multi-model mode."""
+        if self.cache is None:
+            if name is not None and name != self.settings.model_name:
+                raise RequestError(
+                    404,
+                    f"model {name[:100]!r} not found; this server serves "
+                    f"{self.settings.model_name!r}",
+                )
+            model = self.single.model
+            if model is None:
+                raise NotReadyError(self.single.reason)
+            return model
+        if name is None:
+            raise RequestError(
+                400,
+                "multi-model endpoint: name the model in the X-Amzn-SageMaker-Target-Model "
+                "header (e.g. 'churn/v3/model.tar.gz')",
+            )
+        check_target_model(name)
+        try:
+            model, _ = await self.cache.get(name)
+        except ModelNotFoundError as error:
+            raise RequestError(404, f"target model {name!r} not found: {error}") from None
+        return model
+
+    def width_for(self, model: Model) -> int:
+        """The endpoint's input contract: ``FLEETSHIFT_NUM_FEATURES``, else the model's."""
+        return self.settings.num_features or model.num_features
+
+    # --- SageMaker ------------------------------------------------------------------
+
+    async def invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /invocations``: CSV, JSON or JSON Lines in; ``Accept`` picks the output."""
+        started = time.perf_counter()
+        headers = _headers(scope)
+        rid = self._request_id(scope, headers.get(b"x-request-id"))
+        metrics = self.metrics
+        metrics.inflight_child.inc()
+        model_seconds: float | None = None
+        label = ""
+        target = headers.get(TARGET_MODEL_HEADER)
+        try:
+            body = await _read_body(receive, headers, self.settings.max_request_bytes)
+            in_format = request_format(headers.get(b"content-type", b"").decode("latin-1"))
+            out_format = response_format(headers.get(b"accept", b"").decode("latin-1"), in_format)
+            name = target.decode("latin-1") if target is not None else None
+            model = await self.resolve_model(name)
+            label = model.name
+            rows = DECODERS[in_format](body, self.width_for(model))
+            predictions, model_seconds = await self.batcher.submit(model, rows)
+            status, payload, content_type = 200, ENCODERS[out_format](predictions), out_format
+        except _ClientGoneError:
+            metrics.inflight_child.dec()
+            return
+        except Exception as error:
+            status, reason = _status_for(error, rid)
+            payload, content_type = _error_body(reason, rid), "application/json"
+        await _send(send, status, payload, content_type.encode(), rid)
+        self._record(label, status, started, model_seconds)
+
+    def _record(self, label: str, status: int, started: float, model_seconds: float | None) -> None:
+        metrics = self.metrics
+        invocations, errors_4xx, errors_5xx = metrics.for_model(label)
+        invocations.inc()
+        if status >= 500:
+            errors_5xx.inc()
+        elif status >= 400:
+            errors_4xx.inc()
+        total = time.perf_counter() - started
+        if model_seconds is not None:
+            metrics.model_latency_child.observe(model_seconds)
+            total -= model_seconds
+        metrics.overhead_latency_child.observe(max(total, 0.0))
+        metrics.inflight_child.dec()
+
+    # --- Open Inference Protocol ------------------------------------------------------
+
+    async def oip_infer(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """``POST /v2/models/{name}[/versions/{v}]/infer``."""
+        started = time.perf_counter()
+        headers = _headers(scope)
+        rid = self._request_id(scope, headers.get(b"x-request-id"))
+        self.metrics.inflight_child.inc()
+        model_seconds: float | None = None
+        label = ""
+        extra: list[tuple[bytes, bytes]] = []
+        name = oip_model_name(path)
+        try:
+            body = await _read_body(receive, headers, self.settings.max_request_bytes)
+            model = await self.resolve_model(name)
+            label = model.name
+            request = parse_oip(
+                body,
+                headers.get(b"inference-header-content-length", b"").decode("latin-1"),
+                self.width_for(model),
+            )
+            predictions, model_seconds = await self.batcher.submit(model, request.rows)
+            payload, header_length = encode_oip(
+                predictions,
+                model_name=model.name,
+                request_id=request.request_id,
+                binary_output=request.binary_output,
+            )
+            status, content_type = 200, b"application/json"
+            if header_length:
+                content_type = b"application/octet-stream"
+                extra.append((b"inference-header-content-length", str(header_length).encode()))
+        except _ClientGoneError:
+            self.metrics.inflight_child.dec()
+            return
+        except Exception as error:
+            status, reason = _status_for(error, rid)
+            payload, content_type = orjson.dumps({"error": reason}), b"application/json"
+        await _send(send, status, payload, content_type, rid, extra)
+        self._record(label, status, started, model_seconds)
+
+
+class NotReadyError(Exception):
+    """Single-model mode before the model is ready (503)."""
+
+
+def _status_for(error: Exception, request_id: bytes) -> tuple[int, str]:
+    if isinstance(error, RequestError):
+        return error.status, error.reason
+    if isinstance(error, NotReadyError):
+        return 503, f"not ready: {error}"
+    if isinstance(error, ModelFaultError):
+        log.error("request %s: %s", request_id.decode(), error)
+        return 500, str(error)
+    if isinstance(error, ModelLoadError):
+        log.error("request %s: %s", request_id.decode(), error)
+        return 500, f"model could not be loaded: {error}"
+    log.exception("request %s failed", request_id.decode(), exc_info=error)
+    return 500, f"internal error ({type(error).__name__}); request id {request_id.decode()}"
+
+
+def oip_model_name(path: str) -> str:
+    """The model name in an OIP path (names may contain '/' in multi-model mode).
+
+    >>> oip_model_name("/v2/models/churn/versions/3/infer")
+    'churn'
+    >>> oip_model_name("/v2/models/Chicago_IL/model.ubj/infer")
+    'Chicago_IL/model.ubj'
+    """
+    name = path[len("/v2/models/") :]
+    for suffix in ("/infer", "/ready", ""):
+        if suffix and name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    head, marker, _version = name.rpartition("/versions/")
+    return head if marker else name
+
+
+async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(
+            413,
+            f"body is {int(declared)} bytes; the limit is {limit} (FLEETSHIFT_MAX_REQUEST_BYTES)",
+        )
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _ClientGoneError
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise RequestError(413, f"body is over the limit of {limit} bytes")
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneError
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: RuntimeSettings | None = None) -> Runtime:
+    """The uvicorn factory: settings from the environment unless given."""
+    resolved = settings or RuntimeSettings()
+    logging.basicConfig(
+        level=resolved.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if multiprocess_dir():
+        log.debug("prometheus multiprocess mode in %s", multiprocess_dir())
+    return Runtime(resolved)

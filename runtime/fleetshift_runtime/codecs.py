@@ -1,0 +1,453 @@
+"""Request decoding and response encoding for both protocols. Pure functions.
+
+Every decoder returns a 2-D float32 matrix or raises :class:`RequestError` with a
+reason precise enough to fix the request:
+
+>>> parse_csv(b"1,2,3\\n4,5,6\\n", width=3).tolist()
+[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+>>> parse_csv(b"1,2\\n", width=3)
+Traceback (most recent call last):
+...
+fleetshift_runtime.errors.RequestError: row 1 has 2 values; this endpoint takes 3 features per row
+>>> parse_csv(b"1,x,3", width=3)
+Traceback (most recent call last):
+...
+fleetshift_runtime.errors.RequestError: row 1, column 2: 'x' is not a number
+>>> parse_json(b'{"instances": [[1, 2.5, null]]}', width=3).tolist()
+[[1.0, 2.5, nan]]
+>>> encode_csv(np.array([0.25, 0.5], dtype=np.float32))
+b'0.25\\n0.5\\n'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .errors import RequestError
+from .models.base import Predictions, Rows
+
+CSV = "text/csv"
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+
+_CONTENT_TYPES = {
+    "text/csv": CSV,
+    "application/csv": CSV,
+    "application/json": JSON,
+    "application/jsonlines": JSONLINES,
+    "application/jsonl": JSONLINES,
+    "application/x-jsonlines": JSONLINES,
+    "application/x-ndjson": JSONLINES,
+}
+SUPPORTED = f"{CSV}, {JSON} or {JSONLINES}"
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _media_type(header: str) -> str:
+    return header.split(";", 1)[0].strip().lower()
+
+
+def request_format(content_type: str) -> str:
+    """The body format named by ``Content-Type``, or a 415.
+
+    >>> request_format("text/csv; charset=utf-8")
+    'text/csv'
+    """
+    if not content_type:
+        raise RequestError(415, f"missing Content-Type header; send {SUPPORTED}")
+    media = _media_type(content_type)
+    found = _CONTENT_TYPES.get(media)
+    if found is None:
+        raise RequestError(415, f"unsupported Content-Type {media!r}; send {SUPPORTED}")
+    return found
+
+
+def response_format(accept: str, request: str) -> str:
+    """The response format chosen by ``Accept``; the request's format when any will do.
+
+    >>> response_format("application/json, text/csv;q=0.5", CSV)
+    'application/json'
+    >>> response_format("*/*", CSV)
+    'text/csv'
+    >>> response_format("text/*", JSON)
+    'text/csv'
+    """
+    if not accept:
+        return request
+    for part in accept.split(","):
+        media = _media_type(part)
+        if media in ("*/*", ""):
+            return request
+        if media == "text/*":
+            return CSV
+        if media == "application/*":
+            return request if request != CSV else JSON
+        found = _CONTENT_TYPES.get(media)
+        if found is not None:
+            return found
+    raise RequestError(406, f"cannot answer in {accept!r}; Accept one of {SUPPORTED}")
+
+
+def _wrong_width(row: int, got: int, width: int, noun: str = "row") -> RequestError:
+    return RequestError(
+        400, f"{noun} {row} has {got} values; this endpoint takes {width} features per row"
+    )
+
+
+def parse_csv(body: bytes, width: int) -> Rows:
+    """Parse ``text/csv``: one row per line, no header, empty cells are missing values."""
+    text = body.replace(b"\r\n", b"\n") if b"\r" in body else body
+    text = text.rstrip(b"\n")
+    if not text.strip():
+        raise RequestError(400, "empty body: send one CSV row of features per line")
+    if b"\n" in text:
+        lines = text.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            cells = line.count(b",") + 1
+            if cells != width:
+                if not line.strip():
+                    raise RequestError(400, f"line {number} is empty; send one row per line")
+                raise _wrong_width(number, cells, width)
+        flat = text.replace(b"\n", b",")
+        rows = len(lines)
+    else:
+        cells = text.count(b",") + 1
+        if cells != width:
+            raise _wrong_width(1, cells, width)
+        flat, rows = text, 1
+    try:
+        values = np.fromstring(flat, dtype=np.float32, sep=",")
+    except ValueError:
+        values = None
+    if values is None or values.size != rows * width:
+        return _parse_csv_slowly(text, width)
+    return values.reshape(rows, width)
+
+
+def _parse_csv_slowly(text: bytes, width: int) -> Rows:
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RequestError(400, f"body is not UTF-8 text (byte {error.start})") from error
+    matrix = np.empty((decoded.count("\n") + 1, width), dtype=np.float32)
+    for r, line in enumerate(decoded.split("\n")):
+        for c, cell in enumerate(line.split(",")):
+            stripped = cell.strip()
+            if not stripped:
+                matrix[r, c] = np.nan
+                continue
+            try:
+                matrix[r, c] = float(stripped)
+            except ValueError:
+                hint = " (CSV must not have a header row)" if _looks_like_header(line, r) else ""
+                raise RequestError(
+                    400, f"row {r + 1}, column {c + 1}: {stripped[:40]!r} is not a number{hint}"
+                ) from None
+    return matrix
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_header(line: str, row_index: int) -> bool:
+    return row_index == 0 and not any(_is_number(cell) for cell in line.split(","))
+
+
+def _check_width(rows: Rows, width: int) -> Rows:
+    if rows.shape[1] != width:
+        raise _wrong_width(1, rows.shape[1], width)
+    return rows
+
+
+def _rows_slowly(instances: list[Any], width: int, where: str) -> Rows:
+    matrix = np.empty((len(instances), width), dtype=np.float32)
+    for r, instance in enumerate(instances):
+        row = instance.get("features") if isinstance(instance, dict) else instance
+        if not isinstance(row, list):
+            raise RequestError(
+                400, f'{where} {r + 1} is not a list of numbers (or {{"features": [...]}})'
+            )
+        if len(row) != width:
+            raise _wrong_width(r + 1, len(row), width, "line" if where == "line" else "row")
+        for c, cell in enumerate(row):
+            if cell is None:
+                matrix[r, c] = np.nan
+            elif isinstance(cell, bool) or not isinstance(cell, int | float):
+                raise RequestError(
+                    400,
+                    f"{where} {r + 1}, column {c + 1}: {orjson.dumps(cell).decode()[:40]} is "
+                    f"not a number",
+                )
+            else:
+                matrix[r, c] = cell
+    return matrix
+
+
+def _matrix(instances: Any, width: int, body: bytes, where: str) -> Rows:
+    if not isinstance(instances, list):
+        raise RequestError(
+            400,
+            f"expected a list of rows, got {type(instances).__name__}: send "
+            '{"instances": [[...], ...]}',
+        )
+    if not instances:
+        raise RequestError(400, "no instances: send at least one row")
+    if not isinstance(instances[0], list | dict):
+        instances = [instances]  # one bare row
+    if b"true" not in body and b"false" not in body and isinstance(instances[0], list):
+        try:
+            array = np.array(instances)
+        except ValueError:
+            array = None
+        if array is not None and array.dtype.kind in "iuf":
+            if array.ndim != 2:
+                raise RequestError(
+                    400, f"rows must be flat lists of numbers; got a {array.ndim}-D array"
+                )
+            return _check_width(array.astype(np.float32, copy=False), width)
+    return _rows_slowly(instances, width, where)
+
+
+def parse_json(body: bytes, width: int) -> Rows:
+    """Parse ``application/json``: ``{"instances": rows}``, a bare list of rows, one bare
+    row, or rows as ``{"features": [...]}``; ``null`` is a missing value."""
+    if not body.strip():
+        raise RequestError(400, 'empty body: send {"instances": [[...features...]]}')
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise RequestError(400, f"invalid JSON: {error}") from None
+    if isinstance(document, dict):
+        if "instances" in document:
+            document = document["instances"]
+        elif "features" in document:
+            document = [document]
+        else:
+            keys = ", ".join(sorted(document)[:5]) or "none"
+            raise RequestError(400, f'JSON object needs an "instances" list (keys found: {keys})')
+    return _matrix(document, width, body, "instance")
+
+
+def parse_jsonlines(body: bytes, width: int) -> Rows:
+    """Parse ``application/jsonlines``: one JSON row (list or ``{"features": [...]}``) per
+    line."""
+    lines = [line for line in body.splitlines() if line.strip()]
+    if not lines:
+        raise RequestError(400, "empty body: send one JSON array of features per line")
+    rows: list[Any] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError as error:
+            raise RequestError(400, f"line {number}: invalid JSON: {error}") from None
+    return _rows_slowly(rows, width, "line")
+
+
+DECODERS = {CSV: parse_csv, JSON: parse_json, JSONLINES: parse_jsonlines}
+
+
+def encode_csv(predictions: Predictions) -> bytes:
+    """One line per row; a multi-output row is comma-separated."""
+    text = orjson.dumps(predictions, option=_NUMPY)
+    if predictions.ndim == 1:
+        return text[1:-1].replace(b",", b"\n") + b"\n"
+    return text[2:-2].replace(b"],[", b"\n") + b"\n"
+
+
+def encode_json(predictions: Predictions) -> bytes:
+    """SageMaker's JSON shape: ``{"predictions": [{"score": ...}, ...]}``."""
+    return orjson.dumps({"predictions": [{"score": score} for score in predictions]}, option=_NUMPY)
+
+
+def encode_jsonlines(predictions: Predictions) -> bytes:
+    """One ``{"score": ...}`` object per line."""
+    return b"".join(orjson.dumps({"score": s}, option=_NUMPY) + b"\n" for s in predictions)
+
+
+ENCODERS = {CSV: encode_csv, JSON: encode_json, JSONLINES: encode_jsonlines}
+
+
+# --- Open Inference Protocol v2 ------------------------------------------------------
+
+OIP_DATATYPES = {
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+}
+OUTPUT_NAME = "predict"
+
+
+@dataclass(frozen=True)
+class OipRequest:
+    """A decoded ``/infer`` request."""
+
+    rows: Rows
+    request_id: str
+    binary_output: bool
+
+
+def _oip_error(reason: str) -> RequestError:
+    return RequestError(400, reason)
+
+
+def parse_oip(body: bytes, header_length: str, width: int) -> OipRequest:
+    """Decode an inference request, with the binary tensor extension when
+    ``Inference-Header-Content-Length`` is set."""
+    if not body.strip():
+        raise _oip_error('empty body: send {"inputs": [{"name", "shape", "datatype", "data"}]}')
+    binary = b""
+    if header_length:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise _oip_error(
+                f"Inference-Header-Content-Length {header_length!r} is not a number"
+            ) from None
+        if not 0 < length <= len(body):
+            raise _oip_error(
+                f"Inference-Header-Content-Length {length} is outside the body's {len(body)} bytes"
+            )
+        body, binary = body[:length], body[length:]
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise _oip_error(f"invalid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise _oip_error('the request must be a JSON object with an "inputs" list')
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _oip_error('"inputs" must be a non-empty list of tensors')
+    if len(inputs) != 1:
+        raise _oip_error(
+            f"this model takes one input tensor of shape [rows, {width}]; got {len(inputs)}"
+        )
+    may_hold_booleans = b"true" in body or b"false" in body
+    rows = _oip_tensor(inputs[0], binary, width, may_hold_booleans)
+    request_id = document.get("id", "")
+    if not isinstance(request_id, str):
+        raise _oip_error('"id" must be a string')
+    return OipRequest(rows, request_id, _wants_binary(document))
+
+
+def _wants_binary(document: dict[str, Any]) -> bool:
+    parameters = document.get("parameters")
+    wants = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    outputs = document.get("outputs")
+    if outputs is None:
+        return wants
+    if not isinstance(outputs, list):
+        raise _oip_error('"outputs" must be a list')
+    for output in outputs:
+        if not isinstance(output, dict) or output.get("name") != OUTPUT_NAME:
+            name = output.get("name") if isinstance(output, dict) else output
+            raise _oip_error(f"unknown output {name!r}; this model has {OUTPUT_NAME!r}")
+        params = output.get("parameters")
+        if isinstance(params, dict) and params.get("binary_data") is True:
+            wants = True
+    return wants
+
+
+def _oip_tensor(tensor: Any, binary: bytes, width: int, may_hold_booleans: bool) -> Rows:
+    if not isinstance(tensor, dict):
+        raise _oip_error("each input must be an object with name, shape, datatype, data")
+    datatype = tensor.get("datatype")
+    dtype = OIP_DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise _oip_error(
+            f"datatype {datatype!r} is not supported; use one of {', '.join(OIP_DATATYPES)}"
+        )
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise _oip_error(f"shape must be [rows, {width}] with non-negative integers; got {shape!r}")
+    count = math.prod(shape)
+    parameters = tensor.get("parameters")
+    binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if binary_size is not None:
+        if not isinstance(binary_size, int) or binary_size != len(binary):
+            raise _oip_error(
+                f"binary_data_size {binary_size!r} does not match the {len(binary)} bytes "
+                "after the JSON header"
+            )
+        itemsize = np.dtype(dtype).itemsize
+        if binary_size != count * itemsize:
+            raise _oip_error(
+                f"shape {shape} of {datatype} needs {count * itemsize} bytes; got {binary_size}"
+            )
+        flat = np.frombuffer(binary, dtype=dtype)
+    else:
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise _oip_error('input "data" must be a list of numbers')
+        try:
+            array = np.array(data)
+        except ValueError:
+            raise _oip_error('input "data" is a ragged nested list') from None
+        if array.dtype.kind not in "iuf" or (may_hold_booleans and _has_bool(data)):
+            raise _oip_error(f'input "data" must hold only numbers for datatype {datatype}')
+        if array.size != count:
+            raise _oip_error(f"shape {shape} needs {count} values; data has {array.size}")
+        flat = array.reshape(-1)
+    if len(shape) == 1:
+        shape = [1, shape[0]]
+    if shape[1] != width:
+        raise _oip_error(
+            f"shape {shape} has {shape[1]} features per row; this endpoint takes {width}"
+        )
+    if shape[0] == 0:
+        raise _oip_error("shape has 0 rows: send at least one row")
+    return flat.astype(np.float32, copy=False).reshape(shape[0], shape[1])
+
+
+def _has_bool(data: list[Any]) -> bool:
+    stack: list[Any] = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            if item and isinstance(item[0], list):
+                stack.extend(item)
+            elif any(isinstance(v, bool) for v in item):
+                return True
+    return False
+
+
+def encode_oip(
+    predictions: Predictions, *, model_name: str, request_id: str, binary_output: bool
+) -> tuple[bytes, int]:
+    """The response body and, for binary output, the length of its JSON header (else 0)."""
+    output: dict[str, Any] = {
+        "name": OUTPUT_NAME,
+        "shape": list(predictions.shape),
+        "datatype": "FP32",
+    }
+    response: dict[str, Any] = {"model_name": model_name, "outputs": [output]}
+    if request_id:
+        response["id"] = request_id
+    if binary_output:
+        raw = np.ascontiguousarray(predictions, dtype=np.float32).tobytes()
+        output["parameters"] = {"binary_data_size": len(raw)}
+        header = orjson.dumps(response)
+        return header + raw, len(header)
+    output["data"] = predictions.reshape(-1)
+    return orjson.dumps(response, option=_NUMPY), 0

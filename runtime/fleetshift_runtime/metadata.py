@@ -1,0 +1,76 @@
+"""The cold routes: Open Inference Protocol metadata and readiness per model, OpenAPI docs.
+
+Imported on the first request that needs it (see ``Runtime.fastapi``), so importing
+FastAPI never delays the first prediction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from . import __version__
+from .app import NotReadyError, Runtime, oip_model_name
+from .codecs import OUTPUT_NAME
+from .errors import ModelLoadError, RequestError
+from .models.base import Model
+
+
+def metadata_app(runtime: Runtime) -> FastAPI:
+    """Metadata routes (cold paths) as a FastAPI app, with OpenAPI docs at /docs."""
+    app = FastAPI(
+        title="Fleetshift model runtime",
+        version=__version__,
+        description="SageMaker-compatible and Open Inference Protocol v2 model server.",
+    )
+
+    @app.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        """Open Inference Protocol server metadata."""
+        return {
+            "name": "fleetshift-runtime",
+            "version": __version__,
+            "extensions": ["binary_tensor_data"],
+        }
+
+    async def _model_or_error(name: str) -> Model | Response:
+        try:
+            return await runtime.resolve_model(name)
+        except RequestError as error:
+            return JSONResponse({"error": error.reason}, status_code=error.status)
+        except NotReadyError as error:
+            return JSONResponse({"error": f"not ready: {error}"}, status_code=503)
+        except ModelLoadError as error:
+            return JSONResponse({"error": f"model could not be loaded: {error}"}, status_code=500)
+
+    @app.get("/v2/models/{name:path}/ready")
+    async def model_ready(name: str) -> Response:
+        """200 when the model can serve; 503 while it loads; 404 for unknown models."""
+        found = await _model_or_error(oip_model_name("/v2/models/" + name))
+        if isinstance(found, Response):
+            return found
+        return JSONResponse({"name": found.name, "ready": True})
+
+    @app.get("/v2/models/{name:path}")
+    async def model_metadata(name: str) -> Response:
+        """Open Inference Protocol model metadata: input and output tensors."""
+        found = await _model_or_error(oip_model_name("/v2/models/" + name))
+        if isinstance(found, Response):
+            return found
+        width = runtime.width_for(found)
+        return JSONResponse(
+            {
+                "name": found.name,
+                "platform": found.platform,
+                "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, width]}],
+                "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
+                "parameters": {
+                    "model_num_features": found.num_features,
+                    "endpoint_num_features": width,
+                },
+            }
+        )
+
+    return app

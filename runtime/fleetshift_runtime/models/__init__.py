@@ -1,0 +1,1 @@
+"""Model implementations behind the :class:`~fleetshift_runtime.models.base.Model` protocol."""

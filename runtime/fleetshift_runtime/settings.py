@@ -1,0 +1,176 @@
+"""Runtime settings, read from ``FLEETSHIFT_*`` environment variables.
+
+Every field's docstring is its documentation; ``runtime/README.md`` lists them.
+
+>>> s = RuntimeSettings(model_uri="/models/churn")
+>>> (s.port, s.metrics_port, s.multi_model)
+(8080, 9090, False)
+>>> s.metric_labels()
+{'namespace': '', 'endpoint': '', 'variant': '', 'revision': '', 'fleet': ''}
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+def _default_predict_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class RuntimeSettings(BaseSettings):
+    """All knobs of the runtime. Env prefix ``FLEETSHIFT_``, e.g. ``FLEETSHIFT_PORT``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETSHIFT_", extra="ignore", use_attribute_docstrings=True
+    )
+
+    model_uri: str = ""
+    """Where the model is: a path, ``file://``, ``http(s)://`` or ``s3://bucket/key``.
+    In multi-model mode, the prefix under which ``TargetModel`` names are resolved."""
+
+    model_name: str = "model"
+    """Name of the single model in the Open Inference Protocol (``/v2/models/{name}``)."""
+
+    model_sha256: str = ""
+    """Optional hex sha256 of the downloaded artifact (single-model mode); a mismatch
+    fails the load."""
+
+    multi_model: bool = False
+    """Serve many models under ``model_uri``, picked per request by the
+    ``X-Amzn-SageMaker-Target-Model`` header (SageMaker's ``TargetModel``)."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - the conventional bind address inside a container
+    """Address to bind. Inside a container ``0.0.0.0``; tests pass ``127.0.0.1``."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Port of the inference API (SageMaker and Open Inference Protocol)."""
+
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Port of the Prometheus ``/metrics`` endpoint; 0 disables it."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """Number of server processes sharing the port. Each loads its own copy of the model."""
+
+    predict_threads: int = Field(default_factory=_default_predict_threads, ge=1)
+    """OpenMP threads per worker for one prediction call. Defaults to the CPUs this
+    process may run on, divided by ``workers``."""
+
+    namespace: str = ""
+    """Kubernetes namespace of the pod; a label on every metric."""
+
+    endpoint: str = ""
+    """Name of the Fleetshift Endpoint; a label on every metric."""
+
+    variant: str = ""
+    """Production variant name; a label on every metric."""
+
+    revision: str = ""
+    """Revision of the Endpoint spec this pod serves; a label on every metric."""
+
+    fleet: str = ""
+    """Fleet colour during a blue/green update: ``blue`` or ``green``; a label on every
+    metric."""
+
+    num_features: int | None = Field(default=None, ge=1)
+    """The endpoint's declared input width. Requests are validated against it (a
+    different width is a 400). When unset, the model's own feature count is the
+    contract. A model that cannot serve the declared width fails invocations with 5xx
+    (see README: the incompatible-model mechanism)."""
+
+    max_request_bytes: int = Field(default=6 * MIB, ge=1)
+    """Largest accepted request body; larger bodies get 413. SageMaker's limit is 6 MB."""
+
+    max_batch_rows: int = Field(default=8192, ge=1)
+    """Upper bound on rows predicted together when concurrent requests are coalesced."""
+
+    fast_predict: bool = True
+    """Call XGBoost's C prediction function directly (used only when it reproduces
+    ``inplace_predict`` exactly at load); false always uses ``inplace_predict``."""
+
+    allow_pickle: bool = False
+    """Allow loading pickle/joblib model files. Off: unpickling runs arbitrary code."""
+
+    max_unpacked_bytes: int = Field(default=2048 * MIB, ge=1)
+    """Size limit for everything extracted from a ``model.tar.gz``."""
+
+    max_archive_members: int = Field(default=1000, ge=1)
+    """Limit on the number of entries in a ``model.tar.gz``."""
+
+    max_download_bytes: int = Field(default=4096 * MIB, ge=1)
+    """Size limit of one downloaded artifact."""
+
+    download_retries: int = Field(default=4, ge=0)
+    """How many times a failed download is retried (connection errors, 5xx, 429, a
+    sha256 mismatch), with exponential backoff."""
+
+    download_backoff_seconds: float = Field(default=0.5, ge=0)
+    """First backoff delay between download attempts; doubles every retry."""
+
+    download_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Connect/read timeout of one download attempt."""
+
+    cache_dir: str = ""
+    """Where downloaded and unpacked models are kept. Default: a folder under the
+    system temp dir (the only writable place on a read-only root filesystem)."""
+
+    s3_endpoint_url: str = ""
+    """S3-compatible endpoint, e.g. ``http://minio.storage:9000``. Falls back to
+    ``AWS_ENDPOINT_URL_S3``, then ``AWS_ENDPOINT_URL``, then AWS itself."""
+
+    s3_region: str = ""
+    """Region for request signing. Falls back to ``AWS_REGION``, ``AWS_DEFAULT_REGION``,
+    then ``us-east-1``."""
+
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    """``path`` (``endpoint/bucket/key``) or ``virtual`` (``bucket.endpoint/key``);
+    ``auto`` uses path style for a custom endpoint and virtual style for AWS."""
+
+    ca_bundle: str = ""
+    """PEM file of extra CA certificates for https model sources (private CAs)."""
+
+    max_loaded_models: int = Field(default=32, ge=1)
+    """Multi-model mode: most models kept in memory; the least recently used is evicted."""
+
+    model_memory_budget_bytes: int = Field(default=1024 * MIB, ge=1)
+    """Multi-model mode: budget for loaded models, estimated by their file size; the
+    least recently used models are evicted to stay within it."""
+
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """Event loop implementation: ``uvloop`` (faster) or the standard ``asyncio`` loop.
+    Either way the runtime sets TCP_NODELAY on every connection (see README)."""
+
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    """Log level of the runtime and of uvicorn."""
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet_colour(cls, value: str) -> str:
+        if value not in ("", "blue", "green"):
+            raise ValueError(f"fleet must be 'blue' or 'green' (or empty), got {value!r}")
+        return value
+
+    def metric_labels(self) -> dict[str, str]:
+        """The five labels every metric carries, from the pod's environment."""
+        return {
+            "namespace": self.namespace,
+            "endpoint": self.endpoint,
+            "variant": self.variant,
+            "revision": self.revision,
+            "fleet": self.fleet,
+        }
+
+    def threads_per_worker(self) -> int:
+        """OpenMP threads for one prediction call in one worker process."""
+        if "predict_threads" in self.model_fields_set:
+            return self.predict_threads
+        return max(1, self.predict_threads // self.workers)

@@ -1,0 +1,341 @@
+"""Model sources: local paths, ``http(s)://`` and ``s3://``, plus safe ``model.tar.gz`` unpacking.
+
+:func:`fetch_model_file` turns a URI into a local model file:
+
+1. a local path (or ``file://``) is used in place; a folder is searched for the model;
+2. a remote URI is downloaded once into the cache folder (a file lock makes concurrent
+   workers share one download), retried with backoff and verified against an optional
+   sha256;
+3. a gzip'd tarball (SageMaker's ``model.tar.gz``) is unpacked with
+   :func:`safe_unpack` and searched for ``xgboost-model`` (or another model file).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import ssl
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from .errors import ModelLoadError, ModelNotFoundError
+from .models.formats import find_model_file
+from .s3 import S3Credentials, S3Location, resolve_endpoint, resolve_region, signed_get
+from .settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What fetching needs from the settings."""
+
+    cache_dir: Path
+    max_download_bytes: int
+    max_unpacked_bytes: int
+    max_archive_members: int
+    retries: int
+    backoff_seconds: float
+    timeout_seconds: float
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_addressing_style: str = "auto"
+    ca_bundle: str = ""
+
+
+def source_options(settings: RuntimeSettings) -> SourceOptions:
+    """The fetching part of the settings."""
+    cache = Path(settings.cache_dir or Path(tempfile.gettempdir()) / "fleetshift-models")
+    return SourceOptions(
+        cache_dir=cache,
+        max_download_bytes=settings.max_download_bytes,
+        max_unpacked_bytes=settings.max_unpacked_bytes,
+        max_archive_members=settings.max_archive_members,
+        retries=settings.download_retries,
+        backoff_seconds=settings.download_backoff_seconds,
+        timeout_seconds=settings.download_timeout_seconds,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_addressing_style=settings.s3_addressing_style,
+        ca_bundle=settings.ca_bundle,
+    )
+
+
+class _RetryableError(Exception):
+    """A download attempt failed in a way worth retrying."""
+
+
+def is_remote(uri: str) -> bool:
+    """True for ``http``, ``https`` and ``s3`` URIs.
+
+    >>> [is_remote(u) for u in ("s3://b/k", "https://h/m", "/mnt/models", "file:///m")]
+    [True, True, False, False]
+    """
+    return urlsplit(uri).scheme in ("http", "https", "s3")
+
+
+def join_uri(prefix: str, relative: str) -> str:
+    """Join a multi-model prefix and a target model name.
+
+    >>> join_uri("s3://models/mme", "Chicago_IL/Chicago_IL.tar.gz")
+    's3://models/mme/Chicago_IL/Chicago_IL.tar.gz'
+    >>> join_uri("/mnt/models/", "a.ubj")
+    '/mnt/models/a.ubj'
+    """
+    return prefix.rstrip("/") + "/" + relative.lstrip("/")
+
+
+def local_path(uri: str) -> Path:
+    """The filesystem path of a plain path or ``file://`` URI."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    return Path(uri)
+
+
+def fetch_model_file(uri: str, options: SourceOptions, *, sha256: str = "") -> Path:
+    """Resolve a model URI to a local model file (downloading and unpacking as needed)."""
+    if not uri:
+        raise ModelLoadError("no model URI: set FLEETSHIFT_MODEL_URI")
+    if is_remote(uri):
+        artifact = _download_cached(uri, options, sha256)
+    else:
+        artifact = local_path(uri)
+        if not artifact.exists():
+            raise ModelNotFoundError(f"model path {artifact} does not exist")
+        if sha256 and artifact.is_file():
+            _verify_sha256(artifact, sha256)
+    if artifact.is_dir():
+        return find_model_file(artifact)
+    if _is_gzip(artifact):
+        unpacked = options.cache_dir / (_cache_key(str(artifact.resolve())) + ".unpacked")
+        with _locked(unpacked.with_suffix(".lock")):
+            if not (unpacked / ".complete").exists():
+                shutil.rmtree(unpacked, ignore_errors=True)
+                safe_unpack(
+                    artifact,
+                    unpacked,
+                    max_bytes=options.max_unpacked_bytes,
+                    max_members=options.max_archive_members,
+                )
+                (unpacked / ".complete").touch()
+        return find_model_file(unpacked)
+    return artifact
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
+
+
+def _cache_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _verify_sha256(path: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected.lower():
+        raise ModelLoadError(
+            f"sha256 of {path.name} is {digest.hexdigest()}, expected {expected.lower()}"
+        )
+
+
+def _download_cached(uri: str, options: SourceOptions, sha256: str) -> Path:
+    name = PurePosixPath(urlsplit(uri).path).name or "artifact"
+    folder = options.cache_dir / _cache_key(uri)
+    target = folder / name
+    with _locked(folder.with_suffix(".lock")):
+        if target.exists():
+            return target
+        folder.mkdir(parents=True, exist_ok=True)
+        _download_with_retries(uri, target, options, sha256)
+    return target
+
+
+def _download_with_retries(uri: str, target: Path, options: SourceOptions, sha256: str) -> None:
+    delay = options.backoff_seconds
+    attempts = options.retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            _download_once(uri, target, options, sha256)
+        except _RetryableError as error:
+            if attempt == attempts:
+                raise ModelLoadError(
+                    f"downloading {_redact(uri)} failed after {attempts} attempts: {error}"
+                ) from error
+            log.warning(
+                "download attempt %d/%d of %s failed (%s); retrying in %.1fs",
+                attempt,
+                attempts,
+                _redact(uri),
+                error,
+                delay,
+            )
+            time.sleep(delay)
+            delay *= 2
+        else:
+            return
+
+
+def _redact(uri: str) -> str:
+    parts = urlsplit(uri)
+    return parts._replace(query="", fragment="").geturl()
+
+
+def _request_for(uri: str, options: SourceOptions) -> tuple[str, dict[str, str]]:
+    if uri.startswith("s3://"):
+        return signed_get(
+            S3Location.parse(uri),
+            endpoint=resolve_endpoint(options.s3_endpoint_url),
+            region=resolve_region(options.s3_region),
+            credentials=S3Credentials.from_env(),
+            addressing_style=options.s3_addressing_style,
+        )
+    return uri, {}
+
+
+def _ssl_context(options: SourceOptions) -> ssl.SSLContext | bool:
+    if not options.ca_bundle:
+        return True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=options.ca_bundle)
+    return context
+
+
+def _download_once(uri: str, target: Path, options: SourceOptions, sha256: str) -> None:
+    url, headers = _request_for(uri, options)
+    digest = hashlib.sha256()
+    received = 0
+    fd, partial_name = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+    partial = Path(partial_name)
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.Client(
+                timeout=options.timeout_seconds,
+                verify=_ssl_context(options),
+                follow_redirects=True,
+                trust_env=False,
+            ) as client,
+            client.stream("GET", url, headers=headers) as response,
+        ):
+            if response.status_code in _RETRY_STATUSES:
+                raise _RetryableError(f"HTTP {response.status_code}")
+            if response.status_code == 404:
+                raise ModelNotFoundError(f"{_redact(uri)} does not exist (HTTP 404)")
+            if response.status_code != 200:
+                body = response.read()[:300].decode(errors="replace")
+                raise ModelLoadError(
+                    f"downloading {_redact(uri)} failed with HTTP {response.status_code}: {body}"
+                )
+            declared = int(response.headers.get("content-length", "0") or 0)
+            if declared > options.max_download_bytes:
+                raise ModelLoadError(
+                    f"{_redact(uri)} is {declared} bytes, over the limit of "
+                    f"{options.max_download_bytes} (FLEETSHIFT_MAX_DOWNLOAD_BYTES)"
+                )
+            for chunk in response.iter_bytes(1 << 20):
+                received += len(chunk)
+                if received > options.max_download_bytes:
+                    raise ModelLoadError(
+                        f"{_redact(uri)} exceeds the download limit of "
+                        f"{options.max_download_bytes} bytes"
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+            if declared and received != declared:
+                raise _RetryableError(f"truncated: got {received} of {declared} bytes")
+        if sha256 and digest.hexdigest() != sha256.lower():
+            raise _RetryableError(
+                f"sha256 mismatch: got {digest.hexdigest()}, expected {sha256.lower()}"
+            )
+        partial.replace(target)
+    except httpx.TransportError as error:
+        raise _RetryableError(f"{type(error).__name__}: {error}") from error
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def safe_unpack(archive: Path, destination: Path, *, max_bytes: int, max_members: int) -> None:
+    """Extract a (gzip'd) tarball, refusing anything that could escape or explode.
+
+    Refused: absolute paths, ``..`` components, links, devices and FIFOs, more than
+    ``max_members`` entries, or more than ``max_bytes`` in total. Everything is
+    checked before a single byte is written.
+    """
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            members: list[tarfile.TarInfo] = []
+            total = 0
+            for member in tar:
+                if len(members) >= max_members:
+                    raise ModelLoadError(
+                        f"{archive.name} has more than {max_members} entries "
+                        "(FLEETSHIFT_MAX_ARCHIVE_MEMBERS)"
+                    )
+                _check_member(archive.name, member)
+                total += member.size if member.isfile() else 0
+                if total > max_bytes:
+                    raise ModelLoadError(
+                        f"{archive.name} unpacks to more than {max_bytes} bytes "
+                        "(FLEETSHIFT_MAX_UNPACKED_BYTES)"
+                    )
+                members.append(member)
+            destination.mkdir(parents=True, exist_ok=True)
+            root = destination.resolve()
+            for member in members:
+                target = (root / member.name).resolve()
+                if not target.is_relative_to(root):
+                    raise ModelLoadError(f"{archive.name}: {member.name!r} escapes the folder")
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is None:  # pragma: no cover - regular files always have data
+                    continue
+                with source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise ModelLoadError(f"{archive.name} is not a readable tar archive: {error}") from error
+
+
+def _check_member(archive: str, member: tarfile.TarInfo) -> None:
+    name = member.name
+    path = PurePosixPath(name)
+    if path.is_absolute() or name.startswith(("/", "\\")):
+        raise ModelLoadError(f"{archive}: entry {name!r} has an absolute path")
+    if ".." in path.parts:
+        raise ModelLoadError(f"{archive}: entry {name!r} climbs out with '..'")
+    if member.issym() or member.islnk():
+        raise ModelLoadError(f"{archive}: entry {name!r} is a link; links are not extracted")
+    if not (member.isfile() or member.isdir()):
+        raise ModelLoadError(f"{archive}: entry {name!r} is not a regular file or folder")

@@ -1,0 +1,146 @@
+"""Every model format the runtime loads, and the pickle refusal."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from support.runtime_kit import (
+    StartRuntime,
+    TrainedModel,
+    csv_body,
+    make_tarball,
+    sagemaker_tarball,
+)
+
+
+def _predict(url: str, model: TrainedModel) -> np.ndarray:
+    response = httpx.post(
+        f"{url}/invocations", content=csv_body(model.rows), headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    return np.array([float(v) for v in response.text.split()], dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "file_name",
+    ["model.json", "model.ubj", "model.deprecated", "xgboost-model"],
+    ids=["json", "ubj", "legacy-binary", "sagemaker-named-legacy-binary"],
+)
+def test_model_file_format_is_detected_and_served(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path, file_name: str
+) -> None:
+    path = churn_model.save(tmp_path / file_name)
+    server = start_runtime(MODEL_URI=str(path))
+    np.testing.assert_allclose(_predict(server.url, churn_model), churn_model.expected(), atol=1e-6)
+
+
+def test_legacy_binary_file_really_is_the_old_format(
+    churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    head = churn_model.save(tmp_path / "xgboost-model").read_bytes()[:4]
+    assert head == b"binf"
+
+
+def test_sagemaker_model_tarball_is_unpacked_and_served(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    tarball = sagemaker_tarball(churn_model, tmp_path / "model.tar.gz")
+    server = start_runtime(MODEL_URI=f"file://{tarball}")
+    np.testing.assert_allclose(_predict(server.url, churn_model), churn_model.expected(), atol=1e-6)
+
+
+def test_model_folder_like_a_pvc_mount_is_searched(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mnt" / "models"
+    churn_model.save(folder / "model.json")
+    (folder / "README.txt").write_text("trained for the churn endpoint")
+    server = start_runtime(MODEL_URI=str(folder))
+    np.testing.assert_allclose(_predict(server.url, churn_model), churn_model.expected(), atol=1e-6)
+
+
+def test_pickled_model_is_refused_by_default(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(churn_model.booster))
+    server = start_runtime(MODEL_URI=str(path), wait=False)
+    assert server.wait_exit() == 1
+    assert "Unpickling runs arbitrary code" in server.log()
+    assert "FLEETSHIFT_ALLOW_PICKLE" in server.log()
+
+
+def test_pickled_model_inside_a_sagemaker_tarball_is_refused_too(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    tarball = make_tarball(
+        tmp_path / "model.tar.gz", {"xgboost-model": pickle.dumps(churn_model.booster)}
+    )
+    server = start_runtime(MODEL_URI=str(tarball), wait=False)
+    assert server.wait_exit() == 1
+    assert "is a Python pickle file" in server.log()
+
+
+def test_pickled_model_loads_when_explicitly_allowed(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "xgboost-model"
+    path.write_bytes(pickle.dumps(churn_model.booster))
+    server = start_runtime(MODEL_URI=str(path), ALLOW_PICKLE="true")
+    np.testing.assert_allclose(_predict(server.url, churn_model), churn_model.expected(), atol=1e-6)
+
+
+def test_file_that_is_not_a_model_stops_the_server_with_a_reason(
+    start_runtime: StartRuntime, tmp_path: Path
+) -> None:
+    path = tmp_path / "xgboost-model"
+    path.write_bytes(b"this is not a model at all" * 10)
+    server = start_runtime(MODEL_URI=str(path), wait=False)
+    assert server.wait_exit() == 1
+    assert "is not a loadable XGBoost model" in server.log()
+
+
+def test_missing_model_path_stops_the_server_with_a_reason(
+    start_runtime: StartRuntime, tmp_path: Path
+) -> None:
+    server = start_runtime(MODEL_URI=str(tmp_path / "nothing-here"), wait=False)
+    assert server.wait_exit() == 1
+    assert "does not exist" in server.log()
+
+
+def test_server_answers_liveness_but_not_readiness_while_loading(
+    start_runtime: StartRuntime,
+    churn_model: TrainedModel,
+    artifact_server: object,
+) -> None:
+    """A slow download: live at once, ready only after load and warm-up."""
+    from support.runtime_kit import ArtifactServer  # noqa: PLC0415
+
+    assert isinstance(artifact_server, ArtifactServer)
+    churn_model.save(artifact_server.root / "model.ubj")
+    artifact_server.delay_seconds["/model.ubj"] = 1.5
+    server = start_runtime(MODEL_URI=f"{artifact_server.url}/model.ubj", wait=False)
+
+    from fleetshift_devcluster.wait import wait_for  # noqa: PLC0415
+
+    def live() -> bool:
+        try:
+            return httpx.get(f"{server.url}/v2/health/live").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(live, timeout=30, interval=0.05, message="live")
+    assert httpx.get(f"{server.url}/ping").status_code == 503
+    not_ready = httpx.post(
+        f"{server.url}/invocations",
+        content=csv_body(churn_model.rows[:1]),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert not_ready.status_code == 503
+    server.wait_ready()
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
