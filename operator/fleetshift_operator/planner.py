@@ -553,16 +553,7 @@ def _plan_first_deployment(draft: _Draft, revision: str) -> None:
         ready = fleet is not None and fleet.ready >= variant.replicas
         all_ready = all_ready and ready
         failure = failure or (fleet.failure if fleet else None)
-        draft.fleets.append(
-            FleetPlan(
-                variant=variant.name,
-                revision=revision,
-                role="blue",
-                replicas=variant.replicas,
-                traffic_percent=100,
-                autoscaling=_autoscaling(variant),
-            )
-        )
+    _serve_all(draft, revision, observed_size=False)
     if status.phase == "Failed":
         return
     if all_ready:
@@ -587,19 +578,8 @@ def _plan_first_deployment(draft: _Draft, revision: str) -> None:
 
 def _plan_steady(draft: _Draft) -> None:
     status = draft.status
-    active = status.activeRevision
-    assert active is not None
-    for variant in draft.spec.variants:
-        draft.fleets.append(
-            FleetPlan(
-                variant=variant.name,
-                revision=active,
-                role="blue",
-                replicas=variant.replicas,
-                traffic_percent=100,
-                autoscaling=_autoscaling(variant),
-            )
-        )
+    assert status.activeRevision is not None
+    _serve_all(draft, status.activeRevision, observed_size=False)
     if status.phase not in ("InService",):
         draft.set_phase("InService")
     status.greenTrafficPercent = 0
@@ -608,20 +588,26 @@ def _plan_steady(draft: _Draft) -> None:
 # -- blue/green deployment -----------------------------------------------------------------
 
 
-def _blue_only(draft: _Draft) -> None:
-    active = draft.status.activeRevision
-    assert active is not None
+def _serve_all(draft: _Draft, revision: str, *, observed_size: bool) -> None:
+    """Plan one fleet per variant at ``revision`` with all the traffic, sized as the
+    spec says, or as it is now (``observed_size``: the HPA may have resized it)."""
     for variant in draft.spec.variants:
+        size = _fleet_size(variant, draft.observed, revision) if observed_size else variant.replicas
         draft.fleets.append(
             FleetPlan(
                 variant=variant.name,
-                revision=active,
+                revision=revision,
                 role="blue",
-                replicas=_fleet_size(variant, draft.observed, active),
+                replicas=size,
                 traffic_percent=100,
                 autoscaling=_autoscaling(variant),
             )
         )
+
+
+def _blue_only(draft: _Draft) -> None:
+    assert draft.status.activeRevision is not None
+    _serve_all(draft, draft.status.activeRevision, observed_size=True)
 
 
 def _rollback(draft: _Draft, reason: str, *, warning: bool = True) -> None:
