@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import hashlib
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from lightkube.core.exceptions import ApiError
@@ -140,6 +142,15 @@ async def reconcile_endpoint(
     return Outcome(plan=plan, previous_status=status or EndpointStatus())
 
 
+def _ca_file(bundle: str) -> str:
+    """A file holding ``bundle``, named by its content, written once per bundle."""
+    digest = hashlib.sha256(bundle.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"fleetshift-prometheus-ca-{digest}.pem"
+    if not path.exists():
+        path.write_text(bundle)
+    return str(path)
+
+
 async def prometheus_for(
     kube: Kube, spec: EndpointSpec, namespace: str, settings: OperatorSettings
 ) -> Prometheus | None:
@@ -162,12 +173,8 @@ async def prometheus_for(
     async def secret(ref: SecretKeyRef | None) -> str | None:
         return await kube.read_secret(namespace, ref.name, ref.key) if ref else None
 
-    ca_file = None
     bundle = await secret(own.caBundleSecret)
-    if bundle:
-        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
-            handle.write(bundle)
-            ca_file = handle.name
+    ca_file = _ca_file(bundle) if bundle else None
     return Prometheus(
         own.url,
         PrometheusAuth(
