@@ -63,9 +63,10 @@ class ManagedProcess:
                 start_new_session=True,
             )
         ticks = _start_ticks(child.pid)
-        # Popen keeps a handle that would turn the child into a zombie we must reap; the
-        # reaper thread below collects it so `running()` sees the truth.
-        _reap_in_background(child)
+        # A child of this process stays a zombie until reaped; keep its handle so
+        # `_reap` can collect its exit status (running() already treats zombies as gone).
+        _CHILDREN.append(child)
+        _reap()
         return cls(name=name, pid=child.pid, start_ticks=ticks or -1, log=str(log))
 
     def running(self) -> bool:
@@ -86,14 +87,6 @@ class ManagedProcess:
 
 
 _CHILDREN: list[subprocess.Popen[bytes]] = []
-
-
-def _reap_in_background(child: subprocess.Popen[bytes]) -> None:
-    """Keep the Popen so its exit status is collected (no zombies)."""
-    _CHILDREN.append(child)
-    for known in list(_CHILDREN):
-        if known.poll() is not None:
-            _CHILDREN.remove(known)
 
 
 def _reap() -> None:
