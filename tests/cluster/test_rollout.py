@@ -49,16 +49,20 @@ def spec_with(
         "variants": [variant],
         "deploymentConfig": {
             "blueGreen": {
-                "trafficRouting": routing
-                or {
-                    "type": "Canary",
-                    "canarySize": {"type": "CapacityPercent", "value": 25},
-                    "waitIntervalSeconds": 4,
-                },
+                "trafficRouting": routing or canary_routing(wait=4),
                 "terminationWaitSeconds": termination,
                 "maximumExecutionTimeoutSeconds": timeout,
             }
         },
+    }
+
+
+def canary_routing(wait: int) -> dict[str, Any]:
+    """A 25% canary that bakes ``wait`` seconds per step."""
+    return {
+        "type": "Canary",
+        "canarySize": {"type": "CapacityPercent", "value": 25},
+        "waitIntervalSeconds": wait,
     }
 
 
@@ -237,11 +241,7 @@ def test_crash_looping_green_rolls_back(
 def test_abort_rolls_back_and_retry_redeploys(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    slow = {
-        "type": "Canary",
-        "canarySize": {"type": "CapacityPercent", "value": 25},
-        "waitIntervalSeconds": 300,
-    }
+    slow = canary_routing(wait=300)
     blue = create_in_service(kube, namespace, spec_with(routing=slow))
     update = spec_with("s3://models/churn/v2", routing=slow)
     green = revision_of(update)
@@ -276,11 +276,7 @@ def test_abort_rolls_back_and_retry_redeploys(
 def test_pause_holds_and_promote_skips_the_waits(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    routing = {
-        "type": "Canary",
-        "canarySize": {"type": "CapacityPercent", "value": 25},
-        "waitIntervalSeconds": 3,
-    }
+    routing = canary_routing(wait=3)
     blue = create_in_service(kube, namespace, spec_with(routing=routing))
     annotate(kube, NAME, namespace, {"fleetshift.dev/paused": "true"})
     update = spec_with("s3://models/churn/v2", routing=routing, termination=600)
@@ -328,11 +324,7 @@ def test_pause_holds_and_promote_skips_the_waits(
 def test_new_spec_mid_rollout_supersedes_green_while_blue_serves(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    slow = {
-        "type": "Canary",
-        "canarySize": {"type": "CapacityPercent", "value": 25},
-        "waitIntervalSeconds": 300,
-    }
+    slow = canary_routing(wait=300)
     blue = create_in_service(kube, namespace, spec_with(routing=slow))
     second = spec_with("s3://models/churn/v2", routing=slow)
     set_spec(kube, NAME, namespace, second)
@@ -418,11 +410,7 @@ def test_hpas_follow_the_fleets_and_green_carries_its_capacity_at_cutover(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
     autoscaling = {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilizationPercent": 60}
-    routing = {
-        "type": "Canary",
-        "canarySize": {"type": "CapacityPercent", "value": 25},
-        "waitIntervalSeconds": 4,
-    }
+    routing = canary_routing(wait=4)
     base = spec_with(routing=routing, termination=4)
     base["variants"][0]["autoscaling"] = autoscaling
     blue = create_in_service(kube, namespace, base)
