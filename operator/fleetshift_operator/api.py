@@ -463,6 +463,11 @@ class Variant(_Model):
     """Node labels the serving pods must match."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints the serving pods tolerate."""
+    podAnnotations: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=32
+    )
+    """Annotations on the serving pods (for a service mesh, a log shipper, or the local
+    demo's launcher). A change rolls out like any other change of the pods."""
     weight: Annotated[int, Field(ge=0, le=1000)] = 1
     """The variant's relative share of the endpoint's traffic (A/B)."""
     autoscaling: Autoscaling | None = None

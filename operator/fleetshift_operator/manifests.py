@@ -118,6 +118,7 @@ def get_deployment(
                 "annotations": {
                     "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(METRICS_PORT),
+                    **variant.podAnnotations,
                 },
             },
             "spec": pod_spec,

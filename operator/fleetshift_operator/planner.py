@@ -191,7 +191,16 @@ class Plan:
 # -- pure calculations -------------------------------------------------------------------
 
 
-_POD_FIELDS = ("name", "model", "image", "resources", "env", "nodeSelector", "tolerations")
+_POD_FIELDS = (
+    "name",
+    "model",
+    "image",
+    "resources",
+    "env",
+    "nodeSelector",
+    "tolerations",
+    "podAnnotations",
+)
 
 
 def calculate_revision(spec: EndpointSpec) -> str:
@@ -208,6 +217,9 @@ def calculate_revision(spec: EndpointSpec) -> str:
     10
     """
     pods = [v.model_dump(mode="json", include=set(_POD_FIELDS)) for v in spec.variants]
+    for pod in pods:  # a field added later leaves existing revisions as they were
+        if not pod.get("podAnnotations"):
+            pod.pop("podAnnotations", None)
     digest = hashlib.sha256(json.dumps(pods, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 

@@ -233,6 +233,15 @@ def test_revision_ignores_replicas_but_not_the_model() -> None:
     assert calculate_revision(base) != calculate_revision(make_spec(model="s3://models/churn/v2"))
 
 
+def test_revision_changes_with_pod_annotations_and_not_without_them() -> None:
+    base = make_spec()
+    annotated = base.variants[0].model_copy(update={"podAnnotations": {"team": "churn"}})
+    changed = base.model_copy(update={"variants": [annotated]})
+    assert calculate_revision(changed) != calculate_revision(base)
+    # Endpoints written before the field existed keep their revision.
+    assert calculate_revision(base) == "415dff7020"
+
+
 # -- the worked example of the module docstring -------------------------------------------------
 
 
