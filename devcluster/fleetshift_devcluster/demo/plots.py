@@ -1,0 +1,153 @@
+"""One PNG timeline per scenario, from what Prometheus scraped off the runtimes.
+
+Four panels share the time axis, like the seed walkthrough's graphs:
+invocations and 5xx per second per fleet (the runtime's own counters), model
+latency p50/p99 per fleet (its histogram), and the green traffic share the
+operator reported. Vertical lines mark each traffic step, the alarm breach, the
+rollback and the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from fleetshift_devcluster.demo.timeline import Marker, StatusSample
+
+if TYPE_CHECKING:
+    from fleetshift_devcluster.demo.story import ScenarioRecord
+
+Series = dict[str, tuple[list[float], list[float]]]
+MARKER_STYLE = {
+    "update": ("#555555", "--"),
+    "step": ("#1f77b4", ":"),
+    "breach": ("#d62728", "-"),
+    "rollback": ("#ff7f0e", "-."),
+    "done": ("#2ca02c", "--"),
+}
+
+
+def query_range(prometheus: str, query: str, start: float, end: float) -> Series:
+    """``query`` over [start, end] at 1 s steps, as revision -> (times, values)."""
+    answer = httpx.get(
+        f"{prometheus}/api/v1/query_range",
+        params={"query": query, "start": start, "end": end, "step": "1"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    series: Series = {}
+    for result in answer.json()["data"]["result"]:
+        revision = result["metric"].get("revision", "")
+        times = [float(t) for t, _ in result["values"]]
+        values = [float(v) for _, v in result["values"]]
+        series[revision] = (times, values)
+    return series
+
+
+def fetch_series(
+    prometheus: str, namespace: str, endpoint: str, start: float, end: float
+) -> dict[str, Series]:
+    """The four metric panels' data for one Endpoint."""
+    where = f'namespace="{namespace}",endpoint="{endpoint}"'
+    window = "5s"
+
+    def quantile(q: float) -> str:
+        return (
+            f"1000 * histogram_quantile({q}, sum by (le, revision) "
+            f"(rate(fleetshift_model_latency_seconds_bucket{{{where}}}[{window}])))"
+        )
+
+    queries = {
+        "invocations": (
+            f"sum by (revision) (rate(fleetshift_invocations_total{{{where}}}[{window}]))"
+        ),
+        "errors": (
+            f"sum by (revision) (rate(fleetshift_invocation_5xx_errors_total{{{where}}}[{window}]))"
+        ),
+        "p50": quantile(0.5),
+        "p99": quantile(0.99),
+    }
+    return {name: query_range(prometheus, q, start, end) for name, q in queries.items()}
+
+
+def plot_scenario(record: ScenarioRecord, data: dict[str, Series], path: Path, title: str) -> Path:
+    """Draw the timeline of one scenario into ``path`` (PNG)."""
+    start = record.started - 8
+    names = record.revisions
+
+    def label(revision: str) -> str:
+        return f"{names.get(revision, 'fleet')} ({revision[:6]})"
+
+    figure, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
+    panels = [
+        (axes[0], "invocations", "invocations / s"),
+        (axes[1], "errors", "5xx errors / s"),
+    ]
+    for axis, key, ylabel in panels:
+        for revision, (times, values) in sorted(data[key].items()):
+            axis.plot([t - start for t in times], values, label=label(revision))
+        axis.set_ylabel(ylabel)
+        axis.legend(loc="upper left", fontsize=8)
+    for revision, (times, values) in sorted(data["p50"].items()):
+        axes[2].plot([t - start for t in times], values, label=f"p50 {label(revision)}")
+    for revision, (times, values) in sorted(data["p99"].items()):
+        axes[2].plot(
+            [t - start for t in times], values, linestyle="--", label=f"p99 {label(revision)}"
+        )
+    axes[2].set_ylabel("model latency (ms)")
+    axes[2].legend(loc="upper left", fontsize=8)
+    _plot_share(axes[3], record.samples, start)
+    for axis in axes:
+        _draw_markers(axis, record.markers, start)
+    axes[0].set_title(title)
+    axes[3].set_xlabel("seconds")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def _plot_share(axis: Axes, samples: Sequence[StatusSample], start: float) -> None:
+    axis.step(
+        [s.at - start for s in samples],
+        [s.green_percent for s in samples],
+        where="post",
+        color="#2ca02c",
+        label="green traffic share",
+    )
+    axis.set_ylim(-5, 105)
+    axis.set_ylabel("green share (%)")
+    axis.legend(loc="upper left", fontsize=8)
+
+
+def _draw_markers(axis: Axes, markers: Sequence[Marker], start: float) -> None:
+    bottom, top = axis.get_ylim()
+    previous = None
+    height = top
+    for marker in sorted(markers, key=lambda m: m.at):
+        color, style = MARKER_STYLE.get(marker.kind, ("#999999", ":"))
+        axis.axvline(marker.at - start, color=color, linestyle=style, linewidth=1)
+        # Labels of markers less than 2 s apart are stepped down, not drawn over each other.
+        close = previous is not None and marker.at - previous < 2
+        height = height - (top - bottom) * 0.3 if close else top
+        previous = marker.at
+        if axis is axis.figure.axes[0]:
+            axis.text(
+                marker.at - start,
+                height,
+                marker.label,
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=7,
+                color=color,
+            )

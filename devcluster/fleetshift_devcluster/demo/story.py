@@ -1,0 +1,419 @@
+"""The guardrail walkthrough, end to end, with real processes.
+
+For each traffic policy (canary, then linear) the story:
+
+1. creates an Endpoint serving the baseline churn model on 3 replicas and sends it
+   steady traffic;
+2. updates it to the incompatible model: the green fleet turns Ready, takes its
+   first share of traffic, fails it with 5xx, the 5xx alarm fires and the operator
+   rolls traffic back to blue by itself;
+3. updates it to the valid model with the same policy: every step bakes clean and
+   the deployment succeeds.
+
+Everything is real: the control plane with kwok nodes, the operator process, a
+Prometheus that finds the pods through Kubernetes service discovery, one runtime
+process per serving pod (the launcher), and a load generator that follows the
+Service's EndpointSlices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lightkube import Client, KubeConfig
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.core_v1 import Namespace
+
+from fleetshift_devcluster.cluster import CUSTOM_STATUS, LocalCluster, free_port
+from fleetshift_devcluster.demo.launcher import KWOK_STATUS, PodLauncher
+from fleetshift_devcluster.demo.loadgen import Answer, LoadGenerator
+from fleetshift_devcluster.demo.models import FEATURES, DemoModels, build_models
+from fleetshift_devcluster.demo.progress import Progress
+from fleetshift_devcluster.demo.timeline import (
+    Marker,
+    ScenarioSummary,
+    StatusSample,
+    calculate_markers,
+    parse_time,
+    summarize,
+)
+from fleetshift_devcluster.processes import ManagedProcess, stop_processes
+from fleetshift_devcluster.prometheus import LocalPrometheus
+from fleetshift_devcluster.wait import wait_for
+
+NAMESPACE = "demo"
+GROUP, VERSION, KIND, PLURAL = "fleetshift.dev", "v1alpha1", "Endpoint", "endpoints"
+EndpointResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+SETTLED_PHASES = ("InService", "Failed", "UpdateRollbackFailed")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoOptions:
+    """The knobs of one run (the command-line flags)."""
+
+    output: Path
+    canary_wait: int = 30
+    linear_wait: int = 20
+    termination_wait: int = 15
+    rate: float = 40.0
+    settle_seconds: float = 6.0
+    policies: tuple[str, ...] = ("Canary", "Linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """One update of the story."""
+
+    name: str
+    endpoint: str
+    policy: str
+    model: str  # "baseline", "incompatible" or "valid"
+    expected: str  # "InService" (the baseline), "RolledBack" or "Succeeded"
+
+
+def calculate_story(policies: tuple[str, ...]) -> list[Scenario]:
+    """The scenarios in the order they run.
+
+    >>> [s.name for s in calculate_story(("Canary",))]
+    ['canary-baseline', 'canary-rollback', 'canary-success']
+    """
+    scenarios = []
+    for policy in policies:
+        prefix = policy.lower()
+        endpoint = f"churn-{prefix}"
+        scenarios += [
+            Scenario(f"{prefix}-baseline", endpoint, policy, "baseline", "InService"),
+            Scenario(f"{prefix}-rollback", endpoint, policy, "incompatible", "RolledBack"),
+            Scenario(f"{prefix}-success", endpoint, policy, "valid", "Succeeded"),
+        ]
+    return scenarios
+
+
+def get_endpoint(name: str, model_uri: str, policy: str, options: DemoOptions) -> dict[str, Any]:
+    """The Endpoint manifest of the story: 3 replicas, a canary of one instance or
+    linear steps of a third, and alarms on the green fleet's 5xx share and p99.
+
+    >>> e = get_endpoint("churn", "file:///m.tar.gz", "Linear", DemoOptions(Path(".")))
+    >>> e["spec"]["deploymentConfig"]["blueGreen"]["trafficRouting"]["linearStepSize"]
+    {'type': 'CapacityPercent', 'value': 34}
+    >>> e["spec"]["variants"][0]["podAnnotations"]
+    {'kwok.x-k8s.io/status': 'custom'}
+    """
+    if policy == "Canary":
+        routing: dict[str, Any] = {
+            "type": "Canary",
+            "canarySize": {"type": "InstanceCount", "value": 1},
+            "waitIntervalSeconds": options.canary_wait,
+        }
+    else:
+        routing = {
+            "type": "Linear",
+            "linearStepSize": {"type": "CapacityPercent", "value": 34},
+            "waitIntervalSeconds": options.linear_wait,
+        }
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "variants": [
+                {
+                    "name": "main",
+                    "model": {"uri": model_uri},
+                    "replicas": 3,
+                    "env": [{"name": "FLEETSHIFT_NUM_FEATURES", "value": str(FEATURES)}],
+                    # kwok leaves these pods' status to the demo's launcher
+                    "podAnnotations": {KWOK_STATUS: CUSTOM_STATUS},
+                }
+            ],
+            "deploymentConfig": {
+                "blueGreen": {
+                    "trafficRouting": routing,
+                    "terminationWaitSeconds": options.termination_wait,
+                    "maximumExecutionTimeoutSeconds": 900,
+                },
+                "autoRollback": {
+                    "pollIntervalSeconds": 1,
+                    "alarms": [
+                        {
+                            "name": "green-5xx",
+                            "template": {
+                                "kind": "GreenErrorRate",
+                                "threshold": 5,
+                                "periodSeconds": 2,
+                                "evaluationPeriods": 3,
+                                "datapointsToAlarm": 2,
+                            },
+                        },
+                        {
+                            "name": "green-p99",
+                            "template": {
+                                "kind": "GreenLatencyP99",
+                                "threshold": 500,
+                                "periodSeconds": 2,
+                                "evaluationPeriods": 3,
+                                "datapointsToAlarm": 3,
+                            },
+                        },
+                    ],
+                },
+            },
+        },
+    }
+
+
+def get_prometheus_config(targets_file: Path) -> dict[str, Any]:
+    """Scrape every runtime process the launcher lists, once a second.
+
+    >>> get_prometheus_config(Path("/w/targets.json"))["scrape_configs"][0]["file_sd_configs"]
+    [{'files': ['/w/targets.json'], 'refresh_interval': '1s'}]
+    """
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "fleetshift-pods",
+                "honor_labels": True,
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],
+            }
+        ],
+    }
+
+
+class Demo:
+    """Starts every component, runs the scenarios, and stops everything on exit."""
+
+    def __init__(self, options: DemoOptions, cluster: LocalCluster, progress: Progress) -> None:
+        self.options = options
+        self.cluster = cluster
+        self.progress = progress
+        self.work = options.output / "work"
+        self.kube = Client(KubeConfig.from_file(cluster.kubeconfig))
+        self.prometheus = LocalPrometheus(folder=self.work / "prometheus")
+        self.operator: ManagedProcess | None = None
+        self.launcher = PodLauncher(cluster.kubeconfig, NAMESPACE, self.work)
+        self.models: DemoModels | None = None
+        self.loadgen: LoadGenerator | None = None
+        self.summaries: list[ScenarioSummary] = []
+        self.revisions: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Demo]:
+        """Every component up for the body; all of them stopped after, whatever happens."""
+        try:
+            self._start()
+            yield self
+        finally:
+            self._stop()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.progress.say("training the demo models (baseline, incompatible, valid)")
+        self.models = build_models(self.work / "models")
+        self.progress.say("installing the Endpoint CRD and the demo namespace")
+        self._install_crd()
+        with contextlib.suppress(ApiError):
+            self.kube.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
+        self.launcher.start()
+        self.progress.say("starting Prometheus (file-based discovery of the runtimes, 1 s scrapes)")
+        self.prometheus.start(get_prometheus_config(self.launcher.targets_file))
+        self.progress.say("starting the operator and the pod launcher")
+        self._start_operator()
+        rows = self.models.requests_csv.read_text().splitlines()
+        self.loadgen = LoadGenerator(
+            self.cluster.kubeconfig, NAMESPACE, self.launcher.routes, rows, self.options.rate
+        )
+        self.loadgen.start()
+
+    def _install_crd(self) -> None:
+        from fleetshift_operator.crd import build_crd  # noqa: PLC0415 - the operator's own CRD
+
+        document = build_crd()
+        crd = CustomResourceDefinition.from_dict(document)
+        self.kube.apply(crd, field_manager="fleetshift-demo", force=True)  # type: ignore[call-overload]
+        name = document["metadata"]["name"]
+
+        def established() -> bool:
+            current = self.kube.get(CustomResourceDefinition, name)
+            conditions = (current.status.conditions if current.status else None) or []
+            return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+        wait_for(established, timeout=30, message="the Endpoint CRD to be established")
+
+    def _start_operator(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "FLEETSHIFT_NAMESPACES": json.dumps([NAMESPACE]),
+            "FLEETSHIFT_PROMETHEUS_URL": self.prometheus.url,
+            "FLEETSHIFT_POLL_INTERVAL_SECONDS": "1",
+            "FLEETSHIFT_METRICS_PORT": str(free_port()),
+        }
+        self.operator = ManagedProcess.spawn(
+            "operator",
+            [sys.executable, "-m", "fleetshift_operator"],
+            self.work / "operator.log",
+            cwd=self.work,
+            env=env,
+        )
+
+    def _stop(self) -> None:
+        if self.loadgen is not None:
+            self.loadgen.stop()
+        self.launcher.stop()
+        if self.operator is not None:
+            stop_processes([self.operator])
+        self.prometheus.stop()
+
+    # -- the story -------------------------------------------------------------------------
+
+    def run(self, on_scenario: Callable[[ScenarioSummary, ScenarioRecord], None]) -> None:
+        """Every scenario in turn; ``on_scenario`` gets each one's results as it ends."""
+        for scenario in calculate_story(self.options.policies):
+            summary, record = self.run_scenario(scenario)
+            self.summaries.append(summary)
+            on_scenario(summary, record)
+
+    def run_scenario(self, scenario: Scenario) -> tuple[ScenarioSummary, ScenarioRecord]:
+        assert self.models is not None and self.loadgen is not None
+        self._check_alive()
+        manifest = get_endpoint(
+            scenario.endpoint, self.models.uri(scenario.model), scenario.policy, self.options
+        )
+        self.loadgen.aim(scenario.endpoint)
+        started = time.time()
+        self.progress.begin(scenario)
+        generation = self._apply(manifest)
+        self.progress.names = dict(self.revisions)
+        samples: list[StatusSample] = []
+        candidate: str | None = None
+        deadline = time.monotonic() + self._budget(scenario)
+        status: dict[str, Any] = {}
+        while True:
+            self._check_alive()
+            status = self._status(scenario.endpoint)
+            sample = StatusSample.of(time.time(), status)
+            samples.append(sample)
+            caught_up = (status.get("observedGeneration") or 0) >= generation
+            if caught_up and candidate is None and sample.candidate:
+                candidate = sample.candidate
+                self.progress.names[candidate] = scenario.model
+            self.progress.frame(scenario, status, self.loadgen.answers_since(started))
+            if (
+                caught_up
+                and sample.phase in SETTLED_PHASES
+                and self._finished(scenario, status, candidate)
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"{scenario.name}: no outcome within {self._budget(scenario):.0f} s "
+                    f"(phase {sample.phase}); see {self.work / 'operator.log'}"
+                )
+            time.sleep(0.5)
+        finished = time.time()
+        time.sleep(self.options.settle_seconds)  # the graphs show the steady state after
+        return self._summarize(scenario, status, samples, candidate, started, finished)
+
+    def _finished(self, scenario: Scenario, status: dict[str, Any], candidate: str | None) -> bool:
+        if scenario.expected == "InService":
+            fleets = (status.get("fleets") or {}).values()
+            return bool(fleets) and all(f.get("readyReplicas", 0) >= 3 for f in fleets)
+        last = status.get("lastDeployment") or {}
+        return candidate is not None and last.get("revision") == candidate
+
+    def _summarize(  # noqa: PLR0917 - one private call site
+        self,
+        scenario: Scenario,
+        status: dict[str, Any],
+        samples: list[StatusSample],
+        candidate: str | None,
+        started: float,
+        finished: float,
+    ) -> tuple[ScenarioSummary, ScenarioRecord]:
+        assert self.loadgen is not None
+        last = status.get("lastDeployment") or {}
+        if scenario.expected == "InService":
+            outcome, reason, finish_at = status.get("phase", "Pending"), "", finished
+            self.revisions[status.get("activeRevision") or ""] = scenario.model
+            candidate = ""
+        else:
+            outcome, reason = last.get("outcome", "?"), last.get("reason", "")
+            finish_at = parse_time(last.get("finishedAt")) or finished
+            candidate = candidate or ""
+            self.revisions[candidate] = scenario.model
+        cause = status.get("rollbackCause") or {}
+        breach_at = parse_time(cause.get("evaluatedAt")) if outcome == "RolledBack" else None
+        answers = self.loadgen.answers_since(started, scenario.endpoint)
+        summary = summarize(
+            name=scenario.name,
+            expected=scenario.expected,
+            started=started,
+            finished=finish_at,
+            outcome=outcome,
+            reason=reason,
+            candidate=candidate,
+            samples=samples,
+            answers=answers,
+            breach_at=breach_at,
+        )
+        record = ScenarioRecord(
+            scenario=scenario,
+            started=started,
+            finished=finish_at,
+            samples=samples,
+            markers=calculate_markers(started, samples, breach_at, finish_at),
+            revisions=dict(self.revisions),
+            answers=answers,
+        )
+        return summary, record
+
+    def _budget(self, scenario: Scenario) -> float:
+        waits = self.options.termination_wait + 3 * max(
+            self.options.canary_wait, self.options.linear_wait
+        )
+        return 240.0 + waits
+
+    def _apply(self, manifest: dict[str, Any]) -> int:
+        resource = EndpointResource.from_dict(manifest)
+        applied = self.kube.apply(resource, field_manager="fleetshift-demo", force=True)
+        return int(applied["metadata"]["generation"])
+
+    def _status(self, name: str) -> dict[str, Any]:
+        current = self.kube.get(EndpointResource, name, namespace=NAMESPACE)
+        return dict(current.get("status") or {})
+
+    def _check_alive(self) -> None:
+        if self.operator is not None and not self.operator.running():
+            raise DemoError(f"the operator exited:\n{self.operator.log_tail()}")
+        if not self.prometheus.running():
+            raise DemoError("Prometheus exited; see its log in " + str(self.prometheus.folder))
+
+
+@dataclasses.dataclass
+class ScenarioRecord:
+    """What the plots of one scenario need."""
+
+    scenario: Scenario
+    started: float
+    finished: float
+    samples: list[StatusSample]
+    markers: list[Marker]
+    revisions: dict[str, str]
+    answers: list[Answer]
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says why and where to look."""

@@ -1,0 +1,238 @@
+"""What happened in one scenario, decided from recorded observations (pure).
+
+The story records Endpoint status samples and every answer of the load generator.
+From them this module derives the markers of the timeline (each traffic step, the
+breach, the rollback, the end) and the summary row: the outcome, how fast the
+breach was detected and acted on, and the blast radius (requests the bad fleet
+served) against the bound the canary share implies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from fleetshift_devcluster.demo.loadgen import Answer
+
+# Round-robin spreading is exact per full turn; the slack covers target lists that
+# change between turns while endpoints come and go.
+BLAST_RADIUS_SLACK = 1.25
+BLAST_RADIUS_ALLOWANCE = 5
+
+
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 (as the operator writes it) to epoch seconds.
+
+    >>> parse_time("2026-01-01T00:00:01Z") - parse_time("2026-01-01T00:00:00Z")
+    1.0
+    >>> parse_time(None) is None
+    True
+    """
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusSample:
+    """The parts of an Endpoint's status the timeline needs, at one moment."""
+
+    at: float
+    phase: str
+    stage: str | None
+    index: int
+    total: int
+    green_percent: int
+    candidate: str | None
+    active: str | None
+    paused: bool
+    alarms: tuple[tuple[str, str, float | None], ...]
+
+    @classmethod
+    def of(cls, at: float, status: dict[str, Any]) -> StatusSample:
+        step = status.get("step") or {}
+        return cls(
+            at=at,
+            phase=status.get("phase") or "Pending",
+            stage=step.get("stage"),
+            index=int(step.get("index") or 0),
+            total=int(step.get("total") or 0),
+            green_percent=int(status.get("greenTrafficPercent") or 0),
+            candidate=status.get("candidateRevision"),
+            active=status.get("activeRevision"),
+            paused=bool(status.get("paused")),
+            alarms=tuple(
+                (a["name"], a["verdict"], a.get("value")) for a in status.get("alarms") or []
+            ),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Marker:
+    """A vertical line on the timeline."""
+
+    at: float
+    kind: str  # "update", "step", "breach", "rollback", "done"
+    label: str
+
+
+def calculate_markers(
+    started: float,
+    samples: Sequence[StatusSample],
+    breach_at: float | None,
+    finished_at: float | None,
+) -> list[Marker]:
+    """The update, every traffic step, the breach, the rollback and the end.
+
+    >>> s = lambda t, phase, stage, i, g: StatusSample(t, phase, stage, i, 2, g, "b", "a",
+    ...                                                  False, ())
+    >>> ms = calculate_markers(0.0, [s(1, "Updating", "Provisioning", 0, 0),
+    ...     s(3, "Updating", "Baking", 1, 25), s(9, "RollingBack", "RollingBack", 1, 0),
+    ...     s(11, "InService", None, 0, 0)], breach_at=8.5, finished_at=11.0)
+    >>> [(m.at, m.kind, m.label) for m in ms]  # doctest: +NORMALIZE_WHITESPACE
+    [(0.0, 'update', 'update'), (3, 'step', 'step 1/2: 25%'), (8.5, 'breach', 'alarm'),
+     (9, 'rollback', 'rollback'), (11.0, 'done', 'done')]
+    """
+    markers = [Marker(started, "update", "update")]
+    seen_step: tuple[str | None, int] | None = None
+    rolling_back = False
+    for sample in samples:
+        key = (sample.stage, sample.index)
+        if sample.stage in ("Baking", "TerminationWait") and key != seen_step:
+            label = (
+                f"step {sample.index}/{sample.total}: {sample.green_percent}%"
+                if sample.stage == "Baking"
+                else "blue kept (termination wait)"
+            )
+            markers.append(Marker(sample.at, "step", label))
+        seen_step = key
+        if not rolling_back and (sample.phase == "RollingBack" or sample.stage == "RollingBack"):
+            rolling_back = True
+            markers.append(Marker(sample.at, "rollback", "rollback"))
+    if breach_at is not None:
+        markers.append(Marker(breach_at, "breach", "alarm"))
+    if finished_at is not None:
+        markers.append(Marker(finished_at, "done", "done"))
+    return sorted(markers, key=lambda m: m.at)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenarioSummary:
+    """One row of the summary table."""
+
+    name: str
+    expected: str
+    outcome: str
+    reason: str
+    total_seconds: float
+    green_requests: int
+    green_errors: int
+    blast_radius_bound: int
+    detect_seconds: float | None
+    detection_to_rollback_seconds: float | None
+
+    @property
+    def as_expected(self) -> bool:
+        return self.outcome == self.expected
+
+    @property
+    def within_bound(self) -> bool:
+        return self.green_requests <= self.blast_radius_bound
+
+
+def calculate_blast_radius_bound(share_percent: int, requests_in_window: int) -> int:
+    """The most requests the green fleet may serve while it holds ``share_percent``
+    of ``requests_in_window``, with slack for endpoints coming and going.
+
+    >>> calculate_blast_radius_bound(25, 400)
+    130
+    >>> calculate_blast_radius_bound(0, 400)
+    5
+    """
+    expected = share_percent / 100 * requests_in_window
+    return math.ceil(expected * BLAST_RADIUS_SLACK) + BLAST_RADIUS_ALLOWANCE
+
+
+def summarize(
+    *,
+    name: str,
+    expected: str,
+    started: float,
+    finished: float,
+    outcome: str,
+    reason: str,
+    candidate: str,
+    samples: Sequence[StatusSample],
+    answers: Sequence[Answer],
+    breach_at: float | None,
+) -> ScenarioSummary:
+    """The summary row of one scenario.
+
+    - ``detect_seconds``: from the first failed answer of the green fleet to the
+      alarm evaluation that found the breach;
+    - ``detection_to_rollback_seconds``: from that evaluation to the last request
+      the green fleet served (traffic is back on blue);
+    - the blast radius is every request the green fleet served, and its bound is the
+      largest share green held times the requests sent while green was served.
+
+    >>> a = [Answer(float(t), "e", "new" if t % 4 == 0 else "old", 500 if t % 4 == 0 else 200,
+    ...      0.01) for t in range(10, 30)]
+    >>> s = summarize(name="x", expected="RolledBack", started=5.0, finished=35.0,
+    ...     outcome="RolledBack", reason="r", candidate="new",
+    ...     samples=[StatusSample(9, "Updating", "Baking", 1, 2, 25, "new", "old", False, ())],
+    ...     answers=a, breach_at=21.0)
+    >>> (s.green_requests, s.green_errors, s.detect_seconds, s.detection_to_rollback_seconds)
+    (5, 5, 9.0, 7.0)
+    >>> s.blast_radius_bound, s.within_bound, s.as_expected
+    (11, True, True)
+    """
+    green = [a for a in answers if a.revision == candidate]
+    failed = [a for a in green if a.error]
+    detect = None
+    to_rollback = None
+    if breach_at is not None and failed:
+        detect = round(breach_at - failed[0].sent_at, 2)
+    if breach_at is not None and green:
+        to_rollback = round(max(0.0, green[-1].sent_at - breach_at), 2)
+    share = max((s.green_percent for s in samples if s.phase != "InService"), default=0)
+    if green:
+        window = [a for a in answers if green[0].sent_at <= a.sent_at <= green[-1].sent_at]
+        bound = calculate_blast_radius_bound(share, len(window))
+    else:
+        bound = calculate_blast_radius_bound(share, 0)
+    return ScenarioSummary(
+        name=name,
+        expected=expected,
+        outcome=outcome,
+        reason=reason,
+        total_seconds=round(finished - started, 1),
+        green_requests=len(green),
+        green_errors=len(failed),
+        blast_radius_bound=bound,
+        detect_seconds=detect,
+        detection_to_rollback_seconds=to_rollback,
+    )
+
+
+def summary_table(rows: Sequence[ScenarioSummary]) -> str:
+    """A Markdown table of the scenarios."""
+    header = (
+        "| scenario | outcome | detect (s) | detection to rollback (s) "
+        "| served by green (errors) | bound | total (s) |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    lines = [
+        f"| {r.name} | {r.outcome}{'' if r.as_expected else ' (expected ' + r.expected + ')'} "
+        f"| {seconds(r.detect_seconds)} | {seconds(r.detection_to_rollback_seconds)} "
+        f"| {r.green_requests} ({r.green_errors}) | {r.blast_radius_bound} "
+        f"| {r.total_seconds:.1f} |"
+        for r in rows
+    ]
+    return header + "\n".join(lines) + "\n"
