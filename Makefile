@@ -12,7 +12,7 @@ help:
 	@echo "make test          set everything up (venv, packages, binaries, Prometheus), lint, run all tests"
 	@echo "make cluster       start the local control plane in the background (prints export KUBECONFIG=...)"
 	@echo "make cluster-down  stop it"
-	@echo "make demo          the guardrail walkthrough (not built yet: see README)"
+	@echo "make demo          the guardrail walkthrough: canary and linear updates, live, with timelines"
 
 venv: $(STAMP)
 
@@ -55,9 +55,11 @@ cluster: venv tools binaries
 cluster-down: venv
 	@$(BIN)/fleetshift-cluster down
 
-demo:
-	@echo "make demo is not built yet: the guardrail walkthrough lands with the rollout engine, alarms and runtime."
-	@exit 2
+# The guardrail walkthrough. Flags go through DEMO_FLAGS, e.g.
+#   make demo DEMO_FLAGS="--canary-wait 60 --policies canary"
+DEMO_FLAGS ?=
+demo: venv tools binaries
+	$(BIN)/fleetshift-demo $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

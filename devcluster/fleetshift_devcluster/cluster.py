@@ -197,6 +197,11 @@ class LocalCluster:
     processes: list[ManagedProcess] = dataclasses.field(default_factory=list)
     nodes: int = DEFAULT_NODES
 
+    def __post_init__(self) -> None:
+        # Every process runs with the folder as its working directory: paths must not
+        # be relative to where the command was started.
+        self.folder = self.folder.resolve()
+
     @property
     def kubeconfig(self) -> Path:
         """The admin kubeconfig (group ``system:masters``)."""

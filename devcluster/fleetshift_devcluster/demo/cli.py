@@ -123,7 +123,7 @@ def _raise_on_sigterm(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = DemoOptions(
-        output=args.output,
+        output=args.output.resolve(),
         canary_wait=args.canary_wait,
         linear_wait=args.linear_wait,
         termination_wait=args.termination_wait,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from fleetshift_devcluster.demo.story import ScenarioRecord
 
 Series = dict[str, tuple[list[float], list[float]]]
+MODEL_COLORS = {"baseline": "#1f77b4", "incompatible": "#d62728", "valid": "#2ca02c"}
 MARKER_STYLE = {
     "update": ("#555555", "--"),
     "step": ("#1f77b4", ":"),
@@ -86,6 +87,9 @@ def plot_scenario(record: ScenarioRecord, data: dict[str, Series], path: Path, t
     def label(revision: str) -> str:
         return f"{names.get(revision, 'fleet')} ({revision[:6]})"
 
+    def color(revision: str) -> str:
+        return MODEL_COLORS.get(names.get(revision, ""), "#7f7f7f")
+
     figure, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
     panels = [
         (axes[0], "invocations", "invocations / s"),
@@ -93,18 +97,23 @@ def plot_scenario(record: ScenarioRecord, data: dict[str, Series], path: Path, t
     ]
     for axis, key, ylabel in panels:
         for revision, (times, values) in sorted(data[key].items()):
-            axis.plot([t - start for t in times], values, label=label(revision))
+            axis.plot(
+                [t - start for t in times], values, label=label(revision), color=color(revision)
+            )
         axis.set_ylabel(ylabel)
         axis.legend(loc="upper left", fontsize=8)
-    for revision, (times, values) in sorted(data["p50"].items()):
-        axes[2].plot([t - start for t in times], values, label=f"p50 {label(revision)}")
-    for revision, (times, values) in sorted(data["p99"].items()):
-        axes[2].plot(
-            [t - start for t in times], values, linestyle="--", label=f"p99 {label(revision)}"
-        )
+    for quantile, style in (("p50", "-"), ("p99", "--")):
+        for revision, (times, values) in sorted(data[quantile].items()):
+            axes[2].plot(
+                [t - start for t in times],
+                values,
+                linestyle=style,
+                color=color(revision),
+                label=f"{quantile} {label(revision)}",
+            )
     axes[2].set_ylabel("model latency (ms)")
     axes[2].legend(loc="upper left", fontsize=8)
-    _plot_share(axes[3], record.samples, start)
+    _plot_share(axes[3], record.samples, record.candidate, start)
     for axis in axes:
         _draw_markers(axis, record.markers, start)
     axes[0].set_title(title)
@@ -116,13 +125,26 @@ def plot_scenario(record: ScenarioRecord, data: dict[str, Series], path: Path, t
     return path
 
 
-def _plot_share(axis: Axes, samples: Sequence[StatusSample], start: float) -> None:
+def calculate_new_model_share(sample: StatusSample, candidate: str) -> int:
+    """The traffic share of the scenario's new model: green's share while the
+    deployment runs, then 100 if it became the active revision, else 0.
+
+    >>> s = StatusSample(0, "InService", None, 0, 0, 0, None, "new", False, ())
+    >>> calculate_new_model_share(s, "new"), calculate_new_model_share(s, "other")
+    (100, 0)
+    """
+    if sample.candidate == candidate:
+        return sample.green_percent
+    return 100 if sample.active == candidate and sample.candidate is None else 0
+
+
+def _plot_share(axis: Axes, samples: Sequence[StatusSample], candidate: str, start: float) -> None:
     axis.step(
         [s.at - start for s in samples],
-        [s.green_percent for s in samples],
+        [calculate_new_model_share(s, candidate) for s in samples],
         where="post",
         color="#2ca02c",
-        label="green traffic share",
+        label="traffic share of the new model (green)",
     )
     axis.set_ylim(-5, 105)
     axis.set_ylabel("green share (%)")

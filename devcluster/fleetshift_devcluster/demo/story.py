@@ -377,6 +377,7 @@ class Demo:
             markers=calculate_markers(started, samples, breach_at, finish_at),
             revisions=dict(self.revisions),
             answers=answers,
+            candidate=candidate or status.get("activeRevision") or "",
         )
         return summary, record
 
@@ -413,6 +414,8 @@ class ScenarioRecord:
     markers: list[Marker]
     revisions: dict[str, str]
     answers: list[Answer]
+    candidate: str
+    """The revision the scenario deployed (the baseline's own, for a creation)."""
 
 
 class DemoError(RuntimeError):

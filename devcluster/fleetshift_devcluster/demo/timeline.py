@@ -231,7 +231,8 @@ def summary_table(rows: Sequence[ScenarioSummary]) -> str:
     lines = [
         f"| {r.name} | {r.outcome}{'' if r.as_expected else ' (expected ' + r.expected + ')'} "
         f"| {seconds(r.detect_seconds)} | {seconds(r.detection_to_rollback_seconds)} "
-        f"| {r.green_requests} ({r.green_errors}) | {r.blast_radius_bound} "
+        f"| {r.green_requests} ({r.green_errors}) "
+        f"| {r.blast_radius_bound if r.expected == 'RolledBack' else '-'} "
         f"| {r.total_seconds:.1f} |"
         for r in rows
     ]

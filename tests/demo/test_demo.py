@@ -1,0 +1,148 @@
+"""The walkthrough `make demo` tells, run end to end with shorter waits.
+
+Each run starts its own control plane, Prometheus, operator, launcher with one real
+runtime process per pod, and load generator, exactly as `make demo` does.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from lightkube import Client, KubeConfig
+from lightkube.generic_resource import create_namespaced_resource
+
+from fleetshift_devcluster.wait import wait_for
+
+pytestmark = pytest.mark.cluster
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+Endpoint = create_namespaced_resource("fleetshift.dev", "v1alpha1", "Endpoint", "endpoints")
+
+
+def demo_command(output: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "fleetshift_devcluster.demo", "--output", str(output), *flags]
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Processes whose working directory is inside ``folder`` (the demo starts every
+    process it owns there)."""
+    root = str(folder.resolve())
+    found = []
+    for process in psutil.process_iter(["pid", "cwd", "cmdline"]):
+        cwd = process.info.get("cwd") or ""
+        if cwd == root or cwd.startswith(root + "/"):
+            found.append(f"{process.info['pid']} {' '.join(process.info['cmdline'] or [])}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One full run of both stories with short waits."""
+    output = tmp_path_factory.mktemp("demo")
+    flags = ["--canary-wait", "12", "--linear-wait", "8", "--termination-wait", "4"]
+    done = subprocess.run(
+        demo_command(output, *flags),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    return {"output": output, "done": done}
+
+
+def scenario(run: dict[str, Any], name: str) -> dict[str, Any]:
+    summary = json.loads((run["output"] / "summary.json").read_text())
+    return next(s for s in summary["scenarios"] if s["name"] == name)
+
+
+def test_demo_exits_zero_and_writes_its_summary(demo_run: dict[str, Any]) -> None:
+    done = demo_run["done"]
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    table = (demo_run["output"] / "summary.md").read_text()
+    assert "| canary-rollback | RolledBack |" in table
+    assert "| linear-success | Succeeded |" in table
+
+
+@pytest.mark.parametrize("policy", ["canary", "linear"])
+def test_incompatible_model_is_rolled_back_by_the_5xx_alarm(
+    demo_run: dict[str, Any], policy: str
+) -> None:
+    row = scenario(demo_run, f"{policy}-rollback")
+    assert row["outcome"] == "RolledBack"
+    # Real traffic reached the bad fleet, every request of it failed, and the alarm saw it.
+    assert row["green_requests"] > 0
+    assert row["green_errors"] == row["green_requests"]
+    assert row["detect_seconds"] is not None and row["detect_seconds"] < 15
+    assert row["detection_to_rollback_seconds"] is not None
+    assert row["detection_to_rollback_seconds"] < 5
+
+
+@pytest.mark.parametrize("policy", ["canary", "linear"])
+def test_blast_radius_stays_under_the_bound_the_first_share_implies(
+    demo_run: dict[str, Any], policy: str
+) -> None:
+    row = scenario(demo_run, f"{policy}-rollback")
+    assert 0 < row["green_requests"] <= row["blast_radius_bound"]
+
+
+@pytest.mark.parametrize("policy", ["canary", "linear"])
+def test_valid_model_succeeds_with_no_errors(demo_run: dict[str, Any], policy: str) -> None:
+    row = scenario(demo_run, f"{policy}-success")
+    assert row["outcome"] == "Succeeded"
+    assert row["green_requests"] > 0
+    assert row["green_errors"] == 0
+
+
+def test_every_scenario_has_a_png_timeline(demo_run: dict[str, Any]) -> None:
+    for name in [
+        "canary-baseline",
+        "canary-rollback",
+        "canary-success",
+        "linear-baseline",
+        "linear-rollback",
+        "linear-success",
+    ]:
+        image = (demo_run["output"] / f"{name}.png").read_bytes()
+        assert image.startswith(PNG_MAGIC), name
+        assert len(image) > 20_000, f"{name}.png is too small to hold four panels"
+
+
+def test_no_process_is_left_behind(demo_run: dict[str, Any]) -> None:
+    assert processes_under(demo_run["output"] / "work") == []
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    output = tmp_path / "interrupted"
+    demo = subprocess.Popen(
+        demo_command(output, "--canary-wait", "60"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        kubeconfig = output / "work" / "cluster" / "admin.kubeconfig"
+
+        def serving() -> bool:
+            """The baseline endpoint exists and runtime processes serve it."""
+            if not kubeconfig.exists() or demo.poll() is not None:
+                return False
+            try:
+                kube = Client(KubeConfig.from_file(kubeconfig))
+                kube.get(Endpoint, "churn-canary", namespace="demo")
+            except Exception:
+                return False
+            return any("fleetshift_runtime" in p for p in processes_under(output / "work"))
+
+        wait_for(serving, timeout=240, message="the demo to serve its baseline")
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert demo.wait(timeout=120) == 130
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert processes_under(output / "work") == []
