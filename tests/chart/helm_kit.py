@@ -131,7 +131,8 @@ def service_account_kubeconfig(
 ) -> Path:
     """A kubeconfig that authenticates as ``account`` with a token from the TokenRequest API."""
     request = ServiceAccount.Token(spec=TokenRequestSpec(audiences=[], expirationSeconds=7200))
-    issued = kube.create(request, name=account, namespace=namespace)  # type: ignore[call-overload]
+    issued = kube.create(request, name=account, namespace=namespace)
+    assert issued.status is not None, "the TokenRequest API issued no token"
     token = issued.status.token
     document = {
         "apiVersion": "v1",

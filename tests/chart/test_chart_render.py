@@ -202,9 +202,9 @@ def test_monitoring_objects_select_the_operator_and_keep_endpoint_labels() -> No
     docs = render(merge(MONITORING, namespaced("team-a")))
     service = one(docs, "Service")
     monitor = one(docs, "ServiceMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
-        "labels"
-    ].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     pods = one(docs, "PodMonitor")
@@ -239,4 +239,3 @@ def test_dashboard_configmap_carries_the_sidecar_label_and_the_dashboard() -> No
     } <= titles
     annotations = {a["name"] for a in dashboard["annotations"]["list"]}
     assert {"Traffic step changes", "Deployments finished"} <= annotations
-
