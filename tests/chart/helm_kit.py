@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from lightkube import Client, KubeConfig
 from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccount
 
 from fleetshift_devcluster import binaries
@@ -130,7 +131,10 @@ def service_account_kubeconfig(
     kube: Client, cluster: LocalCluster, namespace: str, account: str, folder: Path
 ) -> Path:
     """A kubeconfig that authenticates as ``account`` with a token from the TokenRequest API."""
-    request = ServiceAccount.Token(spec=TokenRequestSpec(audiences=[], expirationSeconds=7200))
+    request = ServiceAccount.Token(
+        metadata=ObjectMeta(name=account, namespace=namespace),
+        spec=TokenRequestSpec(audiences=[], expirationSeconds=7200),
+    )
     issued = kube.create(request, name=account, namespace=namespace)
     assert issued.status is not None, "the TokenRequest API issued no token"
     token = issued.status.token
