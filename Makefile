@@ -65,8 +65,10 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
 # The CRD is generated from the pydantic models; tests fail if this file is stale.
+# The Helm chart carries a byte-equal copy in its crds/ folder (a test checks that too).
 crds: venv
 	$(BIN)/python -m fleetshift_operator.crd > crds/fleetshift.dev_endpoints.yaml
+	cp crds/*.yaml charts/fleetshift/crds/
 
 # Run the operator from the venv against the current KUBECONFIG (e.g. after `make cluster`).
 operator: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import kopf
 
@@ -10,16 +11,40 @@ from fleetshift_operator import handlers
 from fleetshift_operator.settings import OperatorSettings
 
 
+def peering_priority(started_ns: int) -> int:
+    """A kopf peering priority by seniority: the replica started first acts.
+
+    kopf pauses every replica that sees a peer of higher priority, and *all* of
+    them when two share one. Replicas of one Deployment share their environment,
+    so each takes the negated start time in microseconds: an older replica
+    outranks a newer one, a replica started during a rolling update waits as a
+    standby instead of taking over, and two replicas tie only when started in
+    the same microsecond.
+
+    >>> peering_priority(2_000_000_000) > peering_priority(3_000_000_000)
+    True
+    """
+    return -(started_ns // 1000)
+
+
 def main() -> None:
     settings = OperatorSettings()
     handlers.configure(settings)
-    liveness = f"http://127.0.0.1:{settings.health_port}/healthz" if settings.health_port else None
+    liveness = (
+        f"http://{settings.health_host}:{settings.health_port}/healthz"
+        if settings.health_port
+        else None
+    )
+    priority = settings.peering_priority
+    if settings.peering is not None and priority is None:
+        priority = peering_priority(time.time_ns())
     asyncio.run(
         kopf.operator(
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             standalone=settings.peering is None,
             peering_name=settings.peering,
+            priority=priority,
             liveness_endpoint=liveness,
         )
     )

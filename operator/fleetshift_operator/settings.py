@@ -21,6 +21,8 @@ class OperatorSettings(BaseSettings):
     """Address of the operator's metrics server (the Helm chart sets 0.0.0.0)."""
     metrics_port: int = Field(default=8081, ge=0, le=65535)
     """Port of the operator's metrics server; 0 disables it."""
+    health_host: str = "127.0.0.1"
+    """Address of kopf's liveness endpoint (the Helm chart sets 0.0.0.0 for the kubelet)."""
     health_port: int = Field(default=0, ge=0, le=65535)
     """Port of kopf's liveness endpoint (``/healthz``); 0 disables it."""
     prometheus_url: str | None = None
@@ -35,3 +37,5 @@ class OperatorSettings(BaseSettings):
     """A PEM CA bundle that verifies Prometheus's certificate."""
     peering: str | None = None
     """kopf peering name for running several replicas (HA); unset runs standalone."""
+    peering_priority: int | None = None
+    """This replica's kopf peering priority; unset: by seniority (see ``peering_priority``)."""
