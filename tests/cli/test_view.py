@@ -72,7 +72,8 @@ WATCH_CASES = [
         endpoint("updating_baking", alarms=BAKING_ALARMS),
         "2026-01-01T00:01:29Z",
         [
-            "ml/churn  Updating  deploying 9f8e7d6c5b over 1a2b3c4d5e  (Canary 25% → 100%)",
+            "churn  Updating  deploying 9f8e7d6c5b over 1a2b3c4d5e",
+            "Canary 25% → 100% · namespace ml",
             "started 29s ago · deadline in 59m31s",
             "Bake step 1/2     [████████████░░░░░░░░░░░░░░░░░░]  40%  24s of 1m, 36s left",
             "  ✓ Provisioning      green 4/4 Ready",
@@ -181,7 +182,7 @@ WATCH_CASES = [
         ),
         "2026-01-01T00:01:41Z",
         [
-            "ml/churn  RollingBack  deploying 9f8e7d6c5b over 1a2b3c4d5e  (Canary 25% → 100%)",
+            "churn  RollingBack  deploying 9f8e7d6c5b over 1a2b3c4d5e",
             "  ↩ Rolling back to 1a2b3c4d5e: alarm green-5xx: 12.5% of invocations answered 5xx",
             "  blue   1a2b3c4d5e [██████████████████████████████] 100%  4/4 Ready"
             "  churn-main-1a2b3c4d5e",
@@ -194,7 +195,7 @@ WATCH_CASES = [
         endpoint("rolled_back"),
         "2026-01-01T00:02:30Z",
         [
-            "ml/churn  InService  serving 1a2b3c4d5e  (Canary 25% → 100%)",
+            "churn  InService  serving 1a2b3c4d5e",
             "✗ RolledBack 30s ago: revision 9f8e7d6c5b — aborted on request",
             "  Degraded: revision 9f8e7d6c5b was rolledback: aborted on request; change the spec"
             " or request a re…",
@@ -205,7 +206,7 @@ WATCH_CASES = [
         endpoint("in_service"),
         "2026-01-01T00:05:10Z",
         [
-            "ml/churn  InService  serving 9f8e7d6c5b  (Canary 25% → 100%)",
+            "churn  InService  serving 9f8e7d6c5b",
             "  blue   9f8e7d6c5b [██████████████████████████████] 100%  4/4 Ready"
             "  churn-main-9f8e7d6c5b",
             "✓ Succeeded 1m ago: revision 9f8e7d6c5b — all traffic on 9f8e7d6c5b;"
@@ -217,7 +218,7 @@ WATCH_CASES = [
         endpoint("creating"),
         "2026-01-01T00:00:02Z",
         [
-            "ml/churn  Creating  creating 1a2b3c4d5e  (Canary 25% → 100%)",
+            "churn  Creating  creating 1a2b3c4d5e",
             "Fleet Ready       [████████░░░░░░░░░░░░░░░░░░░░░░] 1/4 replicas",
             "  ▶ Provisioning      fleet 1/4 Ready",
         ],
@@ -310,7 +311,7 @@ def test_watch_survives_an_endpoint_the_operator_has_not_seen_yet() -> None:
 
     frame = render_watch(fresh, now=at("2026-01-01T00:00:00Z"))
 
-    assert frame.startswith("ml/churn  Pending")
+    assert frame.startswith("churn  Pending\nAllAtOnce 100% · namespace ml\n")
 
 
 @pytest.mark.parametrize(

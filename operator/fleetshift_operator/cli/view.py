@@ -310,15 +310,15 @@ def _header(endpoint: Mapping[str, Any], now: datetime.datetime) -> list[_Line]:
     status = _status(endpoint)
     phase = str(status.get("phase") or "Pending")
     active, candidate = status.get("activeRevision"), status.get("candidateRevision")
-    first = _Line().add(f"{namespace}/{name}", "bold").add("  ").add(phase, _PHASE_STYLE.get(phase))
+    first = _Line().add(name, "bold").add("  ").add(phase, _PHASE_STYLE.get(phase))
     if candidate and active:
         first.add(f"  deploying {candidate} over {active}")
     elif candidate:
         first.add(f"  creating {candidate}")
     elif active:
         first.add(f"  serving {active}")
-    first.add(f"  ({_policy_summary(endpoint)})", "dim")
-    lines = [first]
+    context = _Line().add(f"{_policy_summary(endpoint)} · namespace {namespace}", "dim")
+    lines = [first, context]
     started = parse_timestamp(status.get("deploymentStartedAt"))
     if started is not None and candidate:
         timing = _Line().add(f"started {_ago(started, now)} ago")
@@ -776,7 +776,8 @@ def _step_cell(status: Mapping[str, Any]) -> str:
         return "-"
     stage = str(step.get("stage", "?"))
     total = _int(step.get("total"))
-    cell = f"{stage} {_int(step.get('index'))}/{total}" if total else stage
+    index = _int(step.get("index"))
+    cell = f"{stage} {index}/{total}" if total and index else stage
     return cell + (" (paused)" if status.get("paused") else "")
 
 

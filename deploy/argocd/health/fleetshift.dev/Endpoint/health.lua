@@ -84,7 +84,9 @@ end
 
 if phase == "UpdateRollbackFailed" then
   hs.status = "Degraded"
-  hs.message = degraded_message(status, "The rollback is blocked")
+  hs.message = "Rollback of " .. revision(status.candidateRevision) .. " to "
+    .. revision(status.activeRevision) .. " is blocked until blue is Ready again: "
+    .. (status.rollbackReason or "rollback")
   return hs
 end
 
