@@ -16,6 +16,7 @@ PURE = [
     "fleetshift_operator.alarms.base",
     "fleetshift_operator.alarms.semantics",
     "fleetshift_operator.alarms.templates",
+    "fleetshift_operator.cli.view",
 ]
 FORBIDDEN = [
     "kopf",
@@ -43,6 +44,15 @@ def test_pure_module_imports_no_io_library(module: str) -> None:
 
 def test_the_operator_does_not_import_the_runtime() -> None:
     assert "fleetshift_runtime" not in imported_by("fleetshift_operator.handlers")
+
+
+@pytest.mark.parametrize(
+    "module", ["fleetshift_operator.cli.main", "fleetshift_operator.cli.access"]
+)
+def test_the_kubectl_plugin_does_not_import_kopf_or_the_runtime(module: str) -> None:
+    imported = imported_by(module)
+    assert "kopf" not in imported
+    assert "fleetshift_runtime" not in imported
 
 
 def test_the_runtime_does_not_import_the_operator() -> None:

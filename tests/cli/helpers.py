@@ -1,0 +1,129 @@
+"""Running ``kubectl-fleetshift`` as a user would, and Endpoints to run it on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lightkube import Client, KubeConfig
+
+from fleetshift_devcluster.wait import wait_for
+from fleetshift_operator.api import EndpointSpec
+from fleetshift_operator.planner import calculate_revision
+from support.operator_process import EndpointResource, endpoint_manifest, status_of
+
+NAME = "churn"
+PLUGIN = Path(sys.executable).parent / "kubectl-fleetshift"
+
+
+def plugin_env(kubeconfig: Path | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    return {**env, **extra}
+
+
+def run_plugin(
+    kubeconfig: Path | None, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl-fleetshift ARGS`` with ``KUBECONFIG`` set; stdout is not a terminal."""
+    return subprocess.run(
+        [str(PLUGIN), *args],
+        env=plugin_env(kubeconfig, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_plugin(kubeconfig: Path, *args: str) -> subprocess.Popen[str]:
+    """The plugin in the background (for ``watch``); read it with ``communicate``."""
+    return subprocess.Popen(
+        [str(PLUGIN), *args],
+        env=plugin_env(kubeconfig),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def spec_with(
+    model: str = "s3://models/churn/v1",
+    *,
+    wait: int = 3,
+    termination: int = 2,
+    image: str | None = None,
+    replicas: int = 4,
+) -> dict[str, Any]:
+    """A 25% canary that bakes ``wait`` seconds per step."""
+    variant: dict[str, Any] = {"name": "main", "model": {"uri": model}, "replicas": replicas}
+    if image:
+        variant["image"] = image
+    return {
+        "variants": [variant],
+        "deploymentConfig": {
+            "blueGreen": {
+                "trafficRouting": {
+                    "type": "Canary",
+                    "canarySize": {"type": "CapacityPercent", "value": 25},
+                    "waitIntervalSeconds": wait,
+                },
+                "terminationWaitSeconds": termination,
+            }
+        },
+    }
+
+
+def revision_of(spec: dict[str, Any]) -> str:
+    return calculate_revision(EndpointSpec.model_validate(spec))
+
+
+def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:
+    kube.create(endpoint_manifest(NAME, namespace, spec))
+    revision = revision_of(spec)
+    wait_for(
+        lambda: (
+            status_of(kube, NAME, namespace).get("activeRevision") == revision
+            and status_of(kube, NAME, namespace).get("phase") == "InService"
+        ),
+        timeout=60,
+        message="InService",
+    )
+    return revision
+
+
+def step_of(kube: Client, namespace: str) -> dict[str, Any]:
+    step: dict[str, Any] = status_of(kube, NAME, namespace).get("step") or {}
+    return step
+
+
+@contextmanager
+def recorded_endpoints(kubeconfig: Path, namespace: str) -> Iterator[list[dict[str, Any]]]:
+    """Every version of the Endpoints in ``namespace`` the API server stores, in order.
+
+    A watch sees each write, so a phase the operator holds for a single reconcile
+    (``RollingBack``) is recorded too. The watch ends with the first event after exit.
+    """
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+    client = Client(KubeConfig.from_file(kubeconfig))
+
+    def record() -> None:
+        for _, endpoint in client.watch(EndpointResource, namespace=namespace):
+            seen.append(endpoint.to_dict())  # type: ignore[no-untyped-call]
+            if done.is_set():
+                return
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
