@@ -1,13 +1,15 @@
 """Live terminal progress: the rollout as the operator reports it, plus the traffic.
 
-On a terminal the frame is redrawn in place twice a second; in a log (CI, a pipe)
-a line is printed whenever the rollout's state changes, and the request counters
-every ten seconds.
+On a terminal the frame of ``kubectl fleetshift watch`` (steps, a bar through the
+wait, traffic per fleet, alarm verdicts, events) is redrawn in place twice a second,
+with the load generator's counters under it. In a log (CI, a pipe) one line is
+printed whenever the rollout's state changes, and the counters every ten seconds.
 """
 
 from __future__ import annotations
 
 import datetime
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +17,7 @@ from typing import Any, TextIO
 
 from fleetshift_devcluster.demo.loadgen import Answer
 from fleetshift_devcluster.demo.timeline import ScenarioSummary, parse_time
+from fleetshift_operator.cli.view import render_watch
 
 BAR_WIDTH = 24
 
@@ -121,20 +124,36 @@ class Progress:
         self.say(f"== {scenario.name}: {scenario.endpoint}: {what} ({scenario.policy})")
         self._last_key = None
 
-    def frame(self, scenario: Any, status: dict[str, Any], answers: Sequence[Answer]) -> None:
+    def frame(
+        self,
+        endpoint: dict[str, Any],
+        events: Sequence[dict[str, Any]],
+        answers: Sequence[Answer],
+    ) -> None:
+        """Show the rollout now: on a terminal, the frame ``kubectl fleetshift watch``
+        draws plus the request counters; in a log, one line per change."""
         now = time.time()
-        lines = render_status(status, now, self.names)
+        status = dict(endpoint.get("status") or {})
         counters = render_traffic(answers, now, self.names)
         if self.live:
             if time.monotonic() - self._last_draw < 0.5:
                 return
             self._last_draw = time.monotonic()
+            frame = render_watch(
+                endpoint,
+                now=datetime.datetime.now(datetime.UTC),
+                events=events,
+                width=shutil.get_terminal_size().columns - 1,
+                color=True,
+            )
+            lines = [*frame.rstrip("\n").split("\n"), "", counters]
             self._clear()
-            for line in [*lines, counters]:
-                print("  " + line, file=self.stream)
+            for line in lines:
+                print(line, file=self.stream)
             self.stream.flush()
-            self._drawn = len(lines) + 1
+            self._drawn = len(lines)
             return
+        lines = render_status(status, now, self.names)
         step = status.get("step") or {}
         verdicts = tuple((a["name"], a["verdict"]) for a in status.get("alarms") or [])
         key = (

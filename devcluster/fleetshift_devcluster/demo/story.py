@@ -33,7 +33,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Namespace
+from lightkube.resources.core_v1 import Event, Namespace
 
 from fleetshift_devcluster.cluster import CUSTOM_STATUS, LocalCluster, free_port
 from fleetshift_devcluster.demo.launcher import KWOK_STATUS, PodLauncher
@@ -303,14 +303,16 @@ class Demo:
         status: dict[str, Any] = {}
         while True:
             self._check_alive()
-            status = self._status(scenario.endpoint)
+            endpoint = self._endpoint(scenario.endpoint)
+            status = dict(endpoint.get("status") or {})
             sample = StatusSample.of(time.time(), status)
             samples.append(sample)
             caught_up = (status.get("observedGeneration") or 0) >= generation
             if caught_up and candidate is None and sample.candidate:
                 candidate = sample.candidate
                 self.progress.names[candidate] = scenario.model
-            self.progress.frame(scenario, status, self.loadgen.answers_since(started))
+            events = self._events(endpoint) if self.progress.live else []
+            self.progress.frame(endpoint, events, self.loadgen.answers_since(started))
             if (
                 caught_up
                 and sample.phase in SETTLED_PHASES
@@ -392,9 +394,15 @@ class Demo:
         applied = self.kube.apply(resource, field_manager="fleetshift-demo", force=True)
         return int(applied["metadata"]["generation"])
 
-    def _status(self, name: str) -> dict[str, Any]:
+    def _endpoint(self, name: str) -> dict[str, Any]:
         current = self.kube.get(EndpointResource, name, namespace=NAMESPACE)
-        return dict(current.get("status") or {})
+        return dict(current.to_dict())  # type: ignore[no-untyped-call]
+
+    def _events(self, endpoint: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Events about this Endpoint, for the live view."""
+        uid = endpoint["metadata"].get("uid", "")
+        found = self.kube.list(Event, namespace=NAMESPACE, fields={"involvedObject.uid": uid})
+        return [e.to_dict() for e in found]
 
     def _check_alive(self) -> None:
         if self.operator is not None and not self.operator.running():
