@@ -119,6 +119,7 @@ def _report(endpoint: dict[str, Any], outcome: Outcome) -> None:
     status = outcome.plan.status
     metrics.STEP.labels(namespace, name).set(status.step.index if status.step else 0)
     metrics.GREEN_PERCENT.labels(namespace, name).set(status.greenTrafficPercent)
+    metrics.set_phase(namespace, name, status.phase)
     finished = status.lastDeployment
     if finished is not None and finished != outcome.previous_status.lastDeployment:
         metrics.ROLLOUTS.labels(finished.outcome).inc()

@@ -513,3 +513,6 @@ def test_operator_serves_its_metrics_on_its_own_port(
         in text
     )
     assert f'fleetshift_operator_rollout_step{{endpoint="{NAME}",namespace="{namespace}"}}' in text
+    series = f'endpoint="{NAME}",namespace="{namespace}"'
+    assert f'fleetshift_operator_endpoint_phase{{{series},phase="InService"}} 1.0' in text
+    assert f'fleetshift_operator_endpoint_phase{{{series},phase="Updating"}} 0.0' in text
