@@ -1191,19 +1191,25 @@ def _finish_status(draft: _Draft, revision: str) -> None:
         status.rolledBackRevision is not None and status.rolledBackRevision == revision
     )
     last = status.lastDeployment
-    conditions = _condition(
-        conditions,
-        "Degraded",
-        "True" if degraded else "False",
-        (last.outcome if degraded and last else "Healthy"),
-        (
+    reason, message = "Healthy", "the desired revision is serving or on its way"
+    if degraded and phase in ("Failed", "UpdateRollbackFailed"):
+        # The deployment in hand is stuck: say why, not how the previous one ended.
+        reason = phase
+        why = status.rollbackReason or (last.reason if last else phase)
+        message = (
+            f"rolling back {status.candidateRevision} ({why}), but its blue fleet cannot "
+            "take the traffic yet; green keeps serving"
+            if phase == "UpdateRollbackFailed"
+            else why
+        )
+    elif degraded and last:
+        reason = last.outcome
+        message = (
             f"revision {revision} was {last.outcome.lower()}: {last.reason}; change the spec or "
             "request a retry"
-            if degraded and last
-            else "the desired revision is serving or on its way"
-        ),
-        now,
-        generation,
+        )
+    conditions = _condition(
+        conditions, "Degraded", "True" if degraded else "False", reason, message, now, generation
     )
     status.conditions = conditions
 

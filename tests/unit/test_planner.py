@@ -425,6 +425,22 @@ def test_all_at_once_bakes_then_waits_then_retires_blue() -> None:
     assert len(world.fleets) == 1
 
 
+def test_blocked_rollback_says_why_in_the_degraded_condition() -> None:
+    world = in_service(World(), make_spec())
+    blue = world.status.activeRevision if world.status else None
+    spec = make_spec(model="s3://models/churn/v2", wait=300)
+    world.run_until(spec, 10)
+    del world.fleets[str(blue)]  # someone deletes the blue Deployment by hand
+    world.controls = Controls(abort="a1")
+    plan = world.step(spec)
+    assert plan.status.phase == "UpdateRollbackFailed"
+    degraded = {c.type: c for c in plan.status.conditions}["Degraded"]
+    assert degraded.status == "True"
+    assert degraded.reason == "UpdateRollbackFailed"
+    assert "blue fleet cannot take the traffic" in degraded.message
+    assert "aborted" in degraded.message
+
+
 def test_abort_rolls_back_immediately() -> None:
     world = in_service(World(), make_spec())
     spec = make_spec(model="s3://models/churn/v2")
