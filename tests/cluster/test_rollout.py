@@ -398,6 +398,38 @@ def test_gateway_api_router_weights_follow_each_step(
     assert services == {f"{NAME}-main-{green}"}, "the retired fleet's Service is removed"
 
 
+def test_ab_variants_share_traffic_by_their_weights(
+    kube: Client,
+    namespace: str,
+    gateway_api_crds: list[str],
+    operator_process: OperatorProcess,
+) -> None:
+    spec = spec_with()
+    current = {**spec["variants"][0], "name": "current", "weight": 80}
+    challenger = {
+        "name": "challenger",
+        "model": {"uri": "s3://models/churn/v2"},
+        "replicas": 2,
+        "weight": 20,
+    }
+    gateway = {"router": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}
+    ab = {**spec, "variants": [current, challenger], "traffic": gateway}
+    kube.create(endpoint_manifest(NAME, namespace, ab))
+    revision = revision_of(ab)
+
+    def weights() -> dict[str, int]:
+        route = kube.get(HTTPRoute, NAME, namespace=namespace).to_dict()  # type: ignore[no-untyped-call]
+        return {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="InService",
+    )
+    expected = {f"{NAME}-current-{revision}": 8000, f"{NAME}-challenger-{revision}": 2000}
+    wait_for(lambda: weights() == expected, timeout=30, message=f"route weights {expected}")
+
+
 def hpa_minimums(kube: Client, namespace: str) -> dict[str, int]:
     return {
         (h.metadata.name or "").removeprefix(f"{NAME}-main-"): h.spec.minReplicas or 0
