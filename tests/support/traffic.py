@@ -1,7 +1,9 @@
 """Plays the runtime's invocation metrics for each fleet, following the EndpointSlice.
 
-Until tests run real runtime processes behind kwok pods (the demo's launcher does),
-this small exporter stands in for them: it sends a steady request rate, spreads it
+The demo's end-to-end test (tests/demo) runs real runtime processes behind kwok pods
+and shows a real 5xx fault rolled back. The alarm tests need what real models cannot
+give on demand: an exact error fraction (3% vs a 5% threshold), a chosen latency, a
+fleet that goes quiet. This small exporter plays those: it sends a steady request rate, spreads it
 over the fleets in proportion to their Ready endpoints in the Service's
 EndpointSlices (as kube-proxy would), and counts invocations, 5xx and model latency
 per revision with the runtime's metric names and labels. Each revision's error
