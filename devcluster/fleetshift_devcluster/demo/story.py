@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from lightkube import Client, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
@@ -303,7 +304,12 @@ class Demo:
         status: dict[str, Any] = {}
         while True:
             self._check_alive()
-            endpoint = self._endpoint(scenario.endpoint)
+            try:
+                endpoint = self._endpoint(scenario.endpoint)
+                events = self._events(endpoint) if self.progress.live else []
+            except (ApiError, httpx.HTTPError):  # an API hiccup: look again shortly
+                time.sleep(0.5)
+                continue
             status = dict(endpoint.get("status") or {})
             sample = StatusSample.of(time.time(), status)
             samples.append(sample)
@@ -311,7 +317,6 @@ class Demo:
             if caught_up and candidate is None and sample.candidate:
                 candidate = sample.candidate
                 self.progress.names[candidate] = scenario.model
-            events = self._events(endpoint) if self.progress.live else []
             self.progress.frame(endpoint, events, self.loadgen.answers_since(started))
             if (
                 caught_up
@@ -320,9 +325,11 @@ class Demo:
             ):
                 break
             if time.monotonic() > deadline:
+                launcher = "; ".join(self.launcher.errors[-3:]) or "none"
                 raise DemoError(
                     f"{scenario.name}: no outcome within {self._budget(scenario):.0f} s "
-                    f"(phase {sample.phase}); see {self.work / 'operator.log'}"
+                    f"(phase {sample.phase}); see {self.work / 'operator.log'} and "
+                    f"{self.work / 'runtimes'}; last launcher errors: {launcher}"
                 )
             time.sleep(0.5)
         finished = time.time()
