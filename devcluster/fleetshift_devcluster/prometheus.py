@@ -6,8 +6,10 @@ it when it is not on PATH).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -37,10 +39,17 @@ class LocalPrometheus:
     folder: Path
     port: int = 0
     process: ManagedProcess | None = None
+    web_config: dict[str, object] | None = None
+    """Prometheus's ``--web.config.file`` content: TLS and basic auth on its own API."""
+    ca_file: Path | None = None
+    """The CA that signed the TLS certificate of ``web_config`` (for the readiness check)."""
+    basic_auth: tuple[str, str] | None = None
+    """The user name and password the readiness check sends."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        tls = self.web_config is not None and "tls_server_config" in self.web_config
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -55,16 +64,21 @@ class LocalPrometheus:
         self.write_config(config)
         if not self.port:
             self.port = free_port()
+        arguments = [
+            str(prometheus_binary()),
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ]
+        if self.web_config is not None:
+            web = self.folder / "web.yml"
+            web.write_text(yaml.safe_dump(self.web_config, sort_keys=False))
+            arguments.append(f"--web.config.file={web}")
         self.process = ManagedProcess.spawn(
             "prometheus",
-            [
-                str(prometheus_binary()),
-                f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
-                "--log.level=warn",
-            ],
+            arguments,
             self.folder / "prometheus.log",
             cwd=self.folder,
         )
@@ -77,9 +91,21 @@ class LocalPrometheus:
     def reload(self, config: dict[str, object]) -> None:
         """Replace the config and ask the running server to reload it."""
         self.write_config(config)
-        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")  # noqa: S310
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        request = self._request("/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()):  # noqa: S310
             pass
+
+    def _request(self, path: str, method: str = "GET") -> urllib.request.Request:
+        request = urllib.request.Request(f"{self.url}{path}", method=method)  # noqa: S310
+        if self.basic_auth is not None:
+            token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        return request
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("https"):
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -97,7 +123,9 @@ class LocalPrometheus:
             if not self.process.running():
                 raise ClusterError(f"prometheus exited:\n{self.process.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:  # noqa: S310
+                with urllib.request.urlopen(  # noqa: S310 - a loopback URL we built
+                    self._request("/-/ready"), timeout=2, context=self._ssl_context()
+                ) as answer:
                     if answer.status == 200:
                         return
             except (urllib.error.URLError, OSError):

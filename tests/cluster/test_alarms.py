@@ -8,14 +8,18 @@ come from a traffic simulator that follows the Service's EndpointSlices (see
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 import yaml
 from lightkube import Client
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Secret
 from prometheus_api_client import PrometheusConnect
 
 from fleetshift_devcluster.cluster import LocalCluster
@@ -33,6 +37,7 @@ from support.operator_process import (
     set_spec,
     status_of,
 )
+from support.runtime_kit import make_tls_files
 from support.traffic import Behaviour, TrafficSimulator
 
 NAME = "churn"
@@ -355,3 +360,89 @@ def test_a_broken_alarm_fails_the_rollout_before_traffic_moves(
     wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
     assert expected in outcome(kube, namespace)["reason"]
     assert stack.traffic.served.get(green, 0) == 0, "green never got traffic"
+
+
+def test_endpoint_prometheus_over_tls_with_basic_auth_from_secrets(
+    kube: Client, namespace: str, cluster: LocalCluster, endpoint_crd: str, tmp_path: Path
+) -> None:
+    """An Endpoint names its own Prometheus: HTTPS with a private CA and basic auth, all
+    three read from a Secret. The operator has no Prometheus of its own, so only the
+    Endpoint's connection can make the alarm breach."""
+    tls = make_tls_files(tmp_path)
+    password = "correct horse battery staple"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    traffic = TrafficSimulator(cluster.kubeconfig, namespace, NAME)
+    traffic.start()
+    prometheus = LocalPrometheus(
+        folder=tmp_path / "prometheus",
+        web_config={
+            "tls_server_config": {"cert_file": str(tls.cert_pem), "key_file": str(tls.key_pem)},
+            "basic_auth_users": {"alarms": hashed},
+        },
+        ca_file=tls.ca_pem,
+        basic_auth=("alarms", password),
+    )
+    prometheus.start(
+        {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "fleetshift", "static_configs": [{"targets": [traffic.target]}]}
+            ],
+        }
+    )
+    operator = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log")
+    try:
+        operator.start()
+        credentials = {"username": "alarms", "password": password, "ca.crt": tls.ca_pem.read_text()}
+        kube.create(
+            Secret(
+                metadata=ObjectMeta(name="prometheus-auth", namespace=namespace),
+                stringData=credentials,
+            )
+        )
+        alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
+        connection = {
+            "url": prometheus.url,
+            "basicAuthUsernameSecret": {"name": "prometheus-auth", "key": "username"},
+            "basicAuthPasswordSecret": {"name": "prometheus-auth", "key": "password"},
+            "caBundleSecret": {"name": "prometheus-auth", "key": "ca.crt"},
+        }
+        base = make_spec("s3://models/churn/v1", alarms)
+        base["deploymentConfig"]["autoRollback"]["prometheus"] = connection
+        kube.create(endpoint_manifest(NAME, namespace, base))
+        wait_for(
+            lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+            timeout=60,
+            message="baseline InService",
+        )
+        blue = revision(base)
+        update = make_spec("s3://models/churn/v2", alarms)
+        update["deploymentConfig"]["autoRollback"]["prometheus"] = connection
+        traffic.set(revision(update), Behaviour(error_fraction=1.0))
+        set_spec(kube, NAME, namespace, update)
+        wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=90, message="rolled back")
+        cause = status_of(kube, NAME, namespace)["rollbackCause"]
+        assert cause["name"] == "green-5xx" and cause["verdict"] == "Breaching"
+
+        # A wrong password is an Error verdict that says so, never a Healthy one.
+        wrong = {"stringData": {"password": "not the password"}}
+        kube.patch(Secret, "prometheus-auth", wrong, namespace=namespace)
+        retry = make_spec("s3://models/churn/v3", alarms)
+        retry["deploymentConfig"]["autoRollback"]["prometheus"] = connection
+        since = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        set_spec(kube, NAME, namespace, retry)
+
+        def verdict() -> dict[str, Any] | None:
+            for alarm in status_of(kube, NAME, namespace).get("alarms") or []:
+                evaluated = datetime.datetime.fromisoformat(alarm["evaluatedAt"])
+                if evaluated >= since and alarm["verdict"] != "Healthy":
+                    return dict(alarm)
+            return None
+
+        failing = wait_for(verdict, timeout=60, message="an alarm verdict on the wrong password")
+        assert failing["verdict"] in ("Error", "Inconclusive")
+        assert "401" in failing["reason"] or "nauthorized" in failing["reason"]
+    finally:
+        operator.stop()
+        traffic.stop()
+        prometheus.stop()
