@@ -35,8 +35,21 @@ def test_compiled_trees_match_inplace_predict(tmp_path: Path, objective: str) ->
     model = train_model(objective=objective, features=12, trees=40, depth=5)
     predictor = compile_validated(model.booster, tmp_path)
     rows = _rows(12)
-    for batch in (rows[:1], rows[:7], rows):
+    for batch in (rows[:1], rows[:7], rows[:8], rows[:9], rows[:16], rows):
         np.testing.assert_allclose(predictor(batch), model.expected(batch), rtol=0, atol=1e-6)
+
+
+@needs_cc
+def test_deep_trees_use_nested_ifs_and_match_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compiled, "MAX_TABLE_DEPTH", 2)
+    model = train_model(features=12, trees=30, depth=6)
+    source, _ = compiled.generate_c(model.booster)
+    assert "static inline float tree_0" in source
+    predictor = compile_validated(model.booster, tmp_path)
+    rows = _rows(12)
+    np.testing.assert_allclose(predictor(rows), model.expected(rows), rtol=0, atol=1e-6)
 
 
 @needs_cc
@@ -84,7 +97,8 @@ def test_a_library_that_disagrees_is_not_used(
 
     def wrong(booster: object) -> tuple[str, int]:
         source, width = real(booster)  # type: ignore[arg-type]
-        return source.replace("1.0f / (1.0f + expf(-sum))", "sum"), width  # the margin
+        wrong_source = source.replace("1.0f / (1.0f + expf(-sum))", "sum")
+        return wrong_source.replace("1.0f / (1.0f + expf(-s))", "s"), width  # the margin
 
     monkeypatch.setattr(compiled, "generate_c", wrong)
     with pytest.raises(UnsupportedModelError, match="differs from inplace_predict"):

@@ -1,18 +1,19 @@
 """A compiled tree predictor: the booster's trees as C, built with the system compiler.
 
-XGBoost's CPU predictor walks tree nodes stored as data: ~10 µs per row for the
-benchmark model (200 trees, depth 6), plus a ~50 µs fixed cost per call even through
-the direct C entry point. The same trees emitted as nested ``if``s and compiled take
-~6 µs per row and ~7 µs for a one-row call.
+XGBoost's CPU predictor costs ~10 µs per row for the benchmark model (200 trees, depth
+6), plus a ~50 µs fixed cost per call even through the direct C entry point. Here the
+trees become static C tables of complete trees, walked without branches eight rows at
+a time (~2.5 µs per row, ~10 µs for a one-row call). Trees too deep for tables become
+nested ``if``s instead.
 
-- The C source is generated here from the booster's own JSON dump (numbers and feature
-  indexes only, formatted by this module, so nothing from the artifact reaches the
-  compiler as text). It needs a C compiler (``cc``) at run time; without one, or for
-  any model shape it does not cover (categorical splits, DART, multi-output, an
-  objective it does not know), the runtime keeps using XGBoost.
-- Building takes a few seconds, so it happens in a background thread after the model
-  already serves with XGBoost; the shared library is cached under the model cache dir,
-  keyed by the hash of its source, so the next start (or a second worker) reuses it.
+- The C source is generated here from the booster's own JSON dump: numbers and feature
+  indexes only, formatted by this module, so no text from the artifact reaches the
+  compiler. It needs a C compiler (``cc``) at run time; without one, or for a model
+  shape it does not cover (categorical splits, DART, multi-output, an objective it does
+  not know), XGBoost keeps serving.
+- The build (~0.5 s, at low priority) runs in a background thread after the model
+  already serves with XGBoost. The shared library is cached under the model cache dir,
+  keyed by the hash of its source, so a restart or a second worker reuses it.
 - It is switched on only after it matched ``inplace_predict`` within 1e-6 on a
   validation set that includes missing values and values exactly on split thresholds.
 """
@@ -42,8 +43,11 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-6
 MAX_NODES = 300_000
 """Larger ensembles are not compiled: the build time grows faster than the gain."""
+MAX_TABLE_DEPTH = 12
+MAX_TABLE_LEAVES = 1 << 19
+"""Padded complete trees above this size use nested ``if``s instead of tables."""
 COMPILE_TIMEOUT_SECONDS = 180.0
-CFLAGS = ("-O1", "-shared", "-fPIC", "-fno-fast-math")
+CFLAGS = ("-O3", "-shared", "-fPIC", "-fno-fast-math")
 _LOGISTIC = ("binary:logistic", "reg:logistic")
 _IDENTITY = (
     "reg:squarederror",
@@ -85,11 +89,127 @@ def _base_margin(learner: dict[str, Any], objective: str) -> float:
     return base
 
 
-def _tree_function(index: int, tree: dict[str, Any]) -> str:
+def _check_tree(tree: dict[str, Any]) -> None:
     if int(tree["tree_param"].get("size_leaf_vector", "1") or 1) > 1:
         raise UnsupportedModelError("vector leaves")
     if any(int(kind) != 0 for kind in tree.get("split_type", [])):
         raise UnsupportedModelError("categorical splits")
+
+
+def _depth(tree: dict[str, Any]) -> int:
+    left, right = tree["left_children"], tree["right_children"]
+    deepest, stack = 0, [(0, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if left[node] == -1:
+            deepest = max(deepest, depth)
+        else:
+            stack += [(int(left[node]), depth + 1), (int(right[node]), depth + 1)]
+    return deepest
+
+
+def _padded(tree: dict[str, Any], depth: int) -> tuple[list[str], ...]:
+    """A tree as complete-tree tables of C literals: features, thresholds, default-left
+    flags (inner nodes) and leaf values."""
+    inner = (1 << depth) - 1
+    left, right = tree["left_children"], tree["right_children"]
+    feat, thr, dflt = ["0"] * inner, ["0.0f"] * inner, ["1"] * inner
+    leaf = ["0.0f"] * (inner + 1)
+    stack = [(0, 0, 0)]  # (node, position in the complete tree, level)
+    while stack:
+        node, pos, level = stack.pop()
+        if left[node] == -1:
+            span = 1 << (depth - level)
+            first = (pos + 1) * span - 1 - inner  # the leftmost leaf under pos
+            leaf[first : first + span] = [_float(tree["split_conditions"][node])] * span
+            continue
+        feat[pos] = str(int(tree["split_indices"][node]))
+        thr[pos] = _float(tree["split_conditions"][node])
+        dflt[pos] = "1" if tree["default_left"][node] else "0"
+        stack.append((int(left[node]), 2 * pos + 1, level + 1))
+        stack.append((int(right[node]), 2 * pos + 2, level + 1))
+    return feat, thr, dflt, leaf
+
+
+def _table_kernel(
+    trees: list[dict[str, Any]], width: int, margin: float, transform: str, depth: int
+) -> str:
+    """Every tree padded to a complete tree of ``depth`` levels, walked without branches.
+
+    Node ``i``'s children are ``2i+1`` and ``2i+2``; a leaf above the last level is
+    padded with a subtree whose leaves all repeat its value, so either way is right.
+    Eight rows are walked together: their independent chains of loads overlap, where
+    nested ``if``s stall on every mispredicted branch. ``x >= t`` is false for NaN, so
+    a missing value goes right only when the node's default is right, as in XGBoost.
+    """
+    inner = (1 << depth) - 1
+    features: list[str] = []
+    thresholds: list[str] = []
+    defaults: list[str] = []
+    leaves: list[str] = []
+    for tree in trees:
+        feat, thr, dflt, leaf = _padded(tree, depth)
+        features += feat
+        thresholds += thr
+        defaults += dflt
+        leaves += leaf
+
+    def table(kind: str, name: str, values: list[str]) -> str:
+        return f"static const {kind} {name}[{len(values)}] = {{{','.join(values)}}};"
+
+    block = """
+static void block_{B}(const float* rows, float* out, int64_t m) {{
+  float sum[{B}];
+  uint32_t idx[{B}];
+  for (int r = 0; r < {B}; ++r) sum[r] = MARGIN;
+  for (int t = 0; t < TREES; ++t) {{
+    const int32_t* f = FEAT + t * INNER;
+    const float* th = THR + t * INNER;
+    const uint8_t* dl = DLEFT + t * INNER;
+    for (int r = 0; r < {B}; ++r) idx[r] = 0;
+    for (int d = 0; d < DEPTH; ++d) {{
+      for (int r = 0; r < {B}; ++r) {{
+        uint32_t i = idx[r];
+        float x = rows[r * WIDTH + f[i]];
+        uint32_t right = (uint32_t)(x >= th[i]) | ((uint32_t)(x != x) & (uint32_t)(dl[i] ^ 1));
+        idx[r] = 2 * i + 1 + right;
+      }}
+    }}
+    for (int r = 0; r < {B}; ++r) sum[r] += LEAF[t * (INNER + 1) + idx[r] - INNER];
+  }}
+  for (int64_t r = 0; r < m; ++r) {{ float s = sum[r]; out[r] = {transform}; }}
+}}
+"""
+    return "\n".join(
+        [
+            "#include <math.h>",
+            "#include <stdint.h>",
+            "#include <string.h>",
+            f"#define TREES {len(trees)}",
+            f"#define DEPTH {depth}",
+            f"#define INNER {inner}",
+            f"#define WIDTH {width}",
+            f"#define MARGIN {_float(margin)}",
+            table("int32_t", "FEAT", features),
+            table("float", "THR", thresholds),
+            table("uint8_t", "DLEFT", defaults),
+            table("float", "LEAF", leaves),
+            block.format(B=1, transform=transform.replace("sum", "s")),
+            block.format(B=8, transform=transform.replace("sum", "s")),
+            f"""
+int32_t fs_num_features(void) {{ return {width}; }}
+
+void fs_predict(const float* rows, int64_t n, float* out) {{
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) block_8(rows + i * WIDTH, out + i, 8);
+  for (; i < n; ++i) block_1(rows + i * WIDTH, out + i, 1);
+}}
+""",
+        ]
+    )
+
+
+def _tree_function(index: int, tree: dict[str, Any]) -> str:
     left, right = tree["left_children"], tree["right_children"]
     features, conditions = tree["split_indices"], tree["split_conditions"]
     default_left = tree["default_left"]
@@ -140,15 +260,20 @@ def generate_c(booster: xgboost.Booster) -> tuple[str, int]:
     if width <= 0 or any(int(f) >= width for tree in trees for f in tree["split_indices"]):
         raise UnsupportedModelError("split on a feature outside the model's width")
     margin = _base_margin(learner, objective)
-    parts = ["#include <math.h>", "#include <stdint.h>", ""]
-    parts.extend(_tree_function(i, tree) for i, tree in enumerate(trees))
-    total = " ".join(f"sum += tree_{i}(x);" for i in range(len(trees)))
     if objective in _LOGISTIC:
         transform = "1.0f / (1.0f + expf(-sum))"
     elif objective in _EXP:
         transform = "expf(sum)"
     else:
         transform = "sum"
+    for tree in trees:
+        _check_tree(tree)
+    depth = max(_depth(tree) for tree in trees)
+    if depth <= MAX_TABLE_DEPTH and len(trees) << max(depth, 1) <= MAX_TABLE_LEAVES:
+        return _table_kernel(trees, width, margin, transform, max(depth, 1)), width
+    parts = ["#include <math.h>", "#include <stdint.h>", ""]
+    parts.extend(_tree_function(i, tree) for i, tree in enumerate(trees))
+    total = " ".join(f"sum += tree_{i}(x);" for i in range(len(trees)))
     parts.append(
         f"""
 int32_t fs_num_features(void) {{ return {width}; }}
@@ -207,8 +332,10 @@ def build(source: str, cache_dir: Path) -> Path:
         c_file = Path(work) / "trees.c"
         c_file.write_text(source)
         built = Path(work) / "trees.so"
+        nice = shutil.which("nice")  # the build must not slow the requests being served
+        command = [cc, *CFLAGS, "-o", str(built), str(c_file), "-lm"]
         result = subprocess.run(
-            [cc, *CFLAGS, "-o", str(built), str(c_file), "-lm"],
+            [nice, "-n", "10", *command] if nice else command,
             capture_output=True,
             text=True,
             timeout=COMPILE_TIMEOUT_SECONDS,

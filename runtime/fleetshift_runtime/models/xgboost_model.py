@@ -27,6 +27,9 @@ from .formats import ModelFormat, detect_format
 
 log = logging.getLogger(__name__)
 
+COMPILE_DELAY_SECONDS = 1.0
+"""How long after the load the compiled trees start building."""
+
 
 def _booster_from_pickle(raw: bytes, fmt: ModelFormat) -> xgboost.Booster:
     if fmt == "joblib":
@@ -160,6 +163,9 @@ class XGBoostModel:
         and keeps serving if the build is impossible or the result does not validate."""
 
         def work() -> None:
+            # Let the first requests through first: the time to the first prediction
+            # must not pay for the code generation (Python, under the GIL) or the build.
+            time.sleep(COMPILE_DELAY_SECONDS)
             started = time.perf_counter()
             try:
                 compiled = compile_validated(self.booster, cache_dir)
