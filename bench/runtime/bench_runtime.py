@@ -361,8 +361,8 @@ def run_wrk(
     cores = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     # the "Latency Distribution" lines; "+/- Stdev" columns also end in "%", so anchor
-    p50_text = re.search(r"^\s*50%\s+(\S+)$", out, re.MULTILINE)
-    p99_text = re.search(r"^\s*99%\s+(\S+)$", out, re.MULTILINE)
+    p50_text = re.search(r"^\s*50%\s+(\S+)\s*$", out, re.MULTILINE)
+    p99_text = re.search(r"^\s*99%\s+(\S+)\s*$", out, re.MULTILINE)
     if p50_text is None or p99_text is None:
         log(f"  [bench] wrk printed no latency distribution:\n{out}")
     p50 = _ms(p50_text.group(1)) if p50_text else float("nan")
