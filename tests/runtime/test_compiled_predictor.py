@@ -82,6 +82,16 @@ def test_the_library_is_cached_by_source(tmp_path: Path) -> None:
     assert libraries[0].stat().st_mtime_ns == built_at
 
 
+@needs_cc
+def test_a_cache_dir_others_can_write_to_is_refused(tmp_path: Path) -> None:
+    model = train_model(features=8)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UnsupportedModelError, match="not private"):
+        compile_validated(model.booster, shared)
+
+
 def test_models_it_does_not_cover_are_refused() -> None:
     multi = train_model(objective="multi:softprob", num_class=3, features=5)
     with pytest.raises(UnsupportedModelError, match="objective multi:softprob"):

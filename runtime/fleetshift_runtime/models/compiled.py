@@ -318,15 +318,25 @@ def compiler() -> str | None:
     return shutil.which(named) or shutil.which("gcc")
 
 
+def _check_private(path: Path) -> None:
+    """Refuse to load code from a place another user could have written to (the name
+    of a cached library is predictable from the model)."""
+    info = path.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise UnsupportedModelError(f"{path} is not private to this user; not loading code")
+
+
 def build(source: str, cache_dir: Path) -> Path:
     """Compile ``source`` into a cached shared library; reuse it if already built."""
     cc = compiler()
     if cc is None:
         raise UnsupportedModelError("no C compiler on PATH")
     key = hashlib.sha256(("\0".join(CFLAGS) + "\0" + source).encode()).hexdigest()[:32]
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(cache_dir)
     library = cache_dir / f"trees-{key}.so"
     if library.exists():
+        _check_private(library)
         return library
     with tempfile.TemporaryDirectory(prefix="fleetshift-cc-", dir=cache_dir) as work:
         c_file = Path(work) / "trees.c"
