@@ -10,10 +10,14 @@
   is on 127.0.0.1.
 - Requests: Open Inference Protocol JSON for both servers (the same bytes), plus the
   SageMaker CSV route for Fleetshift; 1 row and 100 rows; concurrency 1, 8 and 32.
-- Fairness on a shared machine: all servers are started first (each cold start measured
+- Fairness on a shared machine: servers are started first (each cold start measured
   alone) and stay up; an idle server costs nothing. Each configuration then runs on
-  every server back to back, ``--repeat`` rounds, keeping each server's best round, so
-  background load hits all of them alike. The server CPU used per run is reported too.
+  every server back to back, ``--repeat`` rounds; medians are reported with the req/s
+  range, the 1-minute load average during the rounds, and the server's own CPU time
+  per request from ``/proc`` (independent of wrk's and the background's share).
+- Sections (``--sections``): ``compare`` (vs MLServer, 1 core each), ``scaling`` (1
+  worker on 1 core vs 2 workers on 2 cores, wrk unpinned), ``nodelay`` (stock ``uvicorn
+  --workers 2`` on the asyncio loop vs the runtime, c=1) and ``coldstart``.
 
 Prints a table (req/s, p50, p99), RSS, time to first prediction, and on its last line the
 ratios vs. MLServer. ``--save`` also writes JSON under ``bench/results/`` (gitignored).
