@@ -10,10 +10,14 @@
   is on 127.0.0.1.
 - Requests: Open Inference Protocol JSON for both servers (the same bytes), plus the
   SageMaker CSV route for Fleetshift; 1 row and 100 rows; concurrency 1, 8 and 32.
-- Fairness on a shared machine: all servers are started first (each cold start measured
+- Fairness on a shared machine: servers are started first (each cold start measured
   alone) and stay up; an idle server costs nothing. Each configuration then runs on
-  every server back to back, ``--repeat`` rounds, keeping each server's best round, so
-  background load hits all of them alike. The server CPU used per run is reported too.
+  every server back to back, ``--repeat`` rounds; medians are reported with the req/s
+  range, the 1-minute load average during the rounds, and the server's own CPU time
+  per request from ``/proc`` (independent of wrk's and the background's share).
+- Sections (``--sections``): ``compare`` (vs MLServer, 1 core each), ``scaling`` (1
+  worker on 1 core vs 2 workers on 2 cores, wrk unpinned), ``nodelay`` (stock ``uvicorn
+  --workers 2`` on the asyncio loop vs the runtime, c=1) and ``coldstart``.
 
 Prints a table (req/s, p50, p99), RSS, time to first prediction, and on its last line the
 ratios vs. MLServer. ``--save`` also writes JSON under ``bench/results/`` (gitignored).
@@ -156,8 +160,20 @@ def wait_first_prediction(
 
 
 @contextmanager
-def fleetshift(model: Path, rows: np.ndarray, workers: int, cores: str) -> Iterator[Server]:
+def fleetshift(
+    model: Path,
+    rows: np.ndarray,
+    workers: int,
+    cores: str,
+    *,
+    name: str = "",
+    extra_env: dict[str, str] | None = None,
+    stock_uvicorn: bool = False,
+) -> Iterator[Server]:
+    """Start the runtime; ``stock_uvicorn`` runs the same app with plain ``uvicorn
+    --workers`` instead (no TCP_NODELAY fix), to measure what the fix is worth."""
     port, metrics_port = free_port(), free_port()
+    cache_dir = tempfile.mkdtemp(prefix="fleetshift-bench-cache-")
     env = {
         **os.environ,
         "FLEETSHIFT_MODEL_URI": str(model),
@@ -166,11 +182,19 @@ def fleetshift(model: Path, rows: np.ndarray, workers: int, cores: str) -> Itera
         "FLEETSHIFT_METRICS_PORT": str(metrics_port),
         "FLEETSHIFT_WORKERS": str(workers),
         "FLEETSHIFT_LOG_LEVEL": "warning",
-        "FLEETSHIFT_CACHE_DIR": tempfile.mkdtemp(prefix="fleetshift-bench-cache-"),
+        "FLEETSHIFT_CACHE_DIR": cache_dir,
+        **(extra_env or {}),
     }
+    command = [sys.executable, "-m", "fleetshift_runtime"]
+    if stock_uvicorn:
+        loop = env.get("FLEETSHIFT_EVENT_LOOP", "uvloop")
+        command = [sys.executable, "-m", "uvicorn", "fleetshift_runtime.app:create_app",
+                   "--factory", "--host", "127.0.0.1", "--port", str(port), "--workers",
+                   str(workers), "--loop", loop, "--http", "httptools", "--no-access-log",
+                   "--log-level", "warning"]  # fmt: skip
     started = time.monotonic()
     process = subprocess.Popen(
-        ["taskset", "-c", cores, sys.executable, "-m", "fleetshift_runtime"],
+        ["taskset", "-c", cores, *command],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -178,7 +202,18 @@ def fleetshift(model: Path, rows: np.ndarray, workers: int, cores: str) -> Itera
             f"http://127.0.0.1:{port}/invocations", csv_body(rows[:1]),
             {"Content-Type": "text/csv"}, started=started, process=process,
         )  # fmt: skip
-        if workers > 1:  # every worker must be up before measuring
+        if env.get("FLEETSHIFT_COMPILED_PREDICT", "true") == "true":
+            # The compiled trees build in the background after the first prediction;
+            # measure the steady state, not the build (skipped without a C compiler).
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and shutil.which("cc"):
+                if list(Path(cache_dir, "compiled").glob("trees-*.so")):
+                    time.sleep(1.0)  # validation, and the other workers' own loads
+                    break
+                time.sleep(0.1)
+        if stock_uvicorn:
+            time.sleep(3)  # no metrics port to see the workers; give them time
+        elif workers > 1:  # every worker must be up before measuring
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
@@ -186,7 +221,7 @@ def fleetshift(model: Path, rows: np.ndarray, workers: int, cores: str) -> Itera
                 if match and float(match.group(1)) >= workers:
                     break
                 time.sleep(0.05)
-        yield Server(f"fleetshift-{workers}w", process, port, first)
+        yield Server(name or f"fleetshift-{workers}w", process, port, first)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
@@ -281,6 +316,16 @@ class Result:
     errors: int
     server_cores: float
     """Server CPU seconds per wall second during the run (all its processes)."""
+    rps_min: float = 0.0
+    rps_max: float = 0.0
+    load1: float = 0.0
+    """Mean 1-minute load average over the rounds (``/proc/loadavg``)."""
+    rounds: int = 1
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """Server CPU time per request, from ``/proc``: independent of wrk's share."""
+        return 1e3 * self.server_cores / max(self.rps, 1e-9)
 
 
 def _ms(text: str) -> float:
@@ -300,24 +345,28 @@ def run_wrk(
     *,
     concurrency: int,
     seconds: int,
-    core: str,
+    core: str | None,
     workdir: Path,
     server: Server,
-) -> tuple[float, float, float, int, float]:
+) -> tuple[float, float, float, int, float, float]:
+    """req/s, p50 ms, p99 ms, errors, server cores and the 1-minute load average;
+    ``core=None`` leaves wrk unpinned."""
     body_path = workdir / f"body-{abs(hash(body))}.bin"
     body_path.write_bytes(body)
     script = workdir / f"post-{abs(hash((body, content_type)))}.lua"
     script.write_text(LUA.format(content_type=content_type, body_path=body_path))
-    command = ["taskset", "-c", core, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s",
-               "--timeout", "5s", "--latency", "-s", str(script), url]  # fmt: skip
-    subprocess.run([*command[:6], "-d1s", *command[7:]], capture_output=True, check=True)  # warm
+    pin = ["taskset", "-c", core] if core is not None else []
+    wrk = ["wrk", "-t1", f"-c{concurrency}", "--timeout", "5s", "--latency", "-s", str(script),
+           url]  # fmt: skip
+    command = [*pin, *wrk[:3], f"-d{seconds}s", *wrk[3:]]
+    subprocess.run([*pin, *wrk[:3], "-d1s", *wrk[3:]], capture_output=True, check=True)  # warm
     cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     cores = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     # the "Latency Distribution" lines; "+/- Stdev" columns also end in "%", so anchor
-    p50_text = re.search(r"^\s*50%\s+(\S+)$", out, re.MULTILINE)
-    p99_text = re.search(r"^\s*99%\s+(\S+)$", out, re.MULTILINE)
+    p50_text = re.search(r"^\s*50%\s+(\S+)\s*$", out, re.MULTILINE)
+    p99_text = re.search(r"^\s*99%\s+(\S+)\s*$", out, re.MULTILINE)
     if p50_text is None or p99_text is None:
         log(f"  [bench] wrk printed no latency distribution:\n{out}")
     p50 = _ms(p50_text.group(1)) if p50_text else float("nan")
@@ -331,41 +380,125 @@ def run_wrk(
     )
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return rps, p50, p99, errors, cores
+    return rps, p50, p99, errors, cores, os.getloadavg()[0]
+
+
+def median_result(
+    server: str, protocol: str, rows: int, concurrency: int,
+    runs: list[tuple[float, float, float, int, float, float]],
+) -> Result:  # fmt: skip
+    """The median of every measure over the rounds, with the req/s range."""
+    rps = [r[0] for r in runs]
+    return Result(
+        server, protocol, rows, concurrency,
+        rps=float(np.median(rps)),
+        p50_ms=float(np.median([r[1] for r in runs])),
+        p99_ms=float(np.median([r[2] for r in runs])),
+        errors=sum(r[3] for r in runs),
+        server_cores=float(np.median([r[4] for r in runs])),
+        rps_min=min(rps), rps_max=max(rps),
+        load1=float(np.mean([r[5] for r in runs])),
+        rounds=len(runs),
+    )  # fmt: skip
+
+
+@dataclass
+class Target:
+    server: Server
+    protocol: str
+    path: str
+    make_body: Callable[[np.ndarray], bytes]
+    content_type: str
+    wrk_core: str | None
+
+
+def oip_target(server: Server, input_name: str, wrk_core: str | None) -> Target:
+    return Target(server, "oip", "/v2/models/model/infer", lambda r: oip_body(r, input_name),
+                  JSON_TYPE, wrk_core)  # fmt: skip
+
+
+def csv_target(server: Server, wrk_core: str | None) -> Target:
+    return Target(server, "csv", "/invocations", csv_body, "text/csv", wrk_core)
+
+
+def measure(
+    targets: list[Target], rows: np.ndarray, row_counts: list[int], levels: list[int],
+    *, args: argparse.Namespace, workdir: Path,
+) -> list[Result]:  # fmt: skip
+    """Every configuration on every target back to back, ``--repeat`` rounds; medians."""
+    results: list[Result] = []
+    for count in row_counts:
+        for concurrency in levels:
+            runs: dict[int, list[tuple[float, float, float, int, float, float]]] = {}
+            for _ in range(args.repeat):
+                for index, target in enumerate(targets):
+                    runs.setdefault(index, []).append(run_wrk(
+                        f"http://127.0.0.1:{target.server.port}{target.path}",
+                        target.make_body(rows[:count]), target.content_type,
+                        concurrency=concurrency, seconds=args.seconds, core=target.wrk_core,
+                        workdir=workdir, server=target.server,
+                    ))  # fmt: skip
+            for index, target in enumerate(targets):
+                r = median_result(target.server.name, target.protocol, count, concurrency,
+                                  runs[index])  # fmt: skip
+                results.append(r)
+                log(f"  {r.server:16} {r.protocol:4} rows={count:<3} c={concurrency:<2} "
+                    f"{r.rps:7.0f} req/s ({r.rps_min:.0f}-{r.rps_max:.0f})  p50 {r.p50_ms:6.2f}"
+                    f"  p99 {r.p99_ms:7.2f} ms  cores {r.server_cores:.2f}  "
+                    f"{r.cpu_ms_per_request:.3f} cpu-ms/req  load {r.load1:.2f}")  # fmt: skip
+    return results
+
+
+def print_table(title: str, results: list[Result]) -> None:
+    print(f"\n{title}")
+    print(f"{'server':16} {'proto':5} {'rows':>4} {'conc':>4} {'req/s':>7} {'range':>11} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'err':>4} {'cores':>5} {'cpu-ms/req':>10} "
+          f"{'load1':>5}")  # fmt: skip
+    for r in results:
+        print(f"{r.server:16} {r.protocol:5} {r.rows:4} {r.concurrency:4} {r.rps:7.0f} "
+              f"{f'{r.rps_min:.0f}-{r.rps_max:.0f}':>11} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
+              f"{r.errors:4} {r.server_cores:5.2f} {r.cpu_ms_per_request:10.3f} "
+              f"{r.load1:5.2f}")  # fmt: skip
+
+
+def find(results: list[Result], server: str, protocol: str, rows: int, conc: int) -> Result | None:
+    for r in results:
+        if (r.server, r.protocol, r.rows, r.concurrency) == (server, protocol, rows, conc):
+            return r
+    return None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=6, help="measured seconds per run")
+    parser.add_argument("--seconds", type=int, default=4, help="measured seconds per run")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--rows", default="1,100")
-    parser.add_argument("--skip-mlserver", action="store_true")
-    parser.add_argument("--skip-two-workers", action="store_true")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per configuration; the best req/s is kept"
+        "--sections", default="compare,scaling,nodelay,coldstart",
+        help="compare: vs MLServer, 1 core each; scaling: 1 worker on 1 core vs 2 workers "
+             "on 2 cores; nodelay: stock uvicorn --workers 2 vs the runtime at c=1; "
+             "coldstart: 5 starts of 1 worker, with and without the compiled trees",
+    )  # fmt: skip
+    parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="rounds per configuration; medians are reported"
     )
     parser.add_argument("--save", action="store_true", help="write bench/results/*.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         log("needs wrk (apt-get install wrk) and taskset (util-linux)")
         return 2
+    sections = set(args.sections.split(","))
     levels = [int(c) for c in args.concurrency.split(",")]
     row_counts = [int(r) for r in args.rows.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="fleetshift-bench-"))
     model, rows = train(workdir)
-    log(f"[bench] model: {FEATURES} features, {TREES} trees, depth {DEPTH}; load before: "
-        f"{os.getloadavg()[0]:.2f}")  # fmt: skip
-    results: list[Result] = []
+    started_load = Path("/proc/loadavg").read_text().strip()
+    log(f"[bench] model: {FEATURES} features, {TREES} trees, depth {DEPTH}; "
+        f"/proc/loadavg before: {started_load}")  # fmt: skip
+    all_results: list[Result] = []
     servers: dict[str, dict[str, float]] = {}
-
-    @dataclass
-    class Target:
-        server: Server
-        protocol: str
-        path: str
-        make_body: Callable[[np.ndarray], bytes]
-        content_type: str
-        wrk_core: str
+    summary: list[str] = []
 
     def record(server: Server) -> None:
         servers[server.name] = {
@@ -376,126 +509,127 @@ def main() -> int:
 
     raw_rate = raw_inplace_predict_rate(model, rows, core="0")
     log(f"  raw xgboost inplace_predict, 1 row, core 0: {raw_rate:.0f} calls/s")
-    with contextlib.ExitStack() as stack:
-        # Start every server first (one at a time, so each cold start is measured alone);
-        # an idle server costs no CPU. Then every configuration is measured on all of
-        # them back to back, round after round, so background load on a shared machine
-        # hits them alike; the best round per server is kept.
-        targets: list[Target] = []
-        if not args.skip_mlserver:
-            ml = stack.enter_context(mlserver(model, rows, cores="0"))
-            targets.append(Target(ml, "oip", "/v2/models/model/infer",
-                                  lambda r: oip_body(r, "predict"), JSON_TYPE, "1"))  # fmt: skip
-        worker = stack.enter_context(fleetshift(model, rows, workers=1, cores="0"))
-        targets.append(Target(worker, "oip", "/v2/models/model/infer",
-                              lambda r: oip_body(r, "input-0"), JSON_TYPE, "1"))  # fmt: skip
-        targets.append(Target(worker, "csv", "/invocations", csv_body, "text/csv", "1"))
-        if not args.skip_two_workers:
-            pair = stack.enter_context(fleetshift(model, rows, workers=2, cores="0,1"))
-            targets.append(Target(pair, "csv", "/invocations", csv_body, "text/csv", "0,1"))
-        for count in row_counts:
-            for concurrency in levels:
-                best: dict[int, tuple[float, float, float, int, float]] = {}
-                for _ in range(args.repeat):
-                    for index, target in enumerate(targets):
-                        run = run_wrk(
-                            f"http://127.0.0.1:{target.server.port}{target.path}",
-                            target.make_body(rows[:count]),
-                            target.content_type,
-                            concurrency=concurrency,
-                            seconds=args.seconds,
-                            core=target.wrk_core,
-                            workdir=workdir,
-                            server=target.server,
-                        )
-                        if index not in best or run[0] > best[index][0]:
-                            best[index] = run
-                for index, target in enumerate(targets):
-                    rps, p50, p99, errors, cores = best[index]
-                    results.append(
-                        Result(target.server.name, target.protocol, count, concurrency,
-                               rps, p50, p99, errors, cores)
-                    )  # fmt: skip
-                    log(
-                        f"  {target.server.name:14} {target.protocol:4} rows={count:<3} "
-                        f"c={concurrency:<2} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 "
-                        f"{p99:7.2f} ms  errors {errors}  server cores {cores:.2f}"
-                    )
-        for target in targets:
-            record(target.server)
-        results.sort(key=lambda r: (r.server, r.protocol, r.rows, r.concurrency))
-        results.sort(key=lambda r: ["mlserver", "fleetshift-1w", "fleetshift-2w"].index(r.server))
 
-    print(f"\nFleetshift runtime benchmark  (model {FEATURES}x{TREES} trees, depth {DEPTH}; "
-          f"server pinned to core 0, wrk -t1 pinned to core 1; 2-worker runs share cores 0,1 "
-          f"with wrk; {args.seconds}s per run, best of {args.repeat})")  # fmt: skip
-    print(f"{'server':14} {'proto':5} {'rows':>4} {'conc':>4} {'req/s':>9} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'errors':>6} {'cores':>5} {'req/core-s':>10}")  # fmt: skip
-    for r in results:
-        print(f"{r.server:14} {r.protocol:5} {r.rows:4} {r.concurrency:4} {r.rps:9.0f} "
-              f"{r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:6} {r.server_cores:5.2f} "
-              f"{r.rps / max(r.server_cores, 1e-9):10.0f}")  # fmt: skip
+    if "compare" in sections:
+        with contextlib.ExitStack() as stack:
+            # Every server is started first (one at a time: each cold start measured
+            # alone); idle servers cost no CPU. Servers on core 0, wrk on core 1.
+            targets: list[Target] = []
+            if not args.skip_mlserver:
+                ml = stack.enter_context(mlserver(model, rows, cores="0"))
+                targets.append(oip_target(ml, "predict", "1"))
+            one = stack.enter_context(fleetshift(model, rows, workers=1, cores="0"))
+            targets += [oip_target(one, "input-0", "1"), csv_target(one, "1")]
+            results = measure(targets, rows, row_counts, levels, args=args, workdir=workdir)
+            for target in targets:
+                record(target.server)
+        all_results += results
+        print_table(
+            f"vs MLServer: each server pinned to core 0, wrk -t1 pinned to core 1; "
+            f"{args.seconds}s per run, median of {args.repeat} rounds", results
+        )  # fmt: skip
+        for protocol in ("oip", "csv"):
+            for rows_ in row_counts:
+                for conc in levels:
+                    ours = find(results, "fleetshift-1w", protocol, rows_, conc)
+                    theirs = find(results, "mlserver", "oip", rows_, conc)
+                    if ours and theirs and conc == 8:
+                        summary.append(
+                            f"{protocol}/{rows_}row/c{conc} {ours.rps / theirs.rps:.2f}x "
+                            f"(p99 {ours.p99_ms:.1f} vs {theirs.p99_ms:.1f} ms)"
+                        )
+        single = find(results, "fleetshift-1w", "csv", 1, 1)
+        if single:
+            summary.append(f"csv/1row/c1 vs raw inplace_predict {single.rps / raw_rate:.2f}x")
+
+    if "scaling" in sections:
+        with contextlib.ExitStack() as stack:
+            # wrk unpinned in both cases: it takes CPU from the servers alike. The CPU
+            # time per request read from /proc does not depend on wrk's share.
+            one = stack.enter_context(fleetshift(model, rows, workers=1, cores="0",
+                                                 name="scale-1w-core0"))  # fmt: skip
+            two = stack.enter_context(fleetshift(model, rows, workers=2, cores="0,1",
+                                                 name="scale-2w-cores01"))  # fmt: skip
+            targets = [csv_target(one, None), csv_target(two, None)]
+            scale_levels = [c for c in levels if c > 1] or levels
+            results = measure(targets, rows, row_counts, scale_levels, args=args, workdir=workdir)
+            for target in targets:
+                record(target.server)
+        all_results += results
+        print_table("scaling: 1 worker on core 0 vs 2 workers on cores 0,1; wrk unpinned",
+                    results)  # fmt: skip
+        for rows_ in row_counts:
+            for conc in scale_levels:
+                a = find(results, "scale-1w-core0", "csv", rows_, conc)
+                b = find(results, "scale-2w-cores01", "csv", rows_, conc)
+                if a and b:
+                    capacity = a.cpu_ms_per_request / b.cpu_ms_per_request * 2
+                    summary.append(
+                        f"2w/1w {rows_}row/c{conc}: {b.rps / a.rps:.2f}x req/s measured "
+                        f"({b.server_cores:.2f} vs {a.server_cores:.2f} server cores); "
+                        f"cpu-ms/req {b.cpu_ms_per_request:.3f} vs {a.cpu_ms_per_request:.3f}"
+                        f" -> {capacity:.2f}x on 2 dedicated cores"
+                    )
+
+    if "nodelay" in sections:
+        with contextlib.ExitStack() as stack:
+            asyncio_env = {"FLEETSHIFT_EVENT_LOOP": "asyncio"}
+            stock = stack.enter_context(fleetshift(
+                model, rows, workers=2, cores="0,1", name="stock-uvicorn-2w",
+                extra_env=asyncio_env, stock_uvicorn=True))  # fmt: skip
+            fixed = stack.enter_context(fleetshift(
+                model, rows, workers=2, cores="0,1", name="runtime-2w-asyncio",
+                extra_env=asyncio_env))  # fmt: skip
+            fast = stack.enter_context(fleetshift(
+                model, rows, workers=2, cores="0,1", name="runtime-2w-uvloop"))  # fmt: skip
+            targets = [csv_target(stock, None), csv_target(fixed, None), csv_target(fast, None)]
+            results = measure(targets, rows, [1], [1], args=args, workdir=workdir)
+        all_results += results
+        print_table("TCP_NODELAY: 2 workers on the asyncio loop, keep-alive, c=1", results)
+        stalled = find(results, "stock-uvicorn-2w", "csv", 1, 1)
+        fixed_r = find(results, "runtime-2w-asyncio", "csv", 1, 1)
+        if stalled and fixed_r:
+            summary.append(
+                f"TCP_NODELAY c=1 p50 {stalled.p50_ms:.2f} ms stock uvicorn vs "
+                f"{fixed_r.p50_ms:.2f} ms runtime ({stalled.rps:.0f} vs {fixed_r.rps:.0f} req/s)"
+            )
+
+    if "coldstart" in sections:
+        for compiled in ("true", "false"):
+            times, rss = [], 0.0
+            for _ in range(5):
+                with fleetshift(
+                    model,
+                    rows,
+                    workers=1,
+                    cores="0",
+                    extra_env={"FLEETSHIFT_COMPILED_PREDICT": compiled},
+                ) as server:
+                    times.append(server.first_prediction_seconds)
+                    rss = server.rss_mb()  # after the build, when there is one
+            summary.append(
+                f"cold start (compiled trees {'on' if compiled == 'true' else 'off'}) median "
+                f"{np.median(times):.2f} s ({min(times):.2f}-{max(times):.2f}), RSS "
+                f"{rss:.1f} MB"
+            )  # fmt: skip
+
     print()
     for name, facts in servers.items():
-        print(f"{name:14} RSS {facts['rss_mb']:6.1f} MB total, {facts['max_process_rss_mb']:6.1f} "
-              f"MB largest process; first prediction {facts['first_prediction_s']:.2f} s "
+        print(f"{name:18} RSS {facts['rss_mb']:6.1f} MB total, {facts['max_process_rss_mb']:6.1f}"
+              f" MB largest process; first prediction {facts['first_prediction_s']:.2f} s "
               f"after spawn")  # fmt: skip
     print(f"raw xgboost inplace_predict (1 row, in-process, core 0): {raw_rate:.0f} calls/s")
-
-    def find(server: str, protocol: str, rows_: int, conc: int) -> Result | None:
-        for r in results:
-            if (r.server, r.protocol, r.rows, r.concurrency) == (server, protocol, rows_, conc):
-                return r
-        return None
-
-    ratios = []
-    for protocol in ("oip", "csv"):
-        for rows_, conc in ((1, 8), (100, 8)):
-            ours = find("fleetshift-1w", protocol, rows_, conc)
-            theirs = find("mlserver", "oip", rows_, conc)
-            if ours and theirs:
-                ratios.append(
-                    f"{protocol}/{rows_}row/c{conc} {ours.rps / theirs.rps:.2f}x req/s "
-                    f"(p99 {ours.p99_ms:.1f} vs {theirs.p99_ms:.1f} ms)"
-                )
-    scaling = []
-    for rows_ in row_counts:
-        conc = max(levels)
-        one, two = (
-            find("fleetshift-1w", "csv", rows_, conc),
-            find("fleetshift-2w", "csv", rows_, conc),
-        )
-        if one and two:
-            per_core = (two.rps / two.server_cores) / (one.rps / one.server_cores)
-            scaling.append(
-                f"{rows_}row/c{conc} {two.rps / one.rps:.2f}x req/s on "
-                f"{two.server_cores:.2f} vs {one.server_cores:.2f} server cores "
-                f"({per_core:.2f}x req per core-second)"
-            )
-    best_1row = max((r for r in results if r.server == "fleetshift-1w" and r.rows == 1),
-                    key=lambda r: r.rps, default=None)  # fmt: skip
-    single = find("fleetshift-1w", "csv", 1, 1)
-    stretch = ""
-    if best_1row and single:
-        stretch = (
-            f"; vs raw inplace_predict {raw_rate:.0f} calls/s: HTTP 1row/c1 "
-            f"{single.rps / raw_rate:.2f}x, best 1row ({best_1row.protocol}/c"
-            f"{best_1row.concurrency}) {best_1row.rps / raw_rate:.2f}x"
-        )
+    print(f"/proc/loadavg before: {started_load}; after: "
+          f"{Path('/proc/loadavg').read_text().strip()}")  # fmt: skip
     if args.save:
         out = REPO / "bench" / "results"
         out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         (out / f"runtime-{stamp}.json").write_text(json.dumps(
-            {"results": [asdict(r) for r in results], "servers": servers,
-             "raw_inplace_predict_calls_per_s": raw_rate}, indent=2))  # fmt: skip
-    print(
-        "RATIOS vs MLServer (best config, OIP JSON, same run): "
-        + ("; ".join(ratios) or "n/a")
-        + "; 2 workers vs 1: "
-        + ("; ".join(scaling) or "n/a")
-        + stretch
-    )
+            {"results": [asdict(r) for r in all_results], "servers": servers,
+             "raw_inplace_predict_calls_per_s": raw_rate, "loadavg_before": started_load},
+            indent=2))  # fmt: skip
+    print("RATIOS (medians, same run): " + ("; ".join(summary) or "n/a"))
     return 0
 
 

@@ -97,6 +97,11 @@ class RuntimeSettings(BaseSettings):
     """Call XGBoost's C prediction function directly (used only when it reproduces
     ``inplace_predict`` exactly at load); false always uses ``inplace_predict``."""
 
+    compiled_predict: bool = True
+    """After loading, compile the trees to C with the system compiler (``cc``) in the
+    background and switch to them once they match ``inplace_predict`` within 1e-6 on a
+    validation set. Without a compiler, or for an unsupported model, XGBoost serves."""
+
     allow_pickle: bool = False
     """Allow loading pickle/joblib model files. Off: unpickling runs arbitrary code."""
 

@@ -39,8 +39,10 @@ def load_model(uri: str, *, name: str, settings: RuntimeSettings, sha256: str = 
         name,
         model.source_format,
         model.num_features,
-        "direct C predictor" if model.fast_path is not None else "inplace_predict",
+        model.predictor_name,
         path,
         model.load_seconds,
     )
+    if settings.compiled_predict:
+        model.compile_in_background(source_options(settings).cache_dir / "compiled")
     return model

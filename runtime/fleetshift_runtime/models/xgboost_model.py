@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import pickle
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,13 @@ import xgboost
 
 from ..errors import ModelFaultError, ModelLoadError
 from .base import Predictions, Rows
+from .compiled import CompiledPredictor, UnsupportedModelError, compile_validated
 from .formats import ModelFormat, detect_format
 
 log = logging.getLogger(__name__)
+
+COMPILE_DELAY_SECONDS = 1.0
+"""How long after the load the compiled trees start building."""
 
 
 def _booster_from_pickle(raw: bytes, fmt: ModelFormat) -> xgboost.Booster:
@@ -143,9 +148,49 @@ class XGBoostModel:
     load_seconds: float
     platform: str = "xgboost"
     fast_path: DensePredictor | None = None
+    compiled: CompiledPredictor | None = None
+    """Set by :meth:`compile_in_background` once the compiled trees are validated."""
+
+    @property
+    def predictor_name(self) -> str:
+        """Which implementation answers now (logged, and shown in model metadata)."""
+        if self.compiled is not None:
+            return "compiled trees"
+        return "direct C predictor" if self.fast_path is not None else "inplace_predict"
+
+    def compile_in_background(self, cache_dir: Path) -> threading.Thread:
+        """Build the compiled predictor in a daemon thread; XGBoost serves meanwhile,
+        and keeps serving if the build is impossible or the result does not validate."""
+
+        def work() -> None:
+            # Let the first requests through first: the time to the first prediction
+            # must not pay for the code generation (Python, under the GIL) or the build.
+            time.sleep(COMPILE_DELAY_SECONDS)
+            started = time.perf_counter()
+            try:
+                compiled = compile_validated(self.booster, cache_dir)
+            except UnsupportedModelError as error:
+                log.info("model %r: compiled trees not used (%s)", self.name, error)
+                return
+            except Exception:  # never let an optimisation take the model down
+                log.warning("model %r: compiled trees not used", self.name, exc_info=True)
+                return
+            self.compiled = compiled
+            log.info(
+                "model %r: compiled trees validated within 1e-6 and in use after %.2fs",
+                self.name,
+                time.perf_counter() - started,
+            )
+
+        thread = threading.Thread(target=work, name=f"compile-{self.name}", daemon=True)
+        thread.start()
+        return thread
 
     def predict(self, rows: Rows) -> Predictions:
         """Predict all rows at once; xgboost errors become :class:`ModelFaultError`."""
+        compiled = self.compiled
+        if compiled is not None and rows.ndim == 2 and rows.shape[1] == compiled.width:
+            return compiled(rows)
         try:
             if self.fast_path is not None:
                 return self.fast_path(rows)

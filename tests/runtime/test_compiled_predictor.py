@@ -1,0 +1,188 @@
+"""The compiled trees match ``inplace_predict`` within 1e-6, or XGBoost keeps serving."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from fleetshift_runtime.models import compiled
+from fleetshift_runtime.models.compiled import UnsupportedModelError, compile_validated
+from fleetshift_runtime.models.xgboost_model import load_xgboost
+from support.runtime_kit import StartRuntime, TrainedModel, csv_body, train_model
+
+needs_cc = pytest.mark.skipif(compiled.compiler() is None, reason="no C compiler on PATH")
+
+
+def _rows(features: int, count: int = 400) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    rows = rng.normal(scale=2, size=(count, features)).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.2] = np.nan
+    rows[:5, :] = np.nan  # a row of only missing values follows every default branch
+    return rows
+
+
+@needs_cc
+@pytest.mark.parametrize(
+    "objective",
+    ["binary:logistic", "reg:squarederror", "reg:logistic", "binary:logitraw", "reg:absoluteerror"],
+)
+def test_compiled_trees_match_inplace_predict(tmp_path: Path, objective: str) -> None:
+    model = train_model(objective=objective, features=12, trees=40, depth=5)
+    predictor = compile_validated(model.booster, tmp_path)
+    rows = _rows(12)
+    for batch in (rows[:1], rows[:7], rows[:8], rows[:9], rows[:16], rows):
+        np.testing.assert_allclose(predictor(batch), model.expected(batch), rtol=0, atol=1e-6)
+
+
+@needs_cc
+def test_deep_trees_use_nested_ifs_and_match_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compiled, "MAX_TABLE_DEPTH", 2)
+    model = train_model(features=12, trees=30, depth=6)
+    source, _ = compiled.generate_c(model.booster)
+    assert "static inline float tree_0" in source
+    predictor = compile_validated(model.booster, tmp_path)
+    rows = _rows(12)
+    np.testing.assert_allclose(predictor(rows), model.expected(rows), rtol=0, atol=1e-6)
+
+
+@needs_cc
+def test_values_exactly_on_a_threshold_go_right_like_xgboost(tmp_path: Path) -> None:
+    model = train_model(features=6, trees=10, depth=3)
+    predictor = compile_validated(model.booster, tmp_path)
+    document = json.loads(bytes(model.booster.save_raw("json")))
+    splits = [
+        (feature, threshold)
+        for tree in document["learner"]["gradient_booster"]["model"]["trees"]
+        for feature, threshold, left in zip(
+            tree["split_indices"], tree["split_conditions"], tree["left_children"], strict=True
+        )
+        if left != -1
+    ]
+    rows = np.zeros((len(splits), 6), dtype=np.float32)
+    for i, (feature, threshold) in enumerate(splits):
+        rows[i, feature] = threshold
+    np.testing.assert_allclose(predictor(rows), model.expected(rows), rtol=0, atol=1e-6)
+
+
+@needs_cc
+def test_the_library_is_cached_by_source(tmp_path: Path) -> None:
+    model = train_model(features=8)
+    compile_validated(model.booster, tmp_path)
+    libraries = list(tmp_path.glob("trees-*.so"))
+    assert len(libraries) == 1
+    built_at = libraries[0].stat().st_mtime_ns
+    compile_validated(model.booster, tmp_path)
+    assert libraries[0].stat().st_mtime_ns == built_at
+
+
+@needs_cc
+def test_a_cache_dir_others_can_write_to_is_refused(tmp_path: Path) -> None:
+    model = train_model(features=8)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UnsupportedModelError, match="not private"):
+        compile_validated(model.booster, shared)
+
+
+def test_models_it_does_not_cover_are_refused() -> None:
+    multi = train_model(objective="multi:softprob", num_class=3, features=5)
+    with pytest.raises(UnsupportedModelError, match="objective multi:softprob"):
+        compiled.generate_c(multi.booster)
+
+
+@needs_cc
+def test_a_library_that_disagrees_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = train_model(features=10)
+    real = compiled.generate_c
+
+    def wrong(booster: object) -> tuple[str, int]:
+        source, width = real(booster)  # type: ignore[arg-type]
+        wrong_source = source.replace("1.0f / (1.0f + expf(-sum))", "sum")
+        return wrong_source.replace("1.0f / (1.0f + expf(-s))", "s"), width  # the margin
+
+    monkeypatch.setattr(compiled, "generate_c", wrong)
+    with pytest.raises(UnsupportedModelError, match="differs from inplace_predict"):
+        compile_validated(model.booster, tmp_path)
+    loaded = load_xgboost(
+        model.save(tmp_path / "model.ubj"), name="m", allow_pickle=False, threads=1
+    )
+    loaded.compile_in_background(tmp_path / "other").join(timeout=120)
+    assert loaded.compiled is None
+    assert loaded.predictor_name == "direct C predictor"
+    np.testing.assert_array_equal(loaded.predict(model.rows), model.expected())
+
+
+def test_without_a_compiler_xgboost_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("FLEETSHIFT_CC", raising=False)
+    model = train_model(features=10)
+    with pytest.raises(UnsupportedModelError, match="no C compiler"):
+        compile_validated(model.booster, tmp_path)
+
+
+@needs_cc
+def test_a_wrong_width_request_still_gets_xgboost_s_error(tmp_path: Path) -> None:
+    from fleetshift_runtime.errors import ModelFaultError  # noqa: PLC0415
+
+    model = train_model(features=19)
+    loaded = load_xgboost(
+        model.save(tmp_path / "model.ubj"), name="m", allow_pickle=False, threads=1
+    )
+    loaded.compile_in_background(tmp_path / "cache").join(timeout=120)
+    assert loaded.compiled is not None
+    with pytest.raises(ModelFaultError, match="trained on 19 features"):
+        loaded.predict(np.zeros((2, 20), dtype=np.float32))
+
+
+def _wait_for_log(server_log: object, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in server_log():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged:\n{server_log()}")  # type: ignore[operator]
+
+
+@needs_cc
+def test_server_switches_to_the_compiled_trees_with_the_same_answers(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    server = start_runtime(MODEL_URI=str(churn_model.save(tmp_path / "model.ubj")))
+    _wait_for_log(server.log, "compiled trees validated within 1e-6 and in use")
+    response = httpx.post(
+        f"{server.url}/invocations",
+        content=csv_body(churn_model.rows),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200
+    scores = np.array([float(v) for v in response.text.split()], dtype=np.float32)
+    np.testing.assert_allclose(scores, churn_model.expected(), rtol=0, atol=1e-6)
+
+
+def test_server_with_compiled_predict_off_never_compiles(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    server = start_runtime(
+        MODEL_URI=str(churn_model.save(tmp_path / "model.ubj")),
+        COMPILED_PREDICT="false",
+        CACHE_DIR=str(tmp_path / "cache"),
+    )
+    response = httpx.post(
+        f"{server.url}/invocations",
+        content=csv_body(churn_model.rows[:3]),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200
+    time.sleep(0.5)
+    assert "compiled trees" not in server.log()
+    assert not (tmp_path / "cache" / "compiled").exists()
