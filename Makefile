@@ -22,10 +22,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
 	@touch $@
 
-# System tools from Debian's packages, installed only when missing.
+# System tools from Debian's packages, installed only when missing: Prometheus, and a C
+# compiler for the runtime's compiled tree predictor (without one it serves with XGBoost).
 tools:
 	@missing=""; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
 	if [ -n "$$missing" ]; then \
 	  echo "[tools] installing from Debian:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
