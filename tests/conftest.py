@@ -19,13 +19,12 @@ import yaml
 from lightkube import Client, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace
 
 from fleetshift_devcluster import binaries
 from fleetshift_devcluster.cluster import LocalCluster, running_cluster
+from fleetshift_devcluster.crds import install_crds
 from fleetshift_devcluster.prometheus import LocalPrometheus
-from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.crd import CRD_FILE
 
 pytest_plugins = ["support.operator_process"]
@@ -88,39 +87,18 @@ def namespace(kube: Client, request: pytest.FixtureRequest) -> Iterator[str]:
 def endpoint_crd(kube: Client) -> str:
     """Install the committed Endpoint CRD (as `kubectl apply -f crds/` would) and wait for it."""
     document = yaml.safe_load((ROOT / "crds" / CRD_FILE).read_text())
-    crd = CustomResourceDefinition.from_dict(document)
-    kube.apply(crd, force=True)  # type: ignore[call-overload]
-    name = document["metadata"]["name"]
-
-    def established() -> bool:
-        current = kube.get(CustomResourceDefinition, name)
-        conditions = (current.status.conditions if current.status else None) or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_for(established, timeout=30, message=f"CRD {name} established")
-    return str(name)
+    return install_crds(kube, [document], what="the Endpoint CRD", timeout=30)[0]
 
 
 @pytest.fixture(scope="session")
 def gateway_api_crds(kube: Client) -> list[str]:
     """The standard Gateway API CRDs, from the pinned ``sigs.k8s.io/gateway-api`` module."""
-    names = []
-    for path in binaries.gateway_api_crds():
-        for document in yaml.safe_load_all(path.read_text()):
-            if document and document.get("kind") == "CustomResourceDefinition":
-                kube.apply(CustomResourceDefinition.from_dict(document), force=True)  # type: ignore[call-overload]
-                names.append(document["metadata"]["name"])
-
-    def established() -> bool:
-        for name in names:
-            crd = kube.get(CustomResourceDefinition, name)
-            conditions = (crd.status.conditions if crd.status else None) or []
-            if not any(c.type == "Established" and c.status == "True" for c in conditions):
-                return False
-        return True
-
-    wait_for(established, timeout=60, message="Gateway API CRDs established")
-    return names
+    documents = [
+        document
+        for path in binaries.gateway_api_crds()
+        for document in yaml.safe_load_all(path.read_text())
+    ]
+    return install_crds(kube, documents, what="Gateway API CRDs")
 
 
 @pytest.fixture

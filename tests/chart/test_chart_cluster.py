@@ -23,7 +23,6 @@ from lightkube import Client
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.models.authorization_v1 import SelfSubjectRulesReviewSpec
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.authorization_v1 import SelfSubjectRulesReview
 from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount
@@ -47,6 +46,7 @@ from chart.helm_kit import (
     values_file,
 )
 from fleetshift_devcluster.cluster import LocalCluster, free_port
+from fleetshift_devcluster.crds import install_crds
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.api import EndpointSpec
 from fleetshift_operator.planner import calculate_revision
@@ -97,23 +97,8 @@ NAMESPACED_PEERING = _rules("kopf.dev", "kopfpeerings", "get", "list", "watch", 
 def chart_crds(kube: Client) -> list[str]:
     """The chart's CRDs (Endpoint, kopf peering) and prometheus-operator's, established."""
     paths = sorted((CHART / "crds").glob("*.yaml")) + prometheus_operator_crds()
-    names = []
-    for path in paths:
-        for document in yaml.safe_load_all(path.read_text()):
-            if document and document.get("kind") == "CustomResourceDefinition":
-                kube.apply(CustomResourceDefinition.from_dict(document), force=True)  # type: ignore[call-overload]
-                names.append(document["metadata"]["name"])
-
-    def established() -> bool:
-        for name in names:
-            crd = kube.get(CustomResourceDefinition, name)
-            conditions = (crd.status.conditions if crd.status else None) or []
-            if not any(c.type == "Established" and c.status == "True" for c in conditions):
-                return False
-        return True
-
-    wait_for(established, timeout=60, message="chart CRDs established")
-    return names
+    documents = [document for path in paths for document in yaml.safe_load_all(path.read_text())]
+    return install_crds(kube, documents, what="chart CRDs")
 
 
 @pytest.fixture

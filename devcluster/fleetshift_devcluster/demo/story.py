@@ -33,10 +33,10 @@ from lightkube import Client, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Event, Namespace
 
 from fleetshift_devcluster.cluster import CUSTOM_STATUS, LocalCluster, free_port
+from fleetshift_devcluster.crds import install_crds
 from fleetshift_devcluster.demo.launcher import KWOK_STATUS, PodLauncher
 from fleetshift_devcluster.demo.loadgen import Answer, LoadGenerator
 from fleetshift_devcluster.demo.models import FEATURES, DemoModels, build_models
@@ -51,7 +51,6 @@ from fleetshift_devcluster.demo.timeline import (
 )
 from fleetshift_devcluster.processes import ManagedProcess, stop_processes
 from fleetshift_devcluster.prometheus import LocalPrometheus
-from fleetshift_devcluster.wait import wait_for
 
 NAMESPACE = "demo"
 GROUP, VERSION, KIND, PLURAL = "fleetshift.dev", "v1alpha1", "Endpoint", "endpoints"
@@ -241,17 +240,9 @@ class Demo:
     def _install_crd(self) -> None:
         from fleetshift_operator.crd import build_crd  # noqa: PLC0415 - the operator's own CRD
 
-        document = build_crd()
-        crd = CustomResourceDefinition.from_dict(document)
-        self.kube.apply(crd, field_manager="fleetshift-demo", force=True)  # type: ignore[call-overload]
-        name = document["metadata"]["name"]
-
-        def established() -> bool:
-            current = self.kube.get(CustomResourceDefinition, name)
-            conditions = (current.status.conditions if current.status else None) or []
-            return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-        wait_for(established, timeout=30, message="the Endpoint CRD to be established")
+        install_crds(
+            self.kube, [build_crd()], what="the Endpoint CRD", field_manager="fleetshift-demo"
+        )
 
     def _start_operator(self) -> None:
         env = {
