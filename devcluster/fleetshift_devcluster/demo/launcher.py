@@ -76,7 +76,6 @@ class PodRuntime:
     """The runtime process standing in for one pod's container."""
 
     pod: str
-    uid: str
     revision: str
     container: str
     image: str
@@ -182,10 +181,6 @@ class PodLauncher:
                 if r.process is not None and r.draining_since is None
             }
 
-    def processes(self) -> list[ManagedProcess]:
-        with self._lock:
-            return [r.process for r in self.runtimes.values() if r.process is not None]
-
     # -- the loop ---------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -249,7 +244,6 @@ class PodLauncher:
         container = pod["spec"]["containers"][0]
         runtime = PodRuntime(
             pod=name,
-            uid=pod["metadata"]["uid"],
             revision=(pod["metadata"].get("labels") or {}).get(REVISION_LABEL, ""),
             container=container["name"],
             image=container.get("image", ""),
@@ -358,7 +352,7 @@ class PodLauncher:
 def pod_status(runtime: PodRuntime, *, now: str) -> dict[str, Any]:
     """The pod status a kubelet would report for ``runtime``.
 
-    >>> r = PodRuntime("p", "u", "abc", "runtime", "img", "10.250.0.10", 1, 2, {}, "T0")
+    >>> r = PodRuntime("p", "abc", "runtime", "img", "10.250.0.10", 1, 2, {}, "T0")
     >>> s = pod_status(r, now="T1")
     >>> s["phase"], s["podIP"], [c["status"] for c in s["conditions"]]
     ('Running', '10.250.0.10', ['True', 'True', 'False', 'False'])
@@ -405,7 +399,7 @@ def scrape_targets(namespace: str, runtimes: list[PodRuntime]) -> list[dict[str,
     the pod's name and its fleet labels (``serving`` is left out: it changes while a
     pod lives, and a changing label would split the pod's series).
 
-    >>> r = PodRuntime("p1", "u", "abc", "runtime", "img", "10.250.0.10", 4100, 4101, {}, "T",
+    >>> r = PodRuntime("p1", "abc", "runtime", "img", "10.250.0.10", 4100, 4101, {}, "T",
     ...                labels={"fleetshift.dev/revision": "abc", "fleetshift.dev/serving": "true"})
     >>> scrape_targets("demo", [r])  # doctest: +NORMALIZE_WHITESPACE
     [{'targets': ['127.0.0.1:4101'],

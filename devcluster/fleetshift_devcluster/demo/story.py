@@ -38,7 +38,7 @@ from lightkube.resources.core_v1 import Event, Namespace
 from fleetshift_devcluster.cluster import CUSTOM_STATUS, LocalCluster, free_port
 from fleetshift_devcluster.crds import install_crds
 from fleetshift_devcluster.demo.launcher import KWOK_STATUS, PodLauncher
-from fleetshift_devcluster.demo.loadgen import Answer, LoadGenerator
+from fleetshift_devcluster.demo.loadgen import LoadGenerator
 from fleetshift_devcluster.demo.models import FEATURES, DemoModels, build_models
 from fleetshift_devcluster.demo.progress import Progress
 from fleetshift_devcluster.demo.timeline import (
@@ -376,7 +376,6 @@ class Demo:
             samples=samples,
             markers=calculate_markers(started, samples, breach_at, finish_at),
             revisions=dict(self.revisions),
-            answers=answers,
             candidate=candidate or status.get("activeRevision") or "",
         )
         return summary, record
@@ -419,7 +418,6 @@ class ScenarioRecord:
     samples: list[StatusSample]
     markers: list[Marker]
     revisions: dict[str, str]
-    answers: list[Answer]
     candidate: str
     """The revision the scenario deployed (the baseline's own, for a creation)."""
 
