@@ -433,9 +433,18 @@ def test_endpoint_prometheus_over_tls_with_basic_auth_from_secrets(
         set_spec(kube, NAME, namespace, retry)
 
         def verdict() -> dict[str, Any] | None:
-            for alarm in status_of(kube, NAME, namespace).get("alarms") or []:
+            """The first verdict of the retry's deployment (the rolled-back one's last
+            verdict may carry the same second as ``since``)."""
+            status = status_of(kube, NAME, namespace)
+            deploying = {
+                status.get("candidateRevision"),
+                (status.get("lastDeployment") or {}).get("revision"),
+            }
+            if revision(retry) not in deploying:
+                return None
+            for alarm in status.get("alarms") or []:
                 evaluated = datetime.datetime.fromisoformat(alarm["evaluatedAt"])
-                if evaluated >= since and alarm["verdict"] != "Healthy":
+                if evaluated > since and alarm["verdict"] != "Healthy":
                     return dict(alarm)
             return None
 
