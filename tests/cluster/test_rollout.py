@@ -394,8 +394,15 @@ def test_gateway_api_router_weights_follow_each_step(
     route = kube.get(HTTPRoute, NAME, namespace=namespace).to_dict()  # type: ignore[no-untyped-call]
     assert [ref["name"] for ref in route["spec"]["parentRefs"]] == ["public"]
     assert route["spec"]["hostnames"] == ["churn.example.com"]
-    services = {s.metadata.name for s in kube.list(Service, namespace=namespace) if s.metadata}
-    assert services == {f"{NAME}-main-{green}"}, "the retired fleet's Service is removed"
+
+    def services() -> set[str | None]:
+        return {s.metadata.name for s in kube.list(Service, namespace=namespace) if s.metadata}
+
+    wait_for(
+        lambda: services() == {f"{NAME}-main-{green}"},
+        timeout=30,
+        message="the retired fleet's Service is removed",
+    )
 
 
 def test_ab_variants_share_traffic_by_their_weights(
