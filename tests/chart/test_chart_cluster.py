@@ -48,12 +48,11 @@ from chart.helm_kit import (
 from fleetshift_devcluster.cluster import LocalCluster, free_port
 from fleetshift_devcluster.crds import install_crds
 from fleetshift_devcluster.wait import wait_for
-from fleetshift_operator.api import EndpointSpec
-from fleetshift_operator.planner import calculate_revision
 from support.operator_process import (
     OperatorProcess,
     deployments_of,
     endpoint_manifest,
+    revision_of,
     serving_by_revision,
     set_spec,
     status_of,
@@ -293,15 +292,11 @@ def _spec(model: str) -> dict[str, Any]:
     }
 
 
-def _revision(spec: dict[str, Any]) -> str:
-    return calculate_revision(EndpointSpec.model_validate(spec))
-
-
 def _canary_completes(kube: Client, namespace: str, model: str) -> str:
     """Update the Endpoint to ``model`` and follow the canary to its end; green's revision."""
     blue = status_of(kube, NAME, namespace)["activeRevision"]
     update = _spec(model)
-    green = _revision(update)
+    green = revision_of(update)
     set_spec(kube, NAME, namespace, update)
     wait_for(
         lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, green: 1},
@@ -331,7 +326,7 @@ def _canary_completes(kube: Client, namespace: str, model: str) -> str:
 def _create_in_service(kube: Client, namespace: str) -> str:
     spec = _spec("s3://models/churn/v1")
     kube.create(endpoint_manifest(NAME, namespace, spec))
-    revision = _revision(spec)
+    revision = revision_of(spec)
     wait_for(
         lambda: (
             status_of(kube, NAME, namespace).get("phase") == "InService"

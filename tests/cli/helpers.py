@@ -14,9 +14,7 @@ from typing import Any
 from lightkube import Client, KubeConfig
 
 from fleetshift_devcluster.wait import wait_for
-from fleetshift_operator.api import EndpointSpec
-from fleetshift_operator.planner import calculate_revision
-from support.operator_process import EndpointResource, endpoint_manifest, status_of
+from support.operator_process import EndpointResource, endpoint_manifest, revision_of, status_of
 
 NAME = "churn"
 PLUGIN = Path(sys.executable).parent / "kubectl-fleetshift"
@@ -79,10 +77,6 @@ def spec_with(
             }
         },
     }
-
-
-def revision_of(spec: dict[str, Any]) -> str:
-    return calculate_revision(EndpointSpec.model_validate(spec))
 
 
 def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:

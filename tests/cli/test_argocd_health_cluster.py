@@ -20,7 +20,6 @@ from cli.helpers import (
     NAME,
     create_in_service,
     recorded_endpoints,
-    revision_of,
     spec_with,
 )
 from fleetshift_devcluster.cluster import CRASHLOOP_IMAGE
@@ -30,6 +29,7 @@ from support.operator_process import (
     annotate,
     endpoint_manifest,
     read_endpoint,
+    revision_of,
     set_spec,
     status_of,
 )

@@ -18,7 +18,6 @@ from cli.helpers import (
     PLUGIN,
     create_in_service,
     plugin_env,
-    revision_of,
     run_plugin,
     spec_with,
     start_plugin,
@@ -31,6 +30,7 @@ from support.operator_process import (
     OperatorProcess,
     deployments_of,
     read_endpoint,
+    revision_of,
     set_spec,
     status_of,
 )

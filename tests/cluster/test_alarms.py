@@ -27,12 +27,12 @@ from fleetshift_devcluster.prometheus import LocalPrometheus
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.alarms.base import AlarmContext
 from fleetshift_operator.alarms.templates import template_query
-from fleetshift_operator.api import EndpointSpec, TemplateAlarm
-from fleetshift_operator.planner import calculate_revision
+from fleetshift_operator.api import TemplateAlarm
 from support.operator_process import (
     OperatorProcess,
     deployments_of,
     endpoint_manifest,
+    revision_of,
     serving_by_revision,
     set_spec,
     status_of,
@@ -133,10 +133,6 @@ def make_spec(
     }
 
 
-def revision(spec: dict[str, Any]) -> str:
-    return calculate_revision(EndpointSpec.model_validate(spec))
-
-
 def start(kube: Client, namespace: str, alarms: list[dict[str, Any]], **options: Any) -> str:
     base = make_spec("s3://models/churn/v1", alarms, **options)
     kube.create(endpoint_manifest(NAME, namespace, base))
@@ -145,7 +141,7 @@ def start(kube: Client, namespace: str, alarms: list[dict[str, Any]], **options:
         timeout=60,
         message="baseline InService",
     )
-    return revision(base)
+    return revision_of(base)
 
 
 def outcome(kube: Client, namespace: str) -> dict[str, Any]:
@@ -166,7 +162,7 @@ def test_canary_rolls_back_when_5xx_alarm_fires(kube: Client, namespace: str, st
     alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
     blue = start(kube, namespace, alarms)
     update = make_spec("s3://models/churn/v2", alarms)
-    green = revision(update)
+    green = revision_of(update)
     stack.traffic.set(green, Behaviour(error_fraction=1.0))
     set_spec(kube, NAME, namespace, update)
     query = AlarmContext(namespace, NAME, "main", green, blue).render(
@@ -206,7 +202,7 @@ def test_latency_alarm_breaches_and_rolls_back(kube: Client, namespace: str, sta
     alarms = [{"name": "green-p99", "template": latency}]
     blue = start(kube, namespace, alarms)
     update = make_spec("s3://models/churn/v2", alarms)
-    stack.traffic.set(revision(update), Behaviour(latency_seconds=0.6))
+    stack.traffic.set(revision_of(update), Behaviour(latency_seconds=0.6))
 
     set_spec(kube, NAME, namespace, update)
 
@@ -227,7 +223,7 @@ def test_named_alerting_rule_firing_rolls_back(kube: Client, namespace: str, sta
     alarms = [{"name": "rule", "prometheusRule": rule}]
     blue = start(kube, namespace, alarms)
     update = make_spec("s3://models/churn/v2", alarms)
-    stack.traffic.set(revision(update), Behaviour(error_fraction=0.5))
+    stack.traffic.set(revision_of(update), Behaviour(error_fraction=0.5))
 
     set_spec(kube, NAME, namespace, update)
 
@@ -249,7 +245,7 @@ def test_healthy_linear_rollout_promotes_step_by_step(
     }
     blue = start(kube, namespace, alarms, routing=routing)
     update = make_spec("s3://models/churn/v2", alarms, routing=routing, termination=4)
-    green = revision(update)
+    green = revision_of(update)
 
     set_spec(kube, NAME, namespace, update)
 
@@ -285,7 +281,7 @@ def test_prometheus_down_mid_bake_holds_then_the_rollout_continues(
     }
     start(kube, namespace, alarms, routing=routing)
     update = make_spec("s3://models/churn/v2", alarms, routing=routing)
-    green = revision(update)
+    green = revision_of(update)
     set_spec(kube, NAME, namespace, update)
     wait_for(
         lambda: (status_of(kube, NAME, namespace).get("step") or {}).get("index") == 1,
@@ -323,7 +319,7 @@ def test_breach_during_termination_wait_rolls_back(
     routing = {"type": "AllAtOnce", "waitIntervalSeconds": 4}
     blue = start(kube, namespace, alarms, routing=routing, termination=120)
     update = make_spec("s3://models/churn/v2", alarms, routing=routing, termination=120)
-    green = revision(update)
+    green = revision_of(update)
     set_spec(kube, NAME, namespace, update)
     wait_for(
         lambda: (
@@ -353,7 +349,7 @@ def test_a_broken_alarm_fails_the_rollout_before_traffic_moves(
     alarms = [{"name": "broken", **alarm}]
     blue = start(kube, namespace, alarms)
     update = make_spec("s3://models/churn/v2", alarms)
-    green = revision(update)
+    green = revision_of(update)
 
     set_spec(kube, NAME, namespace, update)
 
@@ -415,10 +411,10 @@ def test_endpoint_prometheus_over_tls_with_basic_auth_from_secrets(
             timeout=60,
             message="baseline InService",
         )
-        blue = revision(base)
+        blue = revision_of(base)
         update = make_spec("s3://models/churn/v2", alarms)
         update["deploymentConfig"]["autoRollback"]["prometheus"] = connection
-        traffic.set(revision(update), Behaviour(error_fraction=1.0))
+        traffic.set(revision_of(update), Behaviour(error_fraction=1.0))
         set_spec(kube, NAME, namespace, update)
         wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=90, message="rolled back")
         cause = status_of(kube, NAME, namespace)["rollbackCause"]
@@ -440,7 +436,7 @@ def test_endpoint_prometheus_over_tls_with_basic_auth_from_secrets(
                 status.get("candidateRevision"),
                 (status.get("lastDeployment") or {}).get("revision"),
             }
-            if revision(retry) not in deploying:
+            if revision_of(retry) not in deploying:
                 return None
             for alarm in status.get("alarms") or []:
                 evaluated = datetime.datetime.fromisoformat(alarm["evaluatedAt"])

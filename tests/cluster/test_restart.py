@@ -22,13 +22,12 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 
 from fleetshift_devcluster.cluster import SLOW_IMAGE
 from fleetshift_devcluster.wait import wait_for
-from fleetshift_operator.api import EndpointSpec
-from fleetshift_operator.planner import calculate_revision
 from support.operator_process import (
     OperatorProcess,
     annotate,
     deployments_of,
     endpoint_manifest,
+    revision_of,
     set_spec,
     status_of,
 )
@@ -55,10 +54,6 @@ def make_spec(model: str, image: str | None = None) -> dict[str, Any]:
             }
         },
     }
-
-
-def revision(spec: dict[str, Any]) -> str:
-    return calculate_revision(EndpointSpec.model_validate(spec))
 
 
 Status = dict[str, Any]
@@ -215,10 +210,10 @@ def test_operator_killed_mid_rollout_resumes_exactly(
         point.after_restart(kube, namespace)
 
     expected = {
-        "blue": revision(base),
-        "green": revision(point.update or base),
-        "v2": revision(make_spec(V2)),
-        "v3": revision(make_spec(V3)),
+        "blue": revision_of(base),
+        "green": revision_of(point.update or base),
+        "v2": revision_of(make_spec(V2)),
+        "v3": revision_of(make_spec(V3)),
     }[point.outcome]
 
     def settled() -> bool:

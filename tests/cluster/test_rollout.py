@@ -17,14 +17,13 @@ from lightkube.resources.core_v1 import Pod, Service
 
 from fleetshift_devcluster.cluster import SLOW_IMAGE, free_port
 from fleetshift_devcluster.wait import wait_for
-from fleetshift_operator.api import EndpointSpec
 from fleetshift_operator.kube import HTTPRoute
-from fleetshift_operator.planner import calculate_revision
 from support.operator_process import (
     OperatorProcess,
     annotate,
     deployments_of,
     endpoint_manifest,
+    revision_of,
     serving_by_revision,
     set_spec,
     status_of,
@@ -64,10 +63,6 @@ def canary_routing(wait: int) -> dict[str, Any]:
         "canarySize": {"type": "CapacityPercent", "value": 25},
         "waitIntervalSeconds": wait,
     }
-
-
-def revision_of(spec: dict[str, Any]) -> str:
-    return calculate_revision(EndpointSpec.model_validate(spec))
 
 
 def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:
@@ -112,7 +107,7 @@ def test_canary_success_shifts_a_quarter_then_all_and_retires_blue(
 ) -> None:
     blue = create_in_service(kube, namespace, spec_with())
     blue_pods = pod_names(kube, namespace, blue)
-    update = spec_with("s3://models/churn/v2")
+    update = spec_with("s3://models/churn/v2", termination=6)
     green = revision_of(update)
 
     set_spec(kube, NAME, namespace, update)
@@ -134,13 +129,16 @@ def test_canary_success_shifts_a_quarter_then_all_and_retires_blue(
         message="all traffic on green",
     )
     assert deployments_of(kube, namespace, NAME).keys() == {blue, green}, "blue kept while waiting"
+    # Blue is deleted first and the status is written after, so wait for both.
     wait_for(
-        lambda: deployments_of(kube, namespace, NAME).keys() == {green},
+        lambda: (
+            deployments_of(kube, namespace, NAME).keys() == {green}
+            and status_of(kube, NAME, namespace).get("phase") == "InService"
+        ),
         timeout=30,
-        message="blue retired",
+        message="blue retired, InService on green",
     )
     status = status_of(kube, NAME, namespace)
-    assert status["phase"] == "InService"
     assert status["activeRevision"] == green
     assert status["lastDeployment"]["outcome"] == "Succeeded"
     assert [h["revision"] for h in status["history"]][-1] == green

@@ -23,6 +23,7 @@ from lightkube.types import PatchType
 from fleetshift_devcluster.cluster import LocalCluster
 from fleetshift_devcluster.processes import ManagedProcess, stop_processes
 from fleetshift_operator import api
+from fleetshift_operator.planner import calculate_revision
 
 EndpointResource = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
 
@@ -149,3 +150,8 @@ def exists(kube: Client, kind: Any, name: str, namespace: str) -> bool:
             return False
         raise
     return True
+
+
+def revision_of(spec: dict[str, Any]) -> str:
+    """The revision the operator computes for an Endpoint ``spec`` (a plain dict)."""
+    return calculate_revision(api.EndpointSpec.model_validate(spec))
