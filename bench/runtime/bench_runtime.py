@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -304,6 +305,10 @@ f:close()
 """
 
 
+Run = tuple[float, float, float, int, float, float, float]
+"""One wrk run: req/s, p50 ms, p99 ms, errors, server cores, load1, wrk cores."""
+
+
 @dataclass
 class Result:
     server: str
@@ -321,11 +326,18 @@ class Result:
     load1: float = 0.0
     """Mean 1-minute load average over the rounds (``/proc/loadavg``)."""
     rounds: int = 1
+    wrk_cores: float = 0.0
+    """wrk's own CPU seconds per wall second (``getrusage`` of the finished child)."""
 
     @property
     def cpu_ms_per_request(self) -> float:
         """Server CPU time per request, from ``/proc``: independent of wrk's share."""
         return 1e3 * self.server_cores / max(self.rps, 1e-9)
+
+    @property
+    def wrk_ms_per_request(self) -> float:
+        """The load generator's CPU time per request."""
+        return 1e3 * self.wrk_cores / max(self.rps, 1e-9)
 
 
 def _ms(text: str) -> float:
@@ -348,9 +360,9 @@ def run_wrk(
     core: str | None,
     workdir: Path,
     server: Server,
-) -> tuple[float, float, float, int, float, float]:
-    """req/s, p50 ms, p99 ms, errors, server cores and the 1-minute load average;
-    ``core=None`` leaves wrk unpinned."""
+) -> Run:
+    """req/s, p50 ms, p99 ms, errors, server cores, the 1-minute load average and wrk's
+    cores; ``core=None`` leaves wrk unpinned."""
     body_path = workdir / f"body-{abs(hash(body))}.bin"
     body_path.write_bytes(body)
     script = workdir / f"post-{abs(hash((body, content_type)))}.lua"
@@ -361,8 +373,14 @@ def run_wrk(
     command = [*pin, *wrk[:3], f"-d{seconds}s", *wrk[3:]]
     subprocess.run([*pin, *wrk[:3], "-d1s", *wrk[3:]], capture_output=True, check=True)  # warm
     cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
+    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    cores = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.monotonic() - wall_before
+    cores = (server.cpu_seconds() - cpu_before) / wall
+    wrk_cores = (
+        wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime
+    ) / wall
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     # the "Latency Distribution" lines; "+/- Stdev" columns also end in "%", so anchor
     p50_text = re.search(r"^\s*50%\s+(\S+)\s*$", out, re.MULTILINE)
@@ -380,12 +398,12 @@ def run_wrk(
     )
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return rps, p50, p99, errors, cores, os.getloadavg()[0]
+    return rps, p50, p99, errors, cores, os.getloadavg()[0], wrk_cores
 
 
 def median_result(
     server: str, protocol: str, rows: int, concurrency: int,
-    runs: list[tuple[float, float, float, int, float, float]],
+    runs: list[Run],
 ) -> Result:  # fmt: skip
     """The median of every measure over the rounds, with the req/s range."""
     rps = [r[0] for r in runs]
@@ -399,6 +417,7 @@ def median_result(
         rps_min=min(rps), rps_max=max(rps),
         load1=float(np.mean([r[5] for r in runs])),
         rounds=len(runs),
+        wrk_cores=float(np.median([r[6] for r in runs])),
     )  # fmt: skip
 
 
@@ -429,7 +448,7 @@ def measure(
     results: list[Result] = []
     for count in row_counts:
         for concurrency in levels:
-            runs: dict[int, list[tuple[float, float, float, int, float, float]]] = {}
+            runs: dict[int, list[Run]] = {}
             for _ in range(args.repeat):
                 for index, target in enumerate(targets):
                     runs.setdefault(index, []).append(run_wrk(
@@ -445,7 +464,8 @@ def measure(
                 log(f"  {r.server:16} {r.protocol:4} rows={count:<3} c={concurrency:<2} "
                     f"{r.rps:7.0f} req/s ({r.rps_min:.0f}-{r.rps_max:.0f})  p50 {r.p50_ms:6.2f}"
                     f"  p99 {r.p99_ms:7.2f} ms  cores {r.server_cores:.2f}  "
-                    f"{r.cpu_ms_per_request:.3f} cpu-ms/req  load {r.load1:.2f}")  # fmt: skip
+                    f"{r.cpu_ms_per_request:.3f} cpu-ms/req  wrk {r.wrk_cores:.2f} cores  "
+                    f"load {r.load1:.2f}")  # fmt: skip
     return results
 
 
@@ -453,12 +473,12 @@ def print_table(title: str, results: list[Result]) -> None:
     print(f"\n{title}")
     print(f"{'server':16} {'proto':5} {'rows':>4} {'conc':>4} {'req/s':>7} {'range':>11} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'err':>4} {'cores':>5} {'cpu-ms/req':>10} "
-          f"{'load1':>5}")  # fmt: skip
+          f"{'load1':>5} {'wrk cores':>9}")  # fmt: skip
     for r in results:
         print(f"{r.server:16} {r.protocol:5} {r.rows:4} {r.concurrency:4} {r.rps:7.0f} "
               f"{f'{r.rps_min:.0f}-{r.rps_max:.0f}':>11} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
               f"{r.errors:4} {r.server_cores:5.2f} {r.cpu_ms_per_request:10.3f} "
-              f"{r.load1:5.2f}")  # fmt: skip
+              f"{r.load1:5.2f} {r.wrk_cores:9.2f}")  # fmt: skip
 
 
 def find(results: list[Result], server: str, protocol: str, rows: int, conc: int) -> Result | None:
@@ -564,11 +584,17 @@ def main() -> int:
                 b = find(results, "scale-2w-cores01", "csv", rows_, conc)
                 if a and b:
                     capacity = a.cpu_ms_per_request / b.cpu_ms_per_request * 2
+                    # On this machine wrk shares the 2 cores with the 2 workers: the most
+                    # the pair can answer is 2 cores / (server + wrk CPU per request).
+                    per_request = b.cpu_ms_per_request + b.wrk_ms_per_request
+                    ceiling = 2 * a.cpu_ms_per_request / per_request
                     summary.append(
                         f"2w/1w {rows_}row/c{conc}: {b.rps / a.rps:.2f}x req/s measured "
-                        f"({b.server_cores:.2f} vs {a.server_cores:.2f} server cores); "
-                        f"cpu-ms/req {b.cpu_ms_per_request:.3f} vs {a.cpu_ms_per_request:.3f}"
-                        f" -> {capacity:.2f}x on 2 dedicated cores"
+                        f"({b.server_cores:.2f} vs {a.server_cores:.2f} server cores, wrk "
+                        f"{b.wrk_cores:.2f} vs {a.wrk_cores:.2f}); cpu-ms/req "
+                        f"{b.cpu_ms_per_request:.3f} vs {a.cpu_ms_per_request:.3f} -> "
+                        f"{capacity:.2f}x on 2 dedicated cores, {ceiling:.2f}x at most with wrk "
+                        f"on the same 2 cores"
                     )
 
     if "nodelay" in sections:

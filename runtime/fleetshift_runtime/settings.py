@@ -102,6 +102,13 @@ class RuntimeSettings(BaseSettings):
     background and switch to them once they match ``inplace_predict`` within 1e-6 on a
     validation set. Without a compiler, or for an unsupported model, XGBoost serves."""
 
+    trees_library: str = ""
+    """A prebuilt forest library (``python -m fleetshift_runtime.models.compiled OUT.so``,
+    as the image's build stage runs). When set, the compiled trees walk the model's
+    tables with it instead of building C for the model, so no compiler is needed at run
+    time. The same 1e-6 validation applies; the file and its folder must belong to root
+    or the server's user and be writable by no one else."""
+
     allow_pickle: bool = False
     """Allow loading pickle/joblib model files. Off: unpickling runs arbitrary code."""
 

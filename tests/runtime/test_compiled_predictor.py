@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,24 @@ from fleetshift_runtime.models.xgboost_model import load_xgboost
 from support.runtime_kit import StartRuntime, TrainedModel, csv_body, train_model
 
 needs_cc = pytest.mark.skipif(compiled.compiler() is None, reason="no C compiler on PATH")
+
+
+@pytest.fixture(scope="module")
+def forest_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The prebuilt tree walker, built by the command the image's build stage runs."""
+    if compiled.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    output = tmp_path_factory.mktemp("forest") / "lib" / "libfleetshift_forest.so"
+    built = subprocess.run(
+        [sys.executable, "-m", "fleetshift_runtime.models.compiled", str(output)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    assert f"built {output}" in built.stdout
+    output.parent.chmod(0o755)
+    return output
 
 
 def _rows(features: int, count: int = 400) -> np.ndarray:
@@ -169,6 +189,94 @@ def test_server_switches_to_the_compiled_trees_with_the_same_answers(
     np.testing.assert_allclose(scores, churn_model.expected(), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "objective", ["binary:logistic", "reg:squarederror", "binary:logitraw", "reg:logistic"]
+)
+def test_prebuilt_forest_library_matches_inplace_predict_without_a_compiler(
+    tmp_path: Path, forest_library: Path, objective: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # as in the slim image
+    monkeypatch.delenv("FLEETSHIFT_CC", raising=False)
+    model = train_model(objective=objective, features=12, trees=40, depth=5)
+    predictor = compile_validated(model.booster, tmp_path / "cache", forest_library=forest_library)
+    assert predictor.kind == "prebuilt forest library"
+    rows = _rows(12)
+    for batch in (rows[:1], rows[:7], rows[:8], rows[:9], rows):
+        np.testing.assert_allclose(predictor(batch), model.expected(batch), rtol=0, atol=1e-6)
+    assert not (tmp_path / "cache").exists(), "nothing is built for the model"
+
+
+def test_prebuilt_forest_library_refuses_trees_too_deep_for_tables(
+    forest_library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compiled, "MAX_TABLE_DEPTH", 2)
+    model = train_model(features=12, trees=30, depth=6)
+    with pytest.raises(UnsupportedModelError, match="too deep for the prebuilt forest library"):
+        compile_validated(model.booster, Path("/unused"), forest_library=forest_library)
+
+
+def test_a_forest_library_others_can_write_to_is_refused(
+    tmp_path: Path, forest_library: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    copy = shared / forest_library.name
+    copy.write_bytes(forest_library.read_bytes())
+    copy.chmod(0o777)
+    model = train_model(features=8)
+    with pytest.raises(UnsupportedModelError, match="may be written by another user"):
+        compile_validated(model.booster, tmp_path, forest_library=copy)
+    with pytest.raises(UnsupportedModelError, match="does not exist"):
+        compile_validated(model.booster, tmp_path, forest_library=shared / "missing.so")
+
+
+def test_a_library_that_is_not_a_forest_library_is_refused(tmp_path: Path) -> None:
+    if compiled.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    model = train_model(features=8)
+    source, _ = compiled.generate_c(model.booster)
+    baked = compiled.build(source, tmp_path / "cache")  # a per-model library: no fs_forest_abi
+    with pytest.raises(UnsupportedModelError, match="not a forest library"):
+        compile_validated(model.booster, tmp_path, forest_library=baked)
+
+
+def test_forest_library_command_explains_its_usage_and_a_missing_compiler(
+    tmp_path: Path,
+) -> None:
+    command = [sys.executable, "-m", "fleetshift_runtime.models.compiled"]
+    usage = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert usage.returncode == 2
+    assert "usage: python -m fleetshift_runtime.models.compiled OUTPUT.so" in usage.stderr
+    env = {"PATH": str(tmp_path / "empty"), "HOME": str(tmp_path)}
+    no_cc = subprocess.run(
+        [*command, str(tmp_path / "out.so")], capture_output=True, text=True, check=False, env=env
+    )
+    assert no_cc.returncode == 1
+    assert "could not build the forest library: no C compiler on PATH" in no_cc.stderr
+    assert not (tmp_path / "out.so").exists()
+
+
+def test_server_serves_with_the_prebuilt_forest_library(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path, forest_library: Path
+) -> None:
+    server = start_runtime(
+        MODEL_URI=str(churn_model.save(tmp_path / "model.ubj")),
+        TREES_LIBRARY=str(forest_library),
+        CACHE_DIR=str(tmp_path / "cache"),
+    )
+    _wait_for_log(server.log, "in use after")
+    assert "(prebuilt forest library)" in server.log()
+    response = httpx.post(
+        f"{server.url}/invocations",
+        content=csv_body(churn_model.rows),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200
+    scores = np.array([float(v) for v in response.text.split()], dtype=np.float32)
+    np.testing.assert_allclose(scores, churn_model.expected(), rtol=0, atol=1e-6)
+    assert not list((tmp_path / "cache").rglob("trees-*.so")), "no per-model build"
+
+
 def test_server_with_compiled_predict_off_never_compiles(
     start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
 ) -> None:
@@ -183,6 +291,6 @@ def test_server_with_compiled_predict_off_never_compiles(
         headers={"Content-Type": "text/csv"},
     )
     assert response.status_code == 200
-    time.sleep(0.5)
-    assert "compiled trees" not in server.log()
+    _wait_for_log(server.log, "compiled trees off (FLEETSHIFT_COMPILED_PREDICT=false)")
+    assert "in use after" not in server.log()
     assert not (tmp_path / "cache" / "compiled").exists()

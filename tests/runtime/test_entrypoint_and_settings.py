@@ -30,6 +30,14 @@ def test_dockerfile_runs_the_entry_point_these_tests_run() -> None:
     assert "HEALTHCHECK" in text
 
 
+def test_dockerfile_builds_the_forest_library_it_points_the_runtime_at() -> None:
+    text = DOCKERFILE.read_text()
+    built = re.search(r"python -m fleetshift_runtime\.models\.compiled (\S+\.so)", text)
+    assert built, "the build stage builds the prebuilt forest library"
+    assert f"FLEETSHIFT_TREES_LIBRARY={built.group(1)}" in text
+    assert built.group(1).startswith("/opt/fleetshift/"), "copied into the final stage"
+
+
 def test_runtime_folder_is_not_a_package() -> None:
     assert not (REPO / "runtime" / "__init__.py").exists()
 

@@ -16,20 +16,27 @@ nested ``if``s instead.
   keyed by the hash of its source, so a restart or a second worker reuses it.
 - It is switched on only after it matched ``inplace_predict`` within 1e-6 on a
   validation set that includes missing values and values exactly on split thresholds.
+- Where there is no compiler at run time (the slim image), a *prebuilt forest library*
+  does the same walk with the tables passed in at run time (``forest.c``, built once by
+  ``python -m fleetshift_runtime.models.compiled OUTPUT.so`` where a compiler exists,
+  and named by ``FLEETSHIFT_TREES_LIBRARY``). It is validated the same way.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.resources
 import json
 import logging
 import math
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,9 @@ _IDENTITY = (
     "binary:logitraw",
 )
 _EXP = ("count:poisson", "reg:gamma", "reg:tweedie")
+FOREST_ABI = 1
+"""The ``fs_forest`` layout this module passes to a prebuilt library (``forest.c``)."""
+_TRANSFORM_CODES = {"sum": 0, "1.0f / (1.0f + expf(-sum))": 1, "expf(sum)": 2}
 _compile_lock = threading.Lock()
 """One build at a time per process (a multi-model cache may load many models)."""
 
@@ -65,12 +75,17 @@ class UnsupportedModelError(Exception):
     """The booster has a shape the generator does not cover; XGBoost keeps serving it."""
 
 
-def _float(value: float) -> str:
-    """A C float literal that parses back to exactly the same float32."""
+def _f32(value: float) -> float:
+    """``value`` rounded to float32; a non-finite number makes the model unsupported."""
     as_f32 = float(np.float32(value))
     if math.isnan(as_f32) or math.isinf(as_f32):
         raise UnsupportedModelError(f"non-finite number {value!r} in the trees")
-    return f"{as_f32:.9e}f"
+    return as_f32
+
+
+def _float(value: float) -> str:
+    """A C float literal that parses back to exactly the same float32."""
+    return f"{_f32(value):.9e}f"
 
 
 def _base_margin(learner: dict[str, Any], objective: str) -> float:
@@ -108,24 +123,33 @@ def _depth(tree: dict[str, Any]) -> int:
     return deepest
 
 
-def _padded(tree: dict[str, Any], depth: int) -> tuple[list[str], ...]:
-    """A tree as complete-tree tables of C literals: features, thresholds, default-left
-    flags (inner nodes) and leaf values."""
+def _padded(
+    tree: dict[str, Any], depth: int
+) -> tuple[list[int], list[float], list[int], list[float]]:
+    """A tree as complete-tree tables: features, thresholds, default-left flags (inner
+    nodes) and leaf values.
+
+    >>> stump = {"left_children": [1, -1, -1], "right_children": [2, -1, -1],
+    ...          "split_indices": [3, 0, 0], "split_conditions": [0.5, -1.0, 2.0],
+    ...          "default_left": [0, 0, 0]}
+    >>> _padded(stump, 2)
+    ([3, 0, 0], [0.5, 0.0, 0.0], [0, 1, 1], [-1.0, -1.0, 2.0, 2.0])
+    """
     inner = (1 << depth) - 1
     left, right = tree["left_children"], tree["right_children"]
-    feat, thr, dflt = ["0"] * inner, ["0.0f"] * inner, ["1"] * inner
-    leaf = ["0.0f"] * (inner + 1)
+    feat, thr, dflt = [0] * inner, [0.0] * inner, [1] * inner
+    leaf = [0.0] * (inner + 1)
     stack = [(0, 0, 0)]  # (node, position in the complete tree, level)
     while stack:
         node, pos, level = stack.pop()
         if left[node] == -1:
             span = 1 << (depth - level)
             first = (pos + 1) * span - 1 - inner  # the leftmost leaf under pos
-            leaf[first : first + span] = [_float(tree["split_conditions"][node])] * span
+            leaf[first : first + span] = [_f32(tree["split_conditions"][node])] * span
             continue
-        feat[pos] = str(int(tree["split_indices"][node]))
-        thr[pos] = _float(tree["split_conditions"][node])
-        dflt[pos] = "1" if tree["default_left"][node] else "0"
+        feat[pos] = int(tree["split_indices"][node])
+        thr[pos] = _f32(tree["split_conditions"][node])
+        dflt[pos] = 1 if tree["default_left"][node] else 0
         stack.append((int(left[node]), 2 * pos + 1, level + 1))
         stack.append((int(right[node]), 2 * pos + 2, level + 1))
     return feat, thr, dflt, leaf
@@ -149,10 +173,10 @@ def _table_kernel(
     leaves: list[str] = []
     for tree in trees:
         feat, thr, dflt, leaf = _padded(tree, depth)
-        features += feat
-        thresholds += thr
-        defaults += dflt
-        leaves += leaf
+        features += map(str, feat)
+        thresholds += map(_float, thr)
+        defaults += map(str, dflt)
+        leaves += map(_float, leaf)
 
     def table(kind: str, name: str, values: list[str]) -> str:
         return f"static const {kind} {name}[{len(values)}] = {{{','.join(values)}}};"
@@ -235,8 +259,25 @@ def _tree_function(index: int, tree: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def generate_c(booster: xgboost.Booster) -> tuple[str, int]:
-    """The C source of ``fs_predict(rows, n, out)`` and the model's feature count."""
+@dataclass(frozen=True)
+class _Ensemble:
+    """What the generators need from a booster, after every check passed."""
+
+    trees: list[dict[str, Any]]
+    width: int
+    margin: float
+    transform: str
+    """The C expression of ``sum`` that gives the prediction."""
+    depth: int
+
+    @property
+    def fits_tables(self) -> bool:
+        """Small enough to pad every tree to a complete tree of ``depth`` levels."""
+        return self.depth <= MAX_TABLE_DEPTH and len(self.trees) << self.depth <= MAX_TABLE_LEAVES
+
+
+def _parse(booster: xgboost.Booster) -> _Ensemble:
+    """The booster's trees and output transform; raises for what is not covered."""
     document = json.loads(bytes(booster.save_raw("json")))
     learner = document["learner"]
     objective = learner["objective"]["name"]
@@ -268,9 +309,21 @@ def generate_c(booster: xgboost.Booster) -> tuple[str, int]:
         transform = "sum"
     for tree in trees:
         _check_tree(tree)
-    depth = max(_depth(tree) for tree in trees)
-    if depth <= MAX_TABLE_DEPTH and len(trees) << max(depth, 1) <= MAX_TABLE_LEAVES:
-        return _table_kernel(trees, width, margin, transform, max(depth, 1)), width
+    depth = max(1, *(_depth(tree) for tree in trees))
+    return _Ensemble(trees, width, margin, transform, depth)
+
+
+def generate_c(booster: xgboost.Booster) -> tuple[str, int]:
+    """The C source of ``fs_predict(rows, n, out)`` and the model's feature count."""
+    ensemble = _parse(booster)
+    trees, width, margin, transform = (
+        ensemble.trees,
+        ensemble.width,
+        ensemble.margin,
+        ensemble.transform,
+    )
+    if ensemble.fits_tables:
+        return _table_kernel(trees, width, margin, transform, ensemble.depth), width
     parts = ["#include <math.h>", "#include <stdint.h>", ""]
     parts.extend(_tree_function(i, tree) for i, tree in enumerate(trees))
     total = " ".join(f"sum += tree_{i}(x);" for i in range(len(trees)))
@@ -291,24 +344,117 @@ void fs_predict(const float* rows, int64_t n, float* out) {{
     return "\n".join(parts), width
 
 
-class CompiledPredictor:
-    """Calls ``fs_predict`` of a compiled shared library (ctypes releases the GIL)."""
+class _ForestStruct(ctypes.Structure):
+    """``fs_forest`` in ``forest.c``."""
 
-    def __init__(self, library: Path, width: int) -> None:
+    _fields_ = [
+        ("trees", ctypes.c_int32),
+        ("depth", ctypes.c_int32),
+        ("width", ctypes.c_int32),
+        ("transform", ctypes.c_int32),
+        ("margin", ctypes.c_float),
+        ("feat", ctypes.c_void_p),
+        ("thr", ctypes.c_void_p),
+        ("dleft", ctypes.c_void_p),
+        ("leaf", ctypes.c_void_p),
+    ]
+
+
+@dataclass(frozen=True)
+class ForestTables:
+    """A booster as the complete-tree tables a prebuilt forest library walks."""
+
+    trees: int
+    depth: int
+    width: int
+    transform: int
+    margin: float
+    feat: np.ndarray
+    thr: np.ndarray
+    dleft: np.ndarray
+    leaf: np.ndarray
+
+
+def forest_tables(booster: xgboost.Booster) -> ForestTables:
+    """The tables of ``booster``; raises :class:`UnsupportedModelError` when it is not
+    covered or too deep for tables (only the per-model build has nested ``if``s)."""
+    ensemble = _parse(booster)
+    if not ensemble.fits_tables:
+        raise UnsupportedModelError(
+            f"trees of depth {ensemble.depth} are too deep for the prebuilt forest library"
+        )
+    padded = [_padded(tree, ensemble.depth) for tree in ensemble.trees]
+    return ForestTables(
+        trees=len(ensemble.trees),
+        depth=ensemble.depth,
+        width=ensemble.width,
+        transform=_TRANSFORM_CODES[ensemble.transform],
+        margin=_f32(ensemble.margin),
+        feat=np.array([f for p in padded for f in p[0]], dtype=np.int32),
+        thr=np.array([t for p in padded for t in p[1]], dtype=np.float32),
+        dleft=np.array([d for p in padded for d in p[2]], dtype=np.uint8),
+        leaf=np.array([v for p in padded for v in p[3]], dtype=np.float32),
+    )
+
+
+class CompiledPredictor:
+    """Calls a compiled shared library (ctypes releases the GIL): either one built for
+    this model (``fs_predict``), or the prebuilt forest library (``fs_forest_predict``)
+    with ``forest``'s tables."""
+
+    def __init__(self, library: Path, width: int, forest: ForestTables | None = None) -> None:
         self._library = ctypes.CDLL(str(library))
-        self._predict = self._library.fs_predict
-        self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-        self._predict.restype = None
-        if int(self._library.fs_num_features()) != width:
-            raise UnsupportedModelError("library built for another width")
         self.width = width
+        self.forest = forest
+        """The tables a prebuilt library walks (kept alive here); None when built for
+        this model."""
+        self._struct: _ForestStruct | None = None
+        if forest is None:
+            self._predict = self._library.fs_predict
+            self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+            self._predict.restype = None
+            if int(self._library.fs_num_features()) != width:
+                raise UnsupportedModelError("library built for another width")
+            return
+        abi = getattr(self._library, "fs_forest_abi", None)
+        if abi is None or int(abi()) != FOREST_ABI:
+            raise UnsupportedModelError(f"{library} is not a forest library of ABI {FOREST_ABI}")
+        self._predict = self._library.fs_forest_predict
+        self._predict.argtypes = [
+            ctypes.POINTER(_ForestStruct),
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.c_void_p,
+        ]
+        self._predict.restype = None
+        self._struct = _ForestStruct(
+            forest.trees,
+            forest.depth,
+            forest.width,
+            forest.transform,
+            forest.margin,
+            forest.feat.ctypes.data,
+            forest.thr.ctypes.data,
+            forest.dleft.ctypes.data,
+            forest.leaf.ctypes.data,
+        )
+
+    @property
+    def kind(self) -> str:
+        """``built for this model`` or ``prebuilt forest library`` (for logs)."""
+        return "built for this model" if self.forest is None else "prebuilt forest library"
 
     def __call__(self, rows: Rows) -> Predictions:
         """Predict a matrix of exactly ``width`` columns."""
         if rows.dtype != np.float32 or not rows.flags.c_contiguous:
             rows = np.ascontiguousarray(rows, dtype=np.float32)
         out = np.empty(rows.shape[0], dtype=np.float32)
-        self._predict(rows.ctypes.data, rows.shape[0], out.ctypes.data)
+        if self._struct is None:
+            self._predict(rows.ctypes.data, rows.shape[0], out.ctypes.data)
+        else:
+            self._predict(
+                ctypes.byref(self._struct), rows.ctypes.data, rows.shape[0], out.ctypes.data
+            )
         return out
 
 
@@ -316,6 +462,15 @@ def compiler() -> str | None:
     """The C compiler on PATH (``FLEETSHIFT_CC`` may name another one)."""
     named = os.environ.get("FLEETSHIFT_CC") or "cc"
     return shutil.which(named) or shutil.which("gcc")
+
+
+def _check_trusted(path: Path) -> None:
+    """A prebuilt library (and its folder) must belong to root or this user, and no one
+    else may write to it: the server loads code from it."""
+    for item in (path, path.parent):
+        info = item.stat()
+        if info.st_uid not in (0, os.getuid()) or info.st_mode & 0o022:
+            raise UnsupportedModelError(f"{item} may be written by another user; not loading code")
 
 
 def _check_private(path: Path) -> None:
@@ -373,13 +528,23 @@ def validation_rows(booster: xgboost.Booster, width: int) -> Rows:
     return np.ascontiguousarray(np.concatenate([rows, on_edge]))
 
 
-def compile_validated(booster: xgboost.Booster, cache_dir: Path) -> CompiledPredictor:
-    """Build, load and validate; raises :class:`UnsupportedModelError` when unusable."""
-    source, width = generate_c(booster)
-    with _compile_lock:
-        library = build(source, cache_dir)
-    predictor = CompiledPredictor(library, width)
-    rows = validation_rows(booster, width)
+def compile_validated(
+    booster: xgboost.Booster, cache_dir: Path, *, forest_library: Path | None = None
+) -> CompiledPredictor:
+    """Build (or, with ``forest_library``, load the prebuilt library), then validate;
+    raises :class:`UnsupportedModelError` when unusable."""
+    if forest_library is not None:
+        if not forest_library.is_file():
+            raise UnsupportedModelError(f"forest library {forest_library} does not exist")
+        _check_trusted(forest_library)
+        tables = forest_tables(booster)
+        predictor = CompiledPredictor(forest_library, tables.width, tables)
+    else:
+        source, width = generate_c(booster)
+        with _compile_lock:
+            library = build(source, cache_dir)
+        predictor = CompiledPredictor(library, width)
+    rows = validation_rows(booster, predictor.width)
     expected = np.asarray(booster.inplace_predict(rows), dtype=np.float32).reshape(-1)
     for batch, want in ((rows[:1], expected[:1]), (rows, expected)):
         got = predictor(batch)
@@ -389,3 +554,52 @@ def compile_validated(booster: xgboost.Booster, cache_dir: Path) -> CompiledPred
         if not worst <= TOLERANCE:
             raise UnsupportedModelError(f"differs from inplace_predict by {worst:.3g}")
     return predictor
+
+
+def build_forest_library(output: Path) -> Path:
+    """Compile ``forest.c`` into ``output`` (atomically, mode 0755) with the C compiler."""
+    cc = compiler()
+    if cc is None:
+        raise UnsupportedModelError("no C compiler on PATH (set FLEETSHIFT_CC)")
+    source = importlib.resources.files(__package__).joinpath("forest.c").read_text()
+    output = output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fleetshift-forest-", dir=output.parent) as work:
+        c_file = Path(work) / "forest.c"
+        c_file.write_text(source)
+        built = Path(work) / output.name
+        result = subprocess.run(
+            [cc, *CFLAGS, "-o", str(built), str(c_file), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise UnsupportedModelError(f"compiler failed: {result.stderr.strip()[:300]}")
+        built.chmod(0o755)
+        os.replace(built, output)
+    return output
+
+
+def main(argv: list[str]) -> int:
+    """``python -m fleetshift_runtime.models.compiled OUTPUT.so``: build the prebuilt
+    forest library (the image's build stage runs this)."""
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print(
+            "usage: python -m fleetshift_runtime.models.compiled OUTPUT.so\n"
+            "Builds the prebuilt tree walker; point FLEETSHIFT_TREES_LIBRARY at it.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        library = build_forest_library(Path(argv[0]))
+    except (UnsupportedModelError, OSError, subprocess.TimeoutExpired) as error:
+        print(f"could not build the forest library: {error}", file=sys.stderr)
+        return 1
+    print(f"built {library} (forest ABI {FOREST_ABI})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from ..settings import RuntimeSettings
 from ..sources import fetch_model_file, source_options
@@ -44,5 +45,10 @@ def load_model(uri: str, *, name: str, settings: RuntimeSettings, sha256: str = 
         model.load_seconds,
     )
     if settings.compiled_predict:
-        model.compile_in_background(source_options(settings).cache_dir / "compiled")
+        model.compile_in_background(
+            source_options(settings).cache_dir / "compiled",
+            forest_library=Path(settings.trees_library) if settings.trees_library else None,
+        )
+    else:
+        log.info("model %r: compiled trees off (FLEETSHIFT_COMPILED_PREDICT=false)", name)
     return model

@@ -158,9 +158,12 @@ class XGBoostModel:
             return "compiled trees"
         return "direct C predictor" if self.fast_path is not None else "inplace_predict"
 
-    def compile_in_background(self, cache_dir: Path) -> threading.Thread:
+    def compile_in_background(
+        self, cache_dir: Path, *, forest_library: Path | None = None
+    ) -> threading.Thread:
         """Build the compiled predictor in a daemon thread; XGBoost serves meanwhile,
-        and keeps serving if the build is impossible or the result does not validate."""
+        and keeps serving if the build is impossible or the result does not validate.
+        With ``forest_library``, the prebuilt library walks the model's tables instead."""
 
         def work() -> None:
             # Let the first requests through first: the time to the first prediction
@@ -168,7 +171,7 @@ class XGBoostModel:
             time.sleep(COMPILE_DELAY_SECONDS)
             started = time.perf_counter()
             try:
-                compiled = compile_validated(self.booster, cache_dir)
+                compiled = compile_validated(self.booster, cache_dir, forest_library=forest_library)
             except UnsupportedModelError as error:
                 log.info("model %r: compiled trees not used (%s)", self.name, error)
                 return
@@ -177,9 +180,10 @@ class XGBoostModel:
                 return
             self.compiled = compiled
             log.info(
-                "model %r: compiled trees validated within 1e-6 and in use after %.2fs",
+                "model %r: compiled trees validated within 1e-6 and in use after %.2fs (%s)",
                 self.name,
                 time.perf_counter() - started,
+                compiled.kind,
             )
 
         thread = threading.Thread(target=work, name=f"compile-{self.name}", daemon=True)
