@@ -203,15 +203,20 @@ def fleetshift(
             f"http://127.0.0.1:{port}/invocations", csv_body(rows[:1]),
             {"Content-Type": "text/csv"}, started=started, process=process,
         )  # fmt: skip
-        if env.get("FLEETSHIFT_COMPILED_PREDICT", "true") == "true":
-            # The compiled trees build in the background after the first prediction;
-            # measure the steady state, not the build (skipped without a C compiler).
+        compiled = env.get("FLEETSHIFT_COMPILED_PREDICT", "true") == "true"
+        if compiled and not stock_uvicorn and (shutil.which("cc") or
+                                               env.get("FLEETSHIFT_TREES_LIBRARY")):  # fmt: skip
+            # The compiled trees come in the background after the first prediction;
+            # measure the steady state, not the build.
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and shutil.which("cc"):
-                if list(Path(cache_dir, "compiled").glob("trees-*.so")):
-                    time.sleep(1.0)  # validation, and the other workers' own loads
+            while time.monotonic() < deadline:
+                meta = httpx.get(f"http://127.0.0.1:{port}/v2/models/model").json()
+                if str(meta.get("parameters", {}).get("predictor")).startswith("compiled"):
+                    time.sleep(1.0)  # the other workers' own switch
                     break
                 time.sleep(0.1)
+            else:
+                log(f"  [bench] {name}: compiled trees not in use after 60 s")
         if stock_uvicorn:
             time.sleep(3)  # no metrics port to see the workers; give them time
         elif workers > 1:  # every worker must be up before measuring
@@ -471,11 +476,11 @@ def measure(
 
 def print_table(title: str, results: list[Result]) -> None:
     print(f"\n{title}")
-    print(f"{'server':16} {'proto':5} {'rows':>4} {'conc':>4} {'req/s':>7} {'range':>11} "
+    print(f"{'server':20} {'proto':5} {'rows':>4} {'conc':>4} {'req/s':>7} {'range':>11} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'err':>4} {'cores':>5} {'cpu-ms/req':>10} "
           f"{'load1':>5} {'wrk cores':>9}")  # fmt: skip
     for r in results:
-        print(f"{r.server:16} {r.protocol:5} {r.rows:4} {r.concurrency:4} {r.rps:7.0f} "
+        print(f"{r.server:20} {r.protocol:5} {r.rows:4} {r.concurrency:4} {r.rps:7.0f} "
               f"{f'{r.rps_min:.0f}-{r.rps_max:.0f}':>11} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
               f"{r.errors:4} {r.server_cores:5.2f} {r.cpu_ms_per_request:10.3f} "
               f"{r.load1:5.2f} {r.wrk_cores:9.2f}")  # fmt: skip
@@ -528,6 +533,11 @@ def main() -> int:
         }
 
     raw_rate = raw_inplace_predict_rate(model, rows, core="0")
+    forest_library: Path | None = None
+    if shutil.which("cc"):
+        from fleetshift_runtime.models.compiled import build_forest_library  # noqa: PLC0415
+
+        forest_library = build_forest_library(workdir / "lib" / "libfleetshift_forest.so")
     log(f"  raw xgboost inplace_predict, 1 row, core 0: {raw_rate:.0f} calls/s")
 
     if "compare" in sections:
@@ -540,6 +550,11 @@ def main() -> int:
                 targets.append(oip_target(ml, "predict", "1"))
             one = stack.enter_context(fleetshift(model, rows, workers=1, cores="0"))
             targets += [oip_target(one, "input-0", "1"), csv_target(one, "1")]
+            if forest_library is not None:  # the image's configuration: no compiler
+                image = stack.enter_context(fleetshift(
+                    model, rows, workers=1, cores="0", name="fleetshift-1w-forest",
+                    extra_env={"FLEETSHIFT_TREES_LIBRARY": str(forest_library)}))  # fmt: skip
+                targets.append(csv_target(image, "1"))
             results = measure(targets, rows, row_counts, levels, args=args, workdir=workdir)
             for target in targets:
                 record(target.server)
@@ -558,6 +573,12 @@ def main() -> int:
                             f"{protocol}/{rows_}row/c{conc} {ours.rps / theirs.rps:.2f}x "
                             f"(p99 {ours.p99_ms:.1f} vs {theirs.p99_ms:.1f} ms)"
                         )
+        for rows_ in row_counts:
+            baked = find(results, "fleetshift-1w", "csv", rows_, 8)
+            prebuilt = find(results, "fleetshift-1w-forest", "csv", rows_, 8)
+            if baked and prebuilt:
+                summary.append(f"forest library vs per-model build csv/{rows_}row/c8 "
+                               f"{prebuilt.rps / baked.rps:.2f}x")  # fmt: skip
         single = find(results, "fleetshift-1w", "csv", 1, 1)
         if single:
             summary.append(f"csv/1row/c1 vs raw inplace_predict {single.rps / raw_rate:.2f}x")
@@ -641,7 +662,7 @@ def main() -> int:
 
     print()
     for name, facts in servers.items():
-        print(f"{name:18} RSS {facts['rss_mb']:6.1f} MB total, {facts['max_process_rss_mb']:6.1f}"
+        print(f"{name:20} RSS {facts['rss_mb']:6.1f} MB total, {facts['max_process_rss_mb']:6.1f}"
               f" MB largest process; first prediction {facts['first_prediction_s']:.2f} s "
               f"after spawn")  # fmt: skip
     print(f"raw xgboost inplace_predict (1 row, in-process, core 0): {raw_rate:.0f} calls/s")

@@ -69,6 +69,7 @@ def metadata_app(runtime: Runtime) -> FastAPI:
                 "parameters": {
                     "model_num_features": found.num_features,
                     "endpoint_num_features": width,
+                    "predictor": found.predictor_name,
                 },
             }
         )

@@ -179,6 +179,8 @@ def test_server_switches_to_the_compiled_trees_with_the_same_answers(
 ) -> None:
     server = start_runtime(MODEL_URI=str(churn_model.save(tmp_path / "model.ubj")))
     _wait_for_log(server.log, "compiled trees validated within 1e-6 and in use")
+    metadata = httpx.get(f"{server.url}/v2/models/model").json()
+    assert metadata["parameters"]["predictor"] == "compiled trees (built for this model)"
     response = httpx.post(
         f"{server.url}/invocations",
         content=csv_body(churn_model.rows),
@@ -266,6 +268,8 @@ def test_server_serves_with_the_prebuilt_forest_library(
     )
     _wait_for_log(server.log, "in use after")
     assert "(prebuilt forest library)" in server.log()
+    metadata = httpx.get(f"{server.url}/v2/models/model").json()
+    assert metadata["parameters"]["predictor"] == "compiled trees (prebuilt forest library)"
     response = httpx.post(
         f"{server.url}/invocations",
         content=csv_body(churn_model.rows),

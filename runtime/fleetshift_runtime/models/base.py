@@ -33,6 +33,11 @@ class Model(Protocol):
         ...
 
     @property
+    def predictor_name(self) -> str:
+        """Which implementation answers now, e.g. ``inplace_predict`` (model metadata)."""
+        ...
+
+    @property
     def size_bytes(self) -> int:
         """Estimated memory footprint (used by the multi-model LRU budget)."""
         ...

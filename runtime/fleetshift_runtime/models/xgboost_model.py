@@ -155,7 +155,7 @@ class XGBoostModel:
     def predictor_name(self) -> str:
         """Which implementation answers now (logged, and shown in model metadata)."""
         if self.compiled is not None:
-            return "compiled trees"
+            return f"compiled trees ({self.compiled.kind})"
         return "direct C predictor" if self.fast_path is not None else "inplace_predict"
 
     def compile_in_background(
