@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import json
 import os
-import signal
 import socket
 import ssl
 import sys
@@ -528,14 +527,3 @@ def default_folder() -> Path:
     if base:
         return Path(base)
     return Path(os.environ.get("TMPDIR", "/tmp")) / f"fleetshift-cluster-{os.getuid()}"
-
-
-def terminate_on_signals(cluster: LocalCluster) -> None:
-    """Stop ``cluster`` when this process gets SIGTERM or SIGINT."""
-
-    def _handler(signum: int, _frame: object) -> None:
-        cluster.stop()
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)

@@ -120,11 +120,11 @@ def test_no_process_is_left_behind(demo_run: dict[str, Any]) -> None:
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     output = tmp_path / "interrupted"
-    demo = subprocess.Popen(
-        demo_command(output, "--canary-wait", "60"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    console = tmp_path / "demo-console.log"
+    with console.open("wb") as sink:
+        demo = subprocess.Popen(
+            demo_command(output, "--canary-wait", "60"), stdout=sink, stderr=subprocess.STDOUT
+        )
     try:
         kubeconfig = output / "work" / "cluster" / "admin.kubeconfig"
 
@@ -141,7 +141,13 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
 
         wait_for(serving, timeout=240, message="the demo to serve its baseline")
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert demo.wait(timeout=120) == 130
+        try:
+            code = demo.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 130, f"exit {code} after Ctrl-C; the demo printed:\n" + "\n".join(
+            console.read_text(errors="replace").splitlines()[-40:]
+        )
     finally:
         if demo.poll() is None:
             demo.kill()

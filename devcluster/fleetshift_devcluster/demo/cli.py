@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import psutil
 from fleetshift_devcluster.cluster import ClusterError, running_cluster
 from fleetshift_devcluster.demo.plots import fetch_series, plot_scenario
 from fleetshift_devcluster.demo.progress import Progress
+from fleetshift_devcluster.demo.stopping import StopRequest
 from fleetshift_devcluster.demo.story import (
     NAMESPACE,
     Demo,
@@ -116,10 +116,6 @@ def reap_leftovers(work: Path) -> list[int]:
     return [p.pid for p in found]
 
 
-def _raise_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = DemoOptions(
@@ -130,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate=args.rate,
         policies=args.policies,
     )
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    stop = StopRequest()
+    stop.install()
     progress = Progress()
     work = options.output / "work"
     began = time.monotonic()
@@ -143,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         work.mkdir(parents=True)
         progress.say(f"starting the local control plane in {work / 'cluster'}")
         with running_cluster(work / "cluster") as cluster:
-            demo = Demo(options, cluster, progress)
+            demo = Demo(options, cluster, progress, stop)
             with demo.running():
                 demo.run(lambda summary, record: _after_scenario(demo, summary, record))
                 summaries = demo.summaries

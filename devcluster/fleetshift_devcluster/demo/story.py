@@ -41,6 +41,7 @@ from fleetshift_devcluster.demo.launcher import KWOK_STATUS, PodLauncher
 from fleetshift_devcluster.demo.loadgen import LoadGenerator
 from fleetshift_devcluster.demo.models import FEATURES, DemoModels, build_models
 from fleetshift_devcluster.demo.progress import Progress
+from fleetshift_devcluster.demo.stopping import StopRequest
 from fleetshift_devcluster.demo.timeline import (
     Marker,
     ScenarioSummary,
@@ -194,8 +195,16 @@ def get_prometheus_config(targets_file: Path) -> dict[str, Any]:
 class Demo:
     """Starts every component, runs the scenarios, and stops everything on exit."""
 
-    def __init__(self, options: DemoOptions, cluster: LocalCluster, progress: Progress) -> None:
+    def __init__(
+        self,
+        options: DemoOptions,
+        cluster: LocalCluster,
+        progress: Progress,
+        stop: StopRequest | None = None,
+    ) -> None:
         self.options = options
+        self.stop = stop or StopRequest()
+        """Every wait below goes through ``stop.pause``, so Ctrl-C is never lost."""
         self.cluster = cluster
         self.progress = progress
         self.work = options.output / "work"
@@ -274,6 +283,7 @@ class Demo:
     def run(self, on_scenario: Callable[[ScenarioSummary, ScenarioRecord], None]) -> None:
         """Every scenario in turn; ``on_scenario`` gets each one's results as it ends."""
         for scenario in calculate_story(self.options.policies):
+            self.stop.pause(0)
             summary, record = self.run_scenario(scenario)
             self.summaries.append(summary)
             on_scenario(summary, record)
@@ -299,7 +309,7 @@ class Demo:
                 endpoint = self._endpoint(scenario.endpoint)
                 events = self._events(endpoint) if self.progress.live else []
             except (ApiError, httpx.HTTPError):  # an API hiccup: look again shortly
-                time.sleep(0.5)
+                self.stop.pause(0.5)
                 continue
             status = dict(endpoint.get("status") or {})
             sample = StatusSample.of(time.time(), status)
@@ -322,9 +332,9 @@ class Demo:
                     f"(phase {sample.phase}); see {self.work / 'operator.log'} and "
                     f"{self.work / 'runtimes'}; last launcher errors: {launcher}"
                 )
-            time.sleep(0.5)
+            self.stop.pause(0.5)
         finished = time.time()
-        time.sleep(self.options.settle_seconds)  # the graphs show the steady state after
+        self.stop.pause(self.options.settle_seconds)  # the graphs show the steady state after
         return self._summarize(scenario, status, samples, candidate, started, finished)
 
     def _finished(self, scenario: Scenario, status: dict[str, Any], candidate: str | None) -> bool:
