@@ -15,7 +15,13 @@ import pytest
 from fleetshift_runtime.models import compiled
 from fleetshift_runtime.models.compiled import UnsupportedModelError, compile_validated
 from fleetshift_runtime.models.xgboost_model import load_xgboost
-from support.runtime_kit import StartRuntime, TrainedModel, csv_body, train_model
+from support.runtime_kit import (
+    RuntimeProcess,
+    StartRuntime,
+    TrainedModel,
+    csv_body,
+    train_model,
+)
 
 needs_cc = pytest.mark.skipif(compiled.compiler() is None, reason="no C compiler on PATH")
 
@@ -173,6 +179,17 @@ def _wait_for_log(server_log: object, text: str, timeout: float = 60) -> None:
     raise AssertionError(f"{text!r} not logged:\n{server_log()}")  # type: ignore[operator]
 
 
+def _assert_answers_like_xgboost(server: RuntimeProcess, model: TrainedModel) -> None:
+    response = httpx.post(
+        f"{server.url}/invocations",
+        content=csv_body(model.rows),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200
+    scores = np.array([float(v) for v in response.text.split()], dtype=np.float32)
+    np.testing.assert_allclose(scores, model.expected(), rtol=0, atol=1e-6)
+
+
 @needs_cc
 def test_server_switches_to_the_compiled_trees_with_the_same_answers(
     start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
@@ -181,14 +198,7 @@ def test_server_switches_to_the_compiled_trees_with_the_same_answers(
     _wait_for_log(server.log, "compiled trees validated within 1e-6 and in use")
     metadata = httpx.get(f"{server.url}/v2/models/model").json()
     assert metadata["parameters"]["predictor"] == "compiled trees (built for this model)"
-    response = httpx.post(
-        f"{server.url}/invocations",
-        content=csv_body(churn_model.rows),
-        headers={"Content-Type": "text/csv"},
-    )
-    assert response.status_code == 200
-    scores = np.array([float(v) for v in response.text.split()], dtype=np.float32)
-    np.testing.assert_allclose(scores, churn_model.expected(), rtol=0, atol=1e-6)
+    _assert_answers_like_xgboost(server, churn_model)
 
 
 @pytest.mark.parametrize(
@@ -270,14 +280,7 @@ def test_server_serves_with_the_prebuilt_forest_library(
     assert "(prebuilt forest library)" in server.log()
     metadata = httpx.get(f"{server.url}/v2/models/model").json()
     assert metadata["parameters"]["predictor"] == "compiled trees (prebuilt forest library)"
-    response = httpx.post(
-        f"{server.url}/invocations",
-        content=csv_body(churn_model.rows),
-        headers={"Content-Type": "text/csv"},
-    )
-    assert response.status_code == 200
-    scores = np.array([float(v) for v in response.text.split()], dtype=np.float32)
-    np.testing.assert_allclose(scores, churn_model.expected(), rtol=0, atol=1e-6)
+    _assert_answers_like_xgboost(server, churn_model)
     assert not list((tmp_path / "cache").rglob("trees-*.so")), "no per-model build"
 
 

@@ -481,10 +481,34 @@ def _check_private(path: Path) -> None:
         raise UnsupportedModelError(f"{path} is not private to this user; not loading code")
 
 
-def build(source: str, cache_dir: Path) -> Path:
-    """Compile ``source`` into a cached shared library; reuse it if already built."""
+def _compile(source: str, output: Path, *, nice: bool) -> Path:
+    """Compile C ``source`` into the shared library ``output``, atomically (a concurrent
+    reader sees all or nothing); ``nice`` builds at low priority."""
     cc = compiler()
     if cc is None:
+        raise UnsupportedModelError("no C compiler on PATH (set FLEETSHIFT_CC)")
+    with tempfile.TemporaryDirectory(prefix="fleetshift-cc-", dir=output.parent) as work:
+        c_file = Path(work) / "source.c"
+        c_file.write_text(source)
+        built = Path(work) / output.name
+        command = [cc, *CFLAGS, "-o", str(built), str(c_file), "-lm"]
+        low = shutil.which("nice") if nice else None
+        result = subprocess.run(
+            [low, "-n", "10", *command] if low else command,
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise UnsupportedModelError(f"compiler failed: {result.stderr.strip()[:300]}")
+        os.replace(built, output)
+    return output
+
+
+def build(source: str, cache_dir: Path) -> Path:
+    """Compile ``source`` into a cached shared library; reuse it if already built."""
+    if compiler() is None:
         raise UnsupportedModelError("no C compiler on PATH")
     key = hashlib.sha256(("\0".join(CFLAGS) + "\0" + source).encode()).hexdigest()[:32]
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -493,23 +517,8 @@ def build(source: str, cache_dir: Path) -> Path:
     if library.exists():
         _check_private(library)
         return library
-    with tempfile.TemporaryDirectory(prefix="fleetshift-cc-", dir=cache_dir) as work:
-        c_file = Path(work) / "trees.c"
-        c_file.write_text(source)
-        built = Path(work) / "trees.so"
-        nice = shutil.which("nice")  # the build must not slow the requests being served
-        command = [cc, *CFLAGS, "-o", str(built), str(c_file), "-lm"]
-        result = subprocess.run(
-            [nice, "-n", "10", *command] if nice else command,
-            capture_output=True,
-            text=True,
-            timeout=COMPILE_TIMEOUT_SECONDS,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise UnsupportedModelError(f"compiler failed: {result.stderr.strip()[:300]}")
-        os.replace(built, library)  # atomic: a concurrent worker sees all or nothing
-    return library
+    # Low priority: the build must not slow the requests being served meanwhile.
+    return _compile(source, library, nice=True)
 
 
 def validation_rows(booster: xgboost.Booster, width: int) -> Rows:
@@ -558,28 +567,12 @@ def compile_validated(
 
 def build_forest_library(output: Path) -> Path:
     """Compile ``forest.c`` into ``output`` (atomically, mode 0755) with the C compiler."""
-    cc = compiler()
-    if cc is None:
-        raise UnsupportedModelError("no C compiler on PATH (set FLEETSHIFT_CC)")
     source = importlib.resources.files(__package__).joinpath("forest.c").read_text()
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fleetshift-forest-", dir=output.parent) as work:
-        c_file = Path(work) / "forest.c"
-        c_file.write_text(source)
-        built = Path(work) / output.name
-        result = subprocess.run(
-            [cc, *CFLAGS, "-o", str(built), str(c_file), "-lm"],
-            capture_output=True,
-            text=True,
-            timeout=COMPILE_TIMEOUT_SECONDS,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise UnsupportedModelError(f"compiler failed: {result.stderr.strip()[:300]}")
-        built.chmod(0o755)
-        os.replace(built, output)
-    return output
+    library = _compile(source, output, nice=False)
+    library.chmod(0o755)
+    return library
 
 
 def main(argv: list[str]) -> int:
