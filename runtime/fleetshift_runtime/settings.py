@@ -94,12 +94,14 @@ class RuntimeSettings(BaseSettings):
     """Upper bound on rows predicted together when concurrent requests are coalesced."""
 
     fast_predict: bool = True
-    """Call XGBoost's C prediction function directly (used only when it reproduces
-    ``inplace_predict`` exactly at load); false always uses ``inplace_predict``."""
+    """Load and predict through ``libxgboost``'s C API directly, without importing the
+    ``xgboost`` Python package: a faster start, less memory and ~50 µs less per call,
+    with the same answers. False loads the model with the package and predicts with
+    ``inplace_predict``."""
 
     compiled_predict: bool = True
     """After loading, compile the trees to C with the system compiler (``cc``) in the
-    background and switch to them once they match ``inplace_predict`` within 1e-6 on a
+    background and switch to them once they match XGBoost's prediction within 1e-6 on a
     validation set. Without a compiler, or for an unsupported model, XGBoost serves."""
 
     trees_library: str = ""

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from .errors import ModelLoadError, ModelNotFoundError
 from .models.formats import find_model_file
 from .s3 import S3Credentials, S3Location, resolve_endpoint, resolve_region, signed_get
@@ -231,6 +229,8 @@ def _ssl_context(options: SourceOptions) -> ssl.SSLContext | bool:
 
 
 def _download_once(uri: str, target: Path, options: SourceOptions, sha256: str) -> None:
+    import httpx  # noqa: PLC0415 - ~50 ms of start-up that only remote models need
+
     url, headers = _request_for(uri, options)
     digest = hashlib.sha256()
     received = 0

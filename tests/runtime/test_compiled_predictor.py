@@ -59,7 +59,7 @@ def _rows(features: int, count: int = 400) -> np.ndarray:
 )
 def test_compiled_trees_match_inplace_predict(tmp_path: Path, objective: str) -> None:
     model = train_model(objective=objective, features=12, trees=40, depth=5)
-    predictor = compile_validated(model.booster, tmp_path)
+    predictor = compile_validated(model.native(), tmp_path)
     rows = _rows(12)
     for batch in (rows[:1], rows[:7], rows[:8], rows[:9], rows[:16], rows):
         np.testing.assert_allclose(predictor(batch), model.expected(batch), rtol=0, atol=1e-6)
@@ -71,9 +71,9 @@ def test_deep_trees_use_nested_ifs_and_match_too(
 ) -> None:
     monkeypatch.setattr(compiled, "MAX_TABLE_DEPTH", 2)
     model = train_model(features=12, trees=30, depth=6)
-    source, _ = compiled.generate_c(model.booster)
+    source, _ = compiled.generate_c(model.native())
     assert "static inline float tree_0" in source
-    predictor = compile_validated(model.booster, tmp_path)
+    predictor = compile_validated(model.native(), tmp_path)
     rows = _rows(12)
     np.testing.assert_allclose(predictor(rows), model.expected(rows), rtol=0, atol=1e-6)
 
@@ -81,7 +81,7 @@ def test_deep_trees_use_nested_ifs_and_match_too(
 @needs_cc
 def test_values_exactly_on_a_threshold_go_right_like_xgboost(tmp_path: Path) -> None:
     model = train_model(features=6, trees=10, depth=3)
-    predictor = compile_validated(model.booster, tmp_path)
+    predictor = compile_validated(model.native(), tmp_path)
     document = json.loads(bytes(model.booster.save_raw("json")))
     splits = [
         (feature, threshold)
@@ -100,11 +100,11 @@ def test_values_exactly_on_a_threshold_go_right_like_xgboost(tmp_path: Path) -> 
 @needs_cc
 def test_the_library_is_cached_by_source(tmp_path: Path) -> None:
     model = train_model(features=8)
-    compile_validated(model.booster, tmp_path)
+    compile_validated(model.native(), tmp_path)
     libraries = list(tmp_path.glob("trees-*.so"))
     assert len(libraries) == 1
     built_at = libraries[0].stat().st_mtime_ns
-    compile_validated(model.booster, tmp_path)
+    compile_validated(model.native(), tmp_path)
     assert libraries[0].stat().st_mtime_ns == built_at
 
 
@@ -115,13 +115,13 @@ def test_a_cache_dir_others_can_write_to_is_refused(tmp_path: Path) -> None:
     shared.mkdir()
     shared.chmod(0o777)
     with pytest.raises(UnsupportedModelError, match="not private"):
-        compile_validated(model.booster, shared)
+        compile_validated(model.native(), shared)
 
 
 def test_models_it_does_not_cover_are_refused() -> None:
     multi = train_model(objective="multi:softprob", num_class=3, features=5)
     with pytest.raises(UnsupportedModelError, match="objective multi:softprob"):
-        compiled.generate_c(multi.booster)
+        compiled.generate_c(multi.native())
 
 
 @needs_cc
@@ -137,8 +137,8 @@ def test_a_library_that_disagrees_is_not_used(
         return wrong_source.replace("1.0f / (1.0f + expf(-s))", "s"), width  # the margin
 
     monkeypatch.setattr(compiled, "generate_c", wrong)
-    with pytest.raises(UnsupportedModelError, match="differs from inplace_predict"):
-        compile_validated(model.booster, tmp_path)
+    with pytest.raises(UnsupportedModelError, match="differs from XGBoost"):
+        compile_validated(model.native(), tmp_path)
     loaded = load_xgboost(
         model.save(tmp_path / "model.ubj"), name="m", allow_pickle=False, threads=1
     )
@@ -153,7 +153,7 @@ def test_without_a_compiler_xgboost_serves(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("FLEETSHIFT_CC", raising=False)
     model = train_model(features=10)
     with pytest.raises(UnsupportedModelError, match="no C compiler"):
-        compile_validated(model.booster, tmp_path)
+        compile_validated(model.native(), tmp_path)
 
 
 @needs_cc
@@ -210,7 +210,7 @@ def test_prebuilt_forest_library_matches_inplace_predict_without_a_compiler(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # as in the slim image
     monkeypatch.delenv("FLEETSHIFT_CC", raising=False)
     model = train_model(objective=objective, features=12, trees=40, depth=5)
-    predictor = compile_validated(model.booster, tmp_path / "cache", forest_library=forest_library)
+    predictor = compile_validated(model.native(), tmp_path / "cache", forest_library=forest_library)
     assert predictor.kind == "prebuilt forest library"
     rows = _rows(12)
     for batch in (rows[:1], rows[:7], rows[:8], rows[:9], rows):
@@ -224,7 +224,7 @@ def test_prebuilt_forest_library_refuses_trees_too_deep_for_tables(
     monkeypatch.setattr(compiled, "MAX_TABLE_DEPTH", 2)
     model = train_model(features=12, trees=30, depth=6)
     with pytest.raises(UnsupportedModelError, match="too deep for the prebuilt forest library"):
-        compile_validated(model.booster, Path("/unused"), forest_library=forest_library)
+        compile_validated(model.native(), Path("/unused"), forest_library=forest_library)
 
 
 def test_a_forest_library_others_can_write_to_is_refused(
@@ -237,19 +237,19 @@ def test_a_forest_library_others_can_write_to_is_refused(
     copy.chmod(0o777)
     model = train_model(features=8)
     with pytest.raises(UnsupportedModelError, match="may be written by another user"):
-        compile_validated(model.booster, tmp_path, forest_library=copy)
+        compile_validated(model.native(), tmp_path, forest_library=copy)
     with pytest.raises(UnsupportedModelError, match="does not exist"):
-        compile_validated(model.booster, tmp_path, forest_library=shared / "missing.so")
+        compile_validated(model.native(), tmp_path, forest_library=shared / "missing.so")
 
 
 def test_a_library_that_is_not_a_forest_library_is_refused(tmp_path: Path) -> None:
     if compiled.compiler() is None:
         pytest.skip("no C compiler on PATH")
     model = train_model(features=8)
-    source, _ = compiled.generate_c(model.booster)
+    source, _ = compiled.generate_c(model.native())
     baked = compiled.build(source, tmp_path / "cache")  # a per-model library: no fs_forest_abi
     with pytest.raises(UnsupportedModelError, match="not a forest library"):
-        compile_validated(model.booster, tmp_path, forest_library=baked)
+        compile_validated(model.native(), tmp_path, forest_library=baked)
 
 
 def test_forest_library_command_explains_its_usage_and_a_missing_compiler(

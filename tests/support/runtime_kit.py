@@ -38,6 +38,7 @@ import xgboost
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetshift_devcluster.wait import wait_for
+from fleetshift_runtime.models.native import NativeBooster
 
 FEATURES = 20
 """Width of the default test model (the seeds' churn model has about 20)."""
@@ -66,6 +67,10 @@ class TrainedModel:
         """The booster's own predictions (the ground truth for the server's answers)."""
         data = self.rows if rows is None else rows
         return np.asarray(self.booster.inplace_predict(data), dtype=np.float32)
+
+    def native(self) -> NativeBooster:
+        """The same model held by ``libxgboost`` directly, as the runtime loads it."""
+        return NativeBooster.load(bytes(self.booster.save_raw("ubj")), threads=1)
 
     def save(self, path: Path) -> Path:
         """Save in the format named by the suffix (.json, .ubj, .deprecated = legacy)."""

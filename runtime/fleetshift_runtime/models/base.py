@@ -14,6 +14,10 @@ Predictions = npt.NDArray[np.float32]
 """Model output: shape ``(rows,)`` or ``(rows, outputs)``."""
 
 
+class BoosterError(Exception):
+    """XGBoost refused a model or an input; the message is XGBoost's own."""
+
+
 class Model(Protocol):
     """A loaded model: what the HTTP layer needs from it."""
 

@@ -14,7 +14,7 @@ nested ``if``s instead.
 - The build (~0.5 s, at low priority) runs in a background thread after the model
   already serves with XGBoost. The shared library is cached under the model cache dir,
   keyed by the hash of its source, so a restart or a second worker reuses it.
-- It is switched on only after it matched ``inplace_predict`` within 1e-6 on a
+- It is switched on only after it matched XGBoost's own prediction within 1e-6 on a
   validation set that includes missing values and values exactly on split thresholds.
 - Where there is no compiler at run time (the slim image), a *prebuilt forest library*
   does the same walk with the tables passed in at run time (``forest.c``, built once by
@@ -38,12 +38,14 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xgboost
 
 from .base import Predictions, Rows
+
+if TYPE_CHECKING:
+    from .booster import Booster
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +278,9 @@ class _Ensemble:
         return self.depth <= MAX_TABLE_DEPTH and len(self.trees) << self.depth <= MAX_TABLE_LEAVES
 
 
-def _parse(booster: xgboost.Booster) -> _Ensemble:
+def _parse(booster: Booster) -> _Ensemble:
     """The booster's trees and output transform; raises for what is not covered."""
-    document = json.loads(bytes(booster.save_raw("json")))
+    document = json.loads(booster.save_json())
     learner = document["learner"]
     objective = learner["objective"]["name"]
     if objective not in (*_LOGISTIC, *_IDENTITY, *_EXP):
@@ -313,7 +315,7 @@ def _parse(booster: xgboost.Booster) -> _Ensemble:
     return _Ensemble(trees, width, margin, transform, depth)
 
 
-def generate_c(booster: xgboost.Booster) -> tuple[str, int]:
+def generate_c(booster: Booster) -> tuple[str, int]:
     """The C source of ``fs_predict(rows, n, out)`` and the model's feature count."""
     ensemble = _parse(booster)
     trees, width, margin, transform = (
@@ -375,7 +377,7 @@ class ForestTables:
     leaf: np.ndarray
 
 
-def forest_tables(booster: xgboost.Booster) -> ForestTables:
+def forest_tables(booster: Booster) -> ForestTables:
     """The tables of ``booster``; raises :class:`UnsupportedModelError` when it is not
     covered or too deep for tables (only the per-model build has nested ``if``s)."""
     ensemble = _parse(booster)
@@ -521,12 +523,12 @@ def build(source: str, cache_dir: Path) -> Path:
     return _compile(source, library, nice=True)
 
 
-def validation_rows(booster: xgboost.Booster, width: int) -> Rows:
+def validation_rows(booster: Booster, width: int) -> Rows:
     """Random rows with missing values, plus rows sitting exactly on split thresholds."""
     rng = np.random.default_rng(7)
     rows = rng.normal(scale=3.0, size=(512, width)).astype(np.float32)
     rows[rng.random(rows.shape) < 0.1] = np.nan
-    document = json.loads(bytes(booster.save_raw("json")))
+    document = json.loads(booster.save_json())
     trees = document["learner"]["gradient_booster"]["model"]["trees"]
     on_edge = rows[:256].copy()
     for tree in trees[:64]:
@@ -538,7 +540,7 @@ def validation_rows(booster: xgboost.Booster, width: int) -> Rows:
 
 
 def compile_validated(
-    booster: xgboost.Booster, cache_dir: Path, *, forest_library: Path | None = None
+    booster: Booster, cache_dir: Path, *, forest_library: Path | None = None
 ) -> CompiledPredictor:
     """Build (or, with ``forest_library``, load the prebuilt library), then validate;
     raises :class:`UnsupportedModelError` when unusable."""
@@ -554,14 +556,14 @@ def compile_validated(
             library = build(source, cache_dir)
         predictor = CompiledPredictor(library, width)
     rows = validation_rows(booster, predictor.width)
-    expected = np.asarray(booster.inplace_predict(rows), dtype=np.float32).reshape(-1)
+    expected = booster.predict(rows).reshape(-1)
     for batch, want in ((rows[:1], expected[:1]), (rows, expected)):
         got = predictor(batch)
         if got.shape != want.shape:
             raise UnsupportedModelError(f"shape {got.shape} instead of {want.shape}")
         worst = float(np.max(np.abs(got.astype(np.float64) - want)))
         if not worst <= TOLERANCE:
-            raise UnsupportedModelError(f"differs from inplace_predict by {worst:.3g}")
+            raise UnsupportedModelError(f"differs from XGBoost by {worst:.3g}")
     return predictor
 
 
