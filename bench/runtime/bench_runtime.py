@@ -1,7 +1,9 @@
 """Fleetshift's runtime vs. MLServer: same model, same machine, same run, same load generator.
 
 - Model: deterministic XGBoost binary classifier, 20 features, 200 trees, depth 6.
-- Servers: ``python -m fleetshift_runtime`` (1 and 2 workers) and MLServer with
+- Servers: ``python -m fleetshift_runtime`` (1 and 2 workers; and 1 worker in the
+  image's configuration, where a prebuilt forest library named by
+  ``FLEETSHIFT_TREES_LIBRARY`` replaces the per-model compiler build) and MLServer with
   ``mlserver-xgboost`` in its own venv (``MLSERVER_PARALLEL_WORKERS=0``, debug off, the
   best configuration), created on first run (``uvloop<0.22``: MLServer 1.7 crashes on
   newer ones).
