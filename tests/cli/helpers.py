@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from lightkube import Client, KubeConfig
 
 from fleetshift_devcluster.wait import wait_for
 from support.operator_process import EndpointResource, endpoint_manifest, revision_of, status_of
+from support.specs import endpoint_spec
 
 NAME = "churn"
 PLUGIN = Path(sys.executable).parent / "kubectl-fleetshift"
@@ -52,31 +54,8 @@ def start_plugin(kubeconfig: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def spec_with(
-    model: str = "s3://models/churn/v1",
-    *,
-    wait: int = 3,
-    termination: int = 2,
-    image: str | None = None,
-    replicas: int = 4,
-) -> dict[str, Any]:
-    """A 25% canary that bakes ``wait`` seconds per step."""
-    variant: dict[str, Any] = {"name": "main", "model": {"uri": model}, "replicas": replicas}
-    if image:
-        variant["image"] = image
-    return {
-        "variants": [variant],
-        "deploymentConfig": {
-            "blueGreen": {
-                "trafficRouting": {
-                    "type": "Canary",
-                    "canarySize": {"type": "CapacityPercent", "value": 25},
-                    "waitIntervalSeconds": wait,
-                },
-                "terminationWaitSeconds": termination,
-            }
-        },
-    }
+spec_with = functools.partial(endpoint_spec, wait=3, termination=2)
+"""A 25% canary that bakes 3 seconds per step (``wait=`` changes it)."""
 
 
 def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:

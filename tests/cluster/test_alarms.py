@@ -38,6 +38,7 @@ from support.operator_process import (
     status_of,
 )
 from support.runtime_kit import make_tls_files
+from support.specs import endpoint_spec
 from support.traffic import Behaviour, TrafficSimulator
 
 NAME = "churn"
@@ -115,22 +116,14 @@ def make_spec(
     auto: dict[str, Any] = {"alarms": alarms, "pollIntervalSeconds": POLL}
     if on_inconclusive:
         auto["onInconclusive"] = on_inconclusive
-    return {
-        "variants": [{"name": "main", "model": {"uri": model}, "replicas": 4}],
-        "deploymentConfig": {
-            "blueGreen": {
-                "trafficRouting": routing
-                or {
-                    "type": "Canary",
-                    "canarySize": {"type": "CapacityPercent", "value": 25},
-                    "waitIntervalSeconds": 60,
-                },
-                "terminationWaitSeconds": termination,
-                "maximumExecutionTimeoutSeconds": 1800,
-            },
-            "autoRollback": auto,
-        },
-    }
+    return endpoint_spec(
+        model,
+        routing=routing,
+        wait=60,
+        termination=termination,
+        timeout=1800,
+        auto_rollback=auto,
+    )
 
 
 def start(kube: Client, namespace: str, alarms: list[dict[str, Any]], **options: Any) -> str:

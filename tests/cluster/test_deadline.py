@@ -8,6 +8,7 @@ This test waits out the real 600-second deadline; it is marked ``slow``.
 from __future__ import annotations
 
 import datetime
+import functools
 
 import pytest
 from lightkube import Client
@@ -22,23 +23,17 @@ from support.operator_process import (
     set_spec,
     status_of,
 )
+from support.specs import endpoint_spec
 
 TIMEOUT = 600
 
 
-def make_spec(model: str, image: str | None = None) -> dict[str, object]:
-    variant: dict[str, object] = {"name": "main", "model": {"uri": model}, "replicas": 2}
-    if image:
-        variant["image"] = image
-    return {
-        "variants": [variant],
-        "deploymentConfig": {
-            "blueGreen": {
-                "trafficRouting": {"type": "AllAtOnce", "waitIntervalSeconds": 5},
-                "maximumExecutionTimeoutSeconds": TIMEOUT,
-            }
-        },
-    }
+make_spec = functools.partial(
+    endpoint_spec,
+    replicas=2,
+    routing={"type": "AllAtOnce", "waitIntervalSeconds": 5},
+    timeout=TIMEOUT,
+)
 
 
 def parse(stamp: str) -> datetime.datetime:
@@ -59,7 +54,9 @@ def test_green_never_ready_rolls_back_at_the_deadline_and_a_first_deployment_fai
     blue = status_of(kube, "churn", namespace)["activeRevision"]
     set_spec(kube, "churn", namespace, make_spec("s3://models/churn/v2", image=UNREADY_IMAGE))
     kube.create(
-        endpoint_manifest("fresh", namespace, make_spec("s3://models/fresh/v1", UNREADY_IMAGE))
+        endpoint_manifest(
+            "fresh", namespace, make_spec("s3://models/fresh/v1", image=UNREADY_IMAGE)
+        )
     )
     wait_for(
         lambda: (

@@ -10,6 +10,7 @@ longer exists.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -31,29 +32,13 @@ from support.operator_process import (
     set_spec,
     status_of,
 )
+from support.specs import endpoint_spec
 
 NAME = "churn"
 V1, V2, V3 = (f"s3://models/churn/v{n}" for n in (1, 2, 3))
 
 
-def make_spec(model: str, image: str | None = None) -> dict[str, Any]:
-    variant: dict[str, Any] = {"name": "main", "model": {"uri": model}, "replicas": 4}
-    if image:
-        variant["image"] = image
-    return {
-        "variants": [variant],
-        "deploymentConfig": {
-            "blueGreen": {
-                "trafficRouting": {
-                    "type": "Canary",
-                    "canarySize": {"type": "CapacityPercent", "value": 25},
-                    "waitIntervalSeconds": 4,
-                },
-                "terminationWaitSeconds": 4,
-                "maximumExecutionTimeoutSeconds": 900,
-            }
-        },
-    }
+make_spec = functools.partial(endpoint_spec, termination=4, timeout=900)
 
 
 Status = dict[str, Any]

@@ -7,6 +7,7 @@ stable Service's EndpointSlices, counted per fleet revision.
 from __future__ import annotations
 
 import copy
+import functools
 import urllib.request
 from typing import Any
 
@@ -28,41 +29,12 @@ from support.operator_process import (
     set_spec,
     status_of,
 )
+from support.specs import canary_routing, endpoint_spec
 
 NAME = "churn"
 
 
-def spec_with(
-    model: str = "s3://models/churn/v1",
-    *,
-    replicas: int = 4,
-    routing: dict[str, Any] | None = None,
-    termination: int = 2,
-    image: str | None = None,
-    timeout: int = 1800,
-) -> dict[str, Any]:
-    variant: dict[str, Any] = {"name": "main", "model": {"uri": model}, "replicas": replicas}
-    if image:
-        variant["image"] = image
-    return {
-        "variants": [variant],
-        "deploymentConfig": {
-            "blueGreen": {
-                "trafficRouting": routing or canary_routing(wait=4),
-                "terminationWaitSeconds": termination,
-                "maximumExecutionTimeoutSeconds": timeout,
-            }
-        },
-    }
-
-
-def canary_routing(wait: int) -> dict[str, Any]:
-    """A 25% canary that bakes ``wait`` seconds per step."""
-    return {
-        "type": "Canary",
-        "canarySize": {"type": "CapacityPercent", "value": 25},
-        "waitIntervalSeconds": wait,
-    }
+spec_with = functools.partial(endpoint_spec, termination=2, timeout=1800)
 
 
 def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:
