@@ -25,6 +25,7 @@ nested ``if``s instead.
 from __future__ import annotations
 
 import ctypes
+import enum
 import hashlib
 import importlib.resources
 import json
@@ -38,7 +39,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -68,9 +69,28 @@ _IDENTITY = (
 _EXP = ("count:poisson", "reg:gamma", "reg:tweedie")
 FOREST_ABI = 1
 """The ``fs_forest`` layout this module passes to a prebuilt library (``forest.c``)."""
-_TRANSFORM_CODES = {"sum": 0, "1.0f / (1.0f + expf(-sum))": 1, "expf(sum)": 2}
 _compile_lock = threading.Lock()
 """One build at a time per process (a multi-model cache may load many models)."""
+
+
+class Transform(enum.IntEnum):
+    """What turns the summed leaves into the prediction; the values are ``forest.c``'s.
+
+    >>> Transform.LOGISTIC.c("s")
+    '1.0f / (1.0f + expf(-s))'
+    """
+
+    IDENTITY = 0
+    LOGISTIC = 1
+    EXP = 2
+
+    def c(self, total: str) -> str:
+        """The C expression of the prediction, given the sum's variable name."""
+        if self is Transform.LOGISTIC:
+            return f"1.0f / (1.0f + expf(-{total}))"
+        if self is Transform.EXP:
+            return f"expf({total})"
+        return total
 
 
 class UnsupportedModelError(Exception):
@@ -158,7 +178,7 @@ def _padded(
 
 
 def _table_kernel(
-    trees: list[dict[str, Any]], width: int, margin: float, transform: str, depth: int
+    trees: list[dict[str, Any]], width: int, margin: float, transform: Transform, depth: int
 ) -> str:
     """Every tree padded to a complete tree of ``depth`` levels, walked without branches.
 
@@ -220,8 +240,8 @@ static void block_{B}(const float* rows, float* out, int64_t m) {{
             table("float", "THR", thresholds),
             table("uint8_t", "DLEFT", defaults),
             table("float", "LEAF", leaves),
-            block.format(B=1, transform=transform.replace("sum", "s")),
-            block.format(B=8, transform=transform.replace("sum", "s")),
+            block.format(B=1, transform=transform.c("s")),
+            block.format(B=8, transform=transform.c("s")),
             f"""
 int32_t fs_num_features(void) {{ return {width}; }}
 
@@ -268,8 +288,7 @@ class _Ensemble:
     trees: list[dict[str, Any]]
     width: int
     margin: float
-    transform: str
-    """The C expression of ``sum`` that gives the prediction."""
+    transform: Transform
     depth: int
 
     @property
@@ -304,11 +323,11 @@ def _parse(booster: Booster) -> _Ensemble:
         raise UnsupportedModelError("split on a feature outside the model's width")
     margin = _base_margin(learner, objective)
     if objective in _LOGISTIC:
-        transform = "1.0f / (1.0f + expf(-sum))"
+        transform = Transform.LOGISTIC
     elif objective in _EXP:
-        transform = "expf(sum)"
+        transform = Transform.EXP
     else:
-        transform = "sum"
+        transform = Transform.IDENTITY
     for tree in trees:
         _check_tree(tree)
     depth = max(1, *(_depth(tree) for tree in trees))
@@ -338,7 +357,7 @@ void fs_predict(const float* rows, int64_t n, float* out) {{
     const float* x = rows + i * {width};
     float sum = {_float(margin)};
     {total}
-    out[i] = {transform};
+    out[i] = {transform.c("sum")};
   }}
 }}
 """
@@ -390,7 +409,7 @@ def forest_tables(booster: Booster) -> ForestTables:
         trees=len(ensemble.trees),
         depth=ensemble.depth,
         width=ensemble.width,
-        transform=_TRANSFORM_CODES[ensemble.transform],
+        transform=int(ensemble.transform),
         margin=_f32(ensemble.margin),
         feat=np.array([f for p in padded for f in p[0]], dtype=np.int32),
         thr=np.array([t for p in padded for t in p[1]], dtype=np.float32),
@@ -399,28 +418,65 @@ def forest_tables(booster: Booster) -> ForestTables:
     )
 
 
-class CompiledPredictor:
-    """Calls a compiled shared library (ctypes releases the GIL): either one built for
-    this model (``fs_predict``), or the prebuilt forest library (``fs_forest_predict``)
-    with ``forest``'s tables."""
+class CompiledPredictor(Protocol):
+    """Compiled trees behind one call (ctypes releases the GIL while they run)."""
 
-    def __init__(self, library: Path, width: int, forest: ForestTables | None = None) -> None:
+    @property
+    def width(self) -> int:
+        """The number of columns every matrix passed in must have."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """Which library answers (for logs and model metadata)."""
+        ...
+
+    def __call__(self, rows: Rows) -> Predictions:
+        """Predict a matrix of exactly ``width`` columns."""
+        ...
+
+
+def _float32_rows(rows: Rows) -> Rows:
+    if rows.dtype != np.float32 or not rows.flags.c_contiguous:
+        return np.ascontiguousarray(rows, dtype=np.float32)
+    return rows
+
+
+class ModelLibrary:
+    """A library built for one model: ``fs_predict(rows, n, out)``."""
+
+    kind = "built for this model"
+
+    def __init__(self, library: Path, width: int) -> None:
         self._library = ctypes.CDLL(str(library))
         self.width = width
-        self.forest = forest
-        """The tables a prebuilt library walks (kept alive here); None when built for
-        this model."""
-        self._struct: _ForestStruct | None = None
-        if forest is None:
-            self._predict = self._library.fs_predict
-            self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-            self._predict.restype = None
-            if int(self._library.fs_num_features()) != width:
-                raise UnsupportedModelError("library built for another width")
-            return
+        self._predict = self._library.fs_predict
+        self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+        self._predict.restype = None
+        if int(self._library.fs_num_features()) != width:
+            raise UnsupportedModelError("library built for another width")
+
+    def __call__(self, rows: Rows) -> Predictions:
+        rows = _float32_rows(rows)
+        out = np.empty(rows.shape[0], dtype=np.float32)
+        self._predict(rows.ctypes.data, rows.shape[0], out.ctypes.data)
+        return out
+
+
+class ForestLibrary:
+    """The prebuilt forest library walking one model's tables:
+    ``fs_forest_predict(forest, rows, n, out)``."""
+
+    kind = "prebuilt forest library"
+
+    def __init__(self, library: Path, forest: ForestTables) -> None:
+        self._library = ctypes.CDLL(str(library))
         abi = getattr(self._library, "fs_forest_abi", None)
         if abi is None or int(abi()) != FOREST_ABI:
             raise UnsupportedModelError(f"{library} is not a forest library of ABI {FOREST_ABI}")
+        self.width = forest.width
+        self.forest = forest
+        """The tables the library walks (kept alive here: the struct points into them)."""
         self._predict = self._library.fs_forest_predict
         self._predict.argtypes = [
             ctypes.POINTER(_ForestStruct),
@@ -429,34 +485,24 @@ class CompiledPredictor:
             ctypes.c_void_p,
         ]
         self._predict.restype = None
-        self._struct = _ForestStruct(
-            forest.trees,
-            forest.depth,
-            forest.width,
-            forest.transform,
-            forest.margin,
-            forest.feat.ctypes.data,
-            forest.thr.ctypes.data,
-            forest.dleft.ctypes.data,
-            forest.leaf.ctypes.data,
+        self._struct = ctypes.pointer(  # the pointer keeps the struct alive
+            _ForestStruct(
+                forest.trees,
+                forest.depth,
+                forest.width,
+                forest.transform,
+                forest.margin,
+                forest.feat.ctypes.data,
+                forest.thr.ctypes.data,
+                forest.dleft.ctypes.data,
+                forest.leaf.ctypes.data,
+            )
         )
 
-    @property
-    def kind(self) -> str:
-        """``built for this model`` or ``prebuilt forest library`` (for logs)."""
-        return "built for this model" if self.forest is None else "prebuilt forest library"
-
     def __call__(self, rows: Rows) -> Predictions:
-        """Predict a matrix of exactly ``width`` columns."""
-        if rows.dtype != np.float32 or not rows.flags.c_contiguous:
-            rows = np.ascontiguousarray(rows, dtype=np.float32)
+        rows = _float32_rows(rows)
         out = np.empty(rows.shape[0], dtype=np.float32)
-        if self._struct is None:
-            self._predict(rows.ctypes.data, rows.shape[0], out.ctypes.data)
-        else:
-            self._predict(
-                ctypes.byref(self._struct), rows.ctypes.data, rows.shape[0], out.ctypes.data
-            )
+        self._predict(self._struct, rows.ctypes.data, rows.shape[0], out.ctypes.data)
         return out
 
 
@@ -548,13 +594,12 @@ def compile_validated(
         if not forest_library.is_file():
             raise UnsupportedModelError(f"forest library {forest_library} does not exist")
         _check_trusted(forest_library)
-        tables = forest_tables(booster)
-        predictor = CompiledPredictor(forest_library, tables.width, tables)
+        predictor: CompiledPredictor = ForestLibrary(forest_library, forest_tables(booster))
     else:
         source, width = generate_c(booster)
         with _compile_lock:
             library = build(source, cache_dir)
-        predictor = CompiledPredictor(library, width)
+        predictor = ModelLibrary(library, width)
     rows = validation_rows(booster, predictor.width)
     expected = booster.predict(rows).reshape(-1)
     for batch, want in ((rows[:1], expected[:1]), (rows, expected)):
