@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .base import BoosterError, Predictions, Rows
-from .native import LibraryNotFoundError, NativeBooster
+from .native import LibraryUnavailableError, NativeBooster
 
 if TYPE_CHECKING:
     import xgboost
@@ -94,6 +94,6 @@ def open_booster(raw: bytes, *, threads: int, native: bool = True) -> Booster:
     if native:
         try:
             return NativeBooster.load(raw, threads=threads)
-        except LibraryNotFoundError as error:
+        except LibraryUnavailableError as error:
             log.warning("libxgboost not usable directly (%s); using the xgboost package", error)
     return PythonBooster.load(raw, threads=threads)

@@ -53,19 +53,19 @@ _JSON_DUMP_CONFIG = b'{"format": "json"}'
 _LIBRARY_NAMES = {"linux": "libxgboost.so", "darwin": "libxgboost.dylib", "win32": "xgboost.dll"}
 
 
-class LibraryNotFoundError(Exception):
+class LibraryUnavailableError(Exception):
     """No usable ``libxgboost`` could be loaded (the reason says why)."""
 
 
 def library_path() -> Path:
     """Where the installed ``xgboost`` wheel keeps its shared library.
 
-    Raises :class:`LibraryNotFoundError` when ``xgboost`` is not installed; falls back
+    Raises :class:`LibraryUnavailableError` when ``xgboost`` is not installed; falls back
     to the package's own lookup (which imports it) when the file is not beside it.
     """
     spec = importlib.util.find_spec("xgboost")
     if spec is None or not spec.submodule_search_locations:
-        raise LibraryNotFoundError("the xgboost package is not installed")
+        raise LibraryUnavailableError("the xgboost package is not installed")
     name = _LIBRARY_NAMES.get(sys.platform, "libxgboost.so")
     for folder in spec.submodule_search_locations:
         candidate = Path(folder) / "lib" / name
@@ -75,7 +75,7 @@ def library_path() -> Path:
 
     found = find_lib_path()
     if not found:
-        raise LibraryNotFoundError("the xgboost package has no shared library")
+        raise LibraryUnavailableError("the xgboost package has no shared library")
     return Path(found[0])
 
 
@@ -86,7 +86,7 @@ class _Library:
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as error:
-            raise LibraryNotFoundError(f"{path} could not be loaded: {error}") from error
+            raise LibraryUnavailableError(f"{path} could not be loaded: {error}") from error
         lib.XGBGetLastError.restype = ctypes.c_char_p
         lib.XGBGetLastError.argtypes = []
         lib.XGBoostVersion.restype = None
@@ -121,7 +121,7 @@ class _Library:
         self.path = path
         self.version = self._version()
         if self.version[:2] < MIN_VERSION:
-            raise LibraryNotFoundError(
+            raise LibraryUnavailableError(
                 f"{path} is XGBoost {'.'.join(map(str, self.version))}; "
                 f"{'.'.join(map(str, MIN_VERSION))} or newer is needed"
             )
@@ -143,7 +143,7 @@ _library_lock = threading.Lock()
 
 
 def library() -> _Library:
-    """The process's ``libxgboost``, loaded once; raises :class:`LibraryNotFoundError`."""
+    """The process's ``libxgboost``, loaded once; raises :class:`LibraryUnavailableError`."""
     global _library  # noqa: PLW0603 - one shared library per process
     with _library_lock:
         if _library is None:
