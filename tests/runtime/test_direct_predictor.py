@@ -118,3 +118,20 @@ def test_the_xgboost_package_serves_when_libxgboost_cannot_be_loaded_directly(
     assert loaded.predictor_name == "inplace_predict"
     assert f"{not_a_library} could not be loaded" in caplog.text
     np.testing.assert_array_equal(loaded.predict(churn_model.rows), churn_model.expected())
+
+
+def test_a_libxgboost_older_than_2_0_is_not_called_directly(
+    churn_model: TrainedModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native._Library, "_version", lambda self: (1, 7, 6))
+    with caplog.at_level(logging.WARNING):
+        loaded = load_xgboost(
+            churn_model.save(tmp_path / "model.ubj"), name="m", allow_pickle=False, threads=1
+        )
+    assert loaded.predictor_name == "inplace_predict"
+    assert "is XGBoost 1.7.6; 2.0 or newer is needed" in caplog.text
+    np.testing.assert_array_equal(loaded.predict(churn_model.rows), churn_model.expected())
