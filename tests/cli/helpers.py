@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lightkube import Client, KubeConfig
+from lightkube.types import OnErrorAction, OnErrorResult
 
 from fleetshift_devcluster.wait import wait_for
 from support.operator_process import EndpointResource, endpoint_manifest, revision_of, status_of
@@ -77,6 +78,16 @@ def step_of(kube: Client, namespace: str) -> dict[str, Any]:
     return step
 
 
+def retry_when_busy(error: Exception, count: int) -> OnErrorResult:
+    """Resume a watch the API server turned away for now (429 while it starts up, a
+    5xx, or a dropped connection), from the last version seen, as ``kubectl get -w``
+    would. After 20 failures in a row the error is raised."""
+    status = getattr(getattr(error, "response", None), "status_code", 0)
+    if (status in (0, 429) or status >= 500) and count <= 20:
+        return OnErrorResult(OnErrorAction.RETRY, sleep=0.5)
+    return OnErrorResult(OnErrorAction.RAISE)
+
+
 @contextmanager
 def recorded_endpoints(kubeconfig: Path, namespace: str) -> Iterator[list[dict[str, Any]]]:
     """Every version of the Endpoints in ``namespace`` the API server stores, in order.
@@ -89,7 +100,13 @@ def recorded_endpoints(kubeconfig: Path, namespace: str) -> Iterator[list[dict[s
     client = Client(KubeConfig.from_file(kubeconfig))
 
     def record() -> None:
-        for _, endpoint in client.watch(EndpointResource, namespace=namespace):
+        def on_error(error: Exception, count: int) -> OnErrorResult:
+            if done.is_set():  # the cluster may be going away with the test
+                return OnErrorResult(OnErrorAction.STOP)
+            return retry_when_busy(error, count)
+
+        watch = client.watch(EndpointResource, namespace=namespace, on_error=on_error)
+        for _, endpoint in watch:
             seen.append(endpoint.to_dict())  # type: ignore[no-untyped-call]
             if done.is_set():
                 return
