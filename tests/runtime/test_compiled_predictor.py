@@ -71,7 +71,7 @@ def test_deep_trees_use_nested_ifs_and_match_too(
 ) -> None:
     monkeypatch.setattr(compiled, "MAX_TABLE_DEPTH", 2)
     model = train_model(features=12, trees=30, depth=6)
-    source, _ = compiled.generate_c(model.native())
+    source, _ = compiled.generate_c(compiled.parse(model.native()))
     assert "static inline float tree_0" in source
     predictor = compile_validated(model.native(), tmp_path)
     rows = _rows(12)
@@ -121,7 +121,7 @@ def test_a_cache_dir_others_can_write_to_is_refused(tmp_path: Path) -> None:
 def test_models_it_does_not_cover_are_refused() -> None:
     multi = train_model(objective="multi:softprob", num_class=3, features=5)
     with pytest.raises(UnsupportedModelError, match="objective multi:softprob"):
-        compiled.generate_c(multi.native())
+        compiled.parse(multi.native())
 
 
 @needs_cc
@@ -131,8 +131,8 @@ def test_a_library_that_disagrees_is_not_used(
     model = train_model(features=10)
     real = compiled.generate_c
 
-    def wrong(booster: object) -> tuple[str, int]:
-        source, width = real(booster)  # type: ignore[arg-type]
+    def wrong(ensemble: compiled.Ensemble) -> tuple[str, int]:
+        source, width = real(ensemble)
         wrong_source = source.replace("1.0f / (1.0f + expf(-sum))", "sum")
         return wrong_source.replace("1.0f / (1.0f + expf(-s))", "s"), width  # the margin
 
@@ -246,7 +246,7 @@ def test_a_library_that_is_not_a_forest_library_is_refused(tmp_path: Path) -> No
     if compiled.compiler() is None:
         pytest.skip("no C compiler on PATH")
     model = train_model(features=8)
-    source, _ = compiled.generate_c(model.native())
+    source, _ = compiled.generate_c(compiled.parse(model.native()))
     baked = compiled.build(source, tmp_path / "cache")  # a per-model library: no fs_forest_abi
     with pytest.raises(UnsupportedModelError, match="not a forest library"):
         compile_validated(model.native(), tmp_path, forest_library=baked)

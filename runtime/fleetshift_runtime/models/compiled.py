@@ -282,8 +282,8 @@ def _tree_function(index: int, tree: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class _Ensemble:
-    """What the generators need from a booster, after every check passed."""
+class Ensemble:
+    """What the generators need from a booster, after every check passed (:func:`parse`)."""
 
     trees: list[dict[str, Any]]
     width: int
@@ -297,7 +297,7 @@ class _Ensemble:
         return self.depth <= MAX_TABLE_DEPTH and len(self.trees) << self.depth <= MAX_TABLE_LEAVES
 
 
-def _parse(booster: Booster) -> _Ensemble:
+def parse(booster: Booster) -> Ensemble:
     """The booster's trees and output transform; raises for what is not covered."""
     document = json.loads(booster.save_json())
     learner = document["learner"]
@@ -331,12 +331,11 @@ def _parse(booster: Booster) -> _Ensemble:
     for tree in trees:
         _check_tree(tree)
     depth = max(1, *(_depth(tree) for tree in trees))
-    return _Ensemble(trees, width, margin, transform, depth)
+    return Ensemble(trees, width, margin, transform, depth)
 
 
-def generate_c(booster: Booster) -> tuple[str, int]:
+def generate_c(ensemble: Ensemble) -> tuple[str, int]:
     """The C source of ``fs_predict(rows, n, out)`` and the model's feature count."""
-    ensemble = _parse(booster)
     trees, width, margin, transform = (
         ensemble.trees,
         ensemble.width,
@@ -396,10 +395,9 @@ class ForestTables:
     leaf: np.ndarray
 
 
-def forest_tables(booster: Booster) -> ForestTables:
-    """The tables of ``booster``; raises :class:`UnsupportedModelError` when it is not
-    covered or too deep for tables (only the per-model build has nested ``if``s)."""
-    ensemble = _parse(booster)
+def forest_tables(ensemble: Ensemble) -> ForestTables:
+    """The tables of ``ensemble``; raises :class:`UnsupportedModelError` when it is too
+    deep for tables (only the per-model build has nested ``if``s)."""
     if not ensemble.fits_tables:
         raise UnsupportedModelError(
             f"trees of depth {ensemble.depth} are too deep for the prebuilt forest library"
@@ -569,13 +567,12 @@ def build(source: str, cache_dir: Path) -> Path:
     return _compile(source, library, nice=True)
 
 
-def validation_rows(booster: Booster, width: int) -> Rows:
+def validation_rows(ensemble: Ensemble) -> Rows:
     """Random rows with missing values, plus rows sitting exactly on split thresholds."""
     rng = np.random.default_rng(7)
-    rows = rng.normal(scale=3.0, size=(512, width)).astype(np.float32)
+    rows = rng.normal(scale=3.0, size=(512, ensemble.width)).astype(np.float32)
     rows[rng.random(rows.shape) < 0.1] = np.nan
-    document = json.loads(booster.save_json())
-    trees = document["learner"]["gradient_booster"]["model"]["trees"]
+    trees = ensemble.trees
     on_edge = rows[:256].copy()
     for tree in trees[:64]:
         for node, child in enumerate(tree["left_children"]):
@@ -590,17 +587,18 @@ def compile_validated(
 ) -> CompiledPredictor:
     """Build (or, with ``forest_library``, load the prebuilt library), then validate;
     raises :class:`UnsupportedModelError` when unusable."""
+    ensemble = parse(booster)
     if forest_library is not None:
         if not forest_library.is_file():
             raise UnsupportedModelError(f"forest library {forest_library} does not exist")
         _check_trusted(forest_library)
-        predictor: CompiledPredictor = ForestLibrary(forest_library, forest_tables(booster))
+        predictor: CompiledPredictor = ForestLibrary(forest_library, forest_tables(ensemble))
     else:
-        source, width = generate_c(booster)
+        source, width = generate_c(ensemble)
         with _compile_lock:
             library = build(source, cache_dir)
         predictor = ModelLibrary(library, width)
-    rows = validation_rows(booster, predictor.width)
+    rows = validation_rows(ensemble)
     expected = booster.predict(rows).reshape(-1)
     for batch, want in ((rows[:1], expected[:1]), (rows, expected)):
         got = predictor(batch)

@@ -153,11 +153,7 @@ def library() -> _Library:
 
 class NativeBooster:
     """One XGBoost model held by ``libxgboost``: load, predict, dump.
-
-    >>> booster = NativeBooster.load(model_bytes, threads=1)  # doctest: +SKIP
-    >>> booster.num_features()  # doctest: +SKIP
-    20
-    """
+    ``NativeBooster.load(raw, threads=1)`` gives one; it is freed with the object."""
 
     kind = "direct C predictor"
 
