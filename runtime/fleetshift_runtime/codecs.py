@@ -109,7 +109,7 @@ def parse_csv(body: bytes, width: int) -> Rows:
         lines = text.split(b"\n")
         for number, line in enumerate(lines, 1):
             cells = line.count(b",") + 1
-            if cells != width:
+            if cells != width or (width == 1 and not line.strip()):
                 if not line.strip():
                     raise RequestError(400, f"line {number} is empty; send one row per line")
                 raise _wrong_width(number, cells, width)
@@ -121,13 +121,8 @@ def parse_csv(body: bytes, width: int) -> Rows:
             raise _wrong_width(1, cells, width)
         flat, rows = text, 1
     values = _parse_plain_numbers(flat)
-    if values is None:
-        try:
-            values = np.fromstring(flat, dtype=np.float32, sep=",")
-        except ValueError:
-            values = None
     if values is None or values.size != rows * width:
-        return _parse_csv_slowly(text, width)
+        return _parse_csv_cells(text, width)
     return values.reshape(rows, width)
 
 
@@ -140,7 +135,7 @@ def _parse_plain_numbers(flat: bytes) -> Rows | None:
     About 3x faster than ``np.fromstring`` for a 100-row request. Only bodies made of
     digits, signs, dots, exponents, commas and blanks qualify, so orjson can only
     return numbers (never ``true``, ``null`` or strings); anything it refuses (``.5``,
-    ``+1``, empty cells, ``nan``) returns None and takes the ``np.fromstring`` path.
+    ``+1``, empty or blank cells, ``nan``) returns None and takes the exact path.
     """
     if flat.translate(None, _NUMBER_BYTES):
         return None
@@ -150,26 +145,51 @@ def _parse_plain_numbers(flat: bytes) -> Rows | None:
         return None
 
 
-def _parse_csv_slowly(text: bytes, width: int) -> Rows:
+def _cell(cell: str) -> float:
+    """One CSV cell: a blank cell (empty or only whitespace) is missing, else ``float``."""
+    return float(cell) if cell and not cell.isspace() else math.nan
+
+
+def _parse_csv_cells(text: bytes, width: int) -> Rows:
+    """Every body the orjson path refuses: ``nan``, ``.5``, ``+1``, blank cells.
+
+    This is the definition the fast path must agree with (``tests/runtime`` fuzzes the
+    two against each other): a cell is Python's ``float`` of it, and a cell that is
+    empty or only whitespace is missing (NaN), never a number.
+    """
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as error:
         raise RequestError(400, f"body is not UTF-8 text (byte {error.start})") from error
-    matrix = np.empty((decoded.count("\n") + 1, width), dtype=np.float32)
-    for r, line in enumerate(decoded.split("\n")):
+    lines = decoded.split("\n")
+    if width == 1:
+        for number, line in enumerate(lines, 1):
+            if not line or line.isspace():
+                raise RequestError(400, f"line {number} is empty; send one row per line")
+    try:
+        if "_" in decoded:  # float("1_0") is 10.0 in Python, and in no CSV reader
+            raise ValueError
+        values = [_cell(cell) for cell in decoded.replace("\n", ",").split(",")]
+    except ValueError:
+        _explain_bad_cell(lines)
+        raise  # pragma: no cover - _explain_bad_cell always raises here
+    return np.array(values, dtype=np.float32).reshape(len(lines), width)
+
+
+def _explain_bad_cell(lines: list[str]) -> None:
+    """Raise the 400 that names the first cell that is not a number."""
+    for r, line in enumerate(lines):
         for c, cell in enumerate(line.split(",")):
-            stripped = cell.strip()
-            if not stripped:
-                matrix[r, c] = np.nan
-                continue
             try:
-                matrix[r, c] = float(stripped)
+                if "_" in cell:
+                    raise ValueError
+                _cell(cell)
             except ValueError:
                 hint = " (CSV must not have a header row)" if _looks_like_header(line, r) else ""
                 raise RequestError(
-                    400, f"row {r + 1}, column {c + 1}: {stripped[:40]!r} is not a number{hint}"
+                    400,
+                    f"row {r + 1}, column {c + 1}: {cell.strip()[:40]!r} is not a number{hint}",
                 ) from None
-    return matrix
 
 
 def _is_number(cell: str) -> bool:

@@ -74,6 +74,26 @@ def test_csv_empty_cells_are_missing_values(
     )
 
 
+@pytest.mark.parametrize("blank", [" ", "\t", "  \t "])
+def test_a_blank_csv_cell_is_missing_not_minus_one(
+    churn_server: RuntimeProcess, churn_model: TrainedModel, blank: str
+) -> None:
+    rows = churn_model.rows[:2].copy()
+    rows[:, 0] = np.nan
+    lines = [",".join([blank, *(repr(float(v)) for v in row[1:])]) for row in rows]
+    response = httpx.post(
+        f"{churn_server.url}/invocations",
+        content="\n".join(lines).encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(
+        _scores_from_csv(response.text), churn_model.expected(rows), atol=1e-6
+    )
+    as_minus_one = np.nan_to_num(rows, nan=-1.0)
+    assert not np.allclose(churn_model.expected(rows), churn_model.expected(as_minus_one))
+
+
 @pytest.mark.parametrize(
     "document",
     [
