@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import kopf
 
 from fleetshift_operator import handlers
+from fleetshift_operator.logs import LOGGER, configure_logging
 from fleetshift_operator.settings import OperatorSettings
 
 
@@ -29,7 +31,15 @@ def peering_priority(started_ns: int) -> int:
 
 def main() -> None:
     settings = OperatorSettings()
+    configure_logging(settings.log_format, settings.log_level)
     handlers.configure(settings)
+    logging.getLogger(LOGGER).info(
+        "operator starting: %s, poll %g s, resync %g s",
+        "namespaces " + ", ".join(settings.namespaces) if settings.namespaces else "all namespaces",
+        settings.poll_interval_seconds,
+        settings.resync_seconds,
+        extra={"peering": settings.peering or "standalone"},
+    )
     liveness = (
         f"http://{settings.health_host}:{settings.health_port}/healthz"
         if settings.health_port

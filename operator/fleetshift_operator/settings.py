@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleetshift_operator.logs import LogFormat, LogLevel
+
 
 class OperatorSettings(BaseSettings):
     """Everything the operator reads from its environment."""
@@ -39,3 +41,7 @@ class OperatorSettings(BaseSettings):
     """kopf peering name for running several replicas (HA); unset runs standalone."""
     peering_priority: int | None = None
     """This replica's kopf peering priority; unset: by seniority (see ``peering_priority``)."""
+    log_format: LogFormat = "text"
+    """``text`` (one line per record) or ``json`` (one JSON object per line)."""
+    log_level: LogLevel = "INFO"
+    """The least severe records logged; DEBUG adds kopf's and the HTTP clients' own."""
