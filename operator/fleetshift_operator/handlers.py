@@ -6,6 +6,12 @@ status, one reconcile at a time. It sleeps until the plan's next due moment
 flight, or until an event wakes it: a change to the Endpoint, or to one of its
 pods or Deployments. Nothing is decided here and nothing sleeps in a handler;
 the daemon waits on an event with a timeout, as kopf's daemons are meant to.
+
+No silent loops: a reconcile that fails is logged with the Endpoint's namespace
+and name, written to a ``Degraded`` condition and a Warning Event, and retried
+with back-off (``calculate_retry_delay``). While the API server does not answer,
+the loop and kopf's watches retry at least every ``FLEETSHIFT_RECONNECT_SECONDS``,
+so a rollout resumes within about that long of its return.
 """
 
 from __future__ import annotations
@@ -13,20 +19,28 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
+import httpx2
 import kopf
 from lightkube import AsyncClient, KubeConfig
+from lightkube.core.exceptions import ApiError
 
 from fleetshift_operator import api, metrics
 from fleetshift_operator.kube import FIELD_MANAGER, Kube
+from fleetshift_operator.logs import LOGGER
 from fleetshift_operator.manifests import LABEL_ENDPOINT
 from fleetshift_operator.reconcile import Outcome, calculate_next_wake, reconcile_endpoint
 from fleetshift_operator.settings import OperatorSettings
 
 _SETTINGS = OperatorSettings()
 _WAKE: dict[tuple[str, str], asyncio.Event] = {}
+log = logging.getLogger(LOGGER)
+
+_UNAVAILABLE = frozenset({429, 500, 502, 503, 504})
+"""Answers of an API server that is starting, overloaded or behind a failing proxy."""
 
 
 def configure(settings: OperatorSettings) -> None:
@@ -54,8 +68,72 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     settings.posting.level = logging.ERROR
     settings.watching.server_timeout = 300
-    memo["kube"] = Kube(AsyncClient(KubeConfig.from_env(), field_manager=FIELD_MANAGER))
+    # kopf's default request retries wait 1, 1, 2, 3, 5, 8, 13 and 21 s: a watch that lost
+    # the API server for 20 s reconnected up to 13 s after its return. Never wait longer
+    # than ``reconnect_seconds`` between attempts, for about as long in all.
+    settings.networking.error_backoffs = calculate_request_backoffs(_SETTINGS.reconnect_seconds)
+    settings.networking.connect_timeout = 10.0
+    settings.networking.request_timeout = 60.0
+    config = KubeConfig.from_env()
+    memo["kube"] = Kube(AsyncClient(config, field_manager=FIELD_MANAGER))
     metrics.serve(_SETTINGS.metrics_host, _SETTINGS.metrics_port)
+    current = config.get()
+    log.info("API server %s", current.cluster.server if current else "(in-cluster)")
+
+
+def calculate_request_backoffs(longest: float, total: float = 60.0) -> tuple[float, ...]:
+    """kopf's waits between attempts of one API request: from half a second, doubling,
+    at most ``longest`` apart, about ``total`` seconds in all. A watch starts over when
+    they run out, so it keeps trying every ``longest`` seconds for as long as it takes.
+
+    >>> calculate_request_backoffs(2, total=10)
+    (0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0)
+    """
+    waits: list[float] = []
+    wait = 0.5
+    while sum(waits) < total:
+        waits.append(min(wait, float(longest)))
+        wait *= 2
+    return tuple(waits)
+
+
+def calculate_retry_delay(
+    failures: int, *, unreachable: bool, longest: float, reconnect: float
+) -> float:
+    """Seconds before the next reconcile after ``failures`` failed ones in a row.
+
+    A reconcile the API server refused (a conflict, a quota, an invalid object) backs
+    off from 1 s, doubling, to ``longest``; one that did not reach the API server
+    retries from half a second to ``reconnect`` at most, so work resumes soon after
+    it returns. An event on the Endpoint, its pods or Deployments cuts any wait short.
+
+    >>> def delays(unreachable): return [
+    ...     calculate_retry_delay(n, unreachable=unreachable, longest=60, reconnect=2)
+    ...     for n in (1, 2, 3, 7, 9)
+    ... ]
+    >>> delays(unreachable=False)
+    [1.0, 2.0, 4.0, 60.0, 60.0]
+    >>> delays(unreachable=True)
+    [0.5, 1.0, 2.0, 2.0, 2.0]
+    """
+    exponent = min(max(failures, 1) - 1, 30)
+    if unreachable:
+        return min(float(reconnect), 0.5 * 2.0**exponent)
+    return min(float(longest), 1.0 * 2.0**exponent)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when ``error`` says the API server did not answer (down, starting,
+    overloaded), rather than that it refused what was asked.
+
+    >>> is_unreachable(httpx2.ConnectError("connection refused"))
+    True
+    >>> is_unreachable(ValueError("a bug"))
+    False
+    """
+    if isinstance(error, ApiError):
+        return error.status.code in _UNAVAILABLE
+    return isinstance(error, httpx2.TransportError | OSError | TimeoutError)
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10.0)
@@ -64,35 +142,132 @@ async def run_endpoint(
     name: str,
     stopped: kopf.DaemonStopped,
     memo: Any,
-    logger: Any,
     **_: Any,
 ) -> None:
     """Reconcile one Endpoint until it is deleted or the operator stops."""
     kube: Kube = memo["kube"]
     assert namespace is not None, "Endpoints are namespaced"
     wake = _wake(namespace, name)
+    about = {"namespace": namespace, "endpoint": name}
+    failures = 0
+    failing_since = 0.0
+    reported: str | None = None
     while not stopped:
         wake.clear()
-        delay = 5.0
-        endpoint = await kube.get_endpoint(namespace, name)
-        if endpoint is None or endpoint["metadata"].get("deletionTimestamp"):
-            return
+        endpoint: dict[str, Any] | None = None
         try:
+            endpoint = await kube.get_endpoint(namespace, name)
+            if endpoint is None:
+                # Deleted (kopf stops this daemon next), or an API server that has just
+                # started and serves no custom resources yet: look again soon.
+                log.debug("not found; looking again", extra=about)
+                await _sleep(wake, stopped, _SETTINGS.reconnect_seconds)
+                continue
+            if endpoint["metadata"].get("deletionTimestamp"):
+                return
             with metrics.RECONCILE_SECONDS.time():
                 outcome = await reconcile_endpoint(
                     kube, endpoint, now=datetime.datetime.now(datetime.UTC), settings=_SETTINGS
                 )
-        except Exception as error:
+        except Exception as error:  # every failure is reported and retried
             metrics.RECONCILES.labels("error").inc()
-            logger.exception("reconcile failed")
-            kopf.warn(_body(endpoint), reason="ReconcileError", message=str(error)[:1000])
+            failures += 1
+            if failures == 1:
+                failing_since = time.monotonic()
+            unreachable = is_unreachable(error)
+            delay = calculate_retry_delay(
+                failures,
+                unreachable=unreachable,
+                longest=_SETTINGS.retry_max_seconds,
+                reconnect=_SETTINGS.reconnect_seconds,
+            )
+            details = {**about, "attempt": failures, "retry_in": delay}
+            if unreachable:
+                # Nothing can be written while the API server is away; say so once.
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(level, "API server unreachable: %s", _describe(error), extra=details)
+            else:
+                message = _describe(error)
+                log.error("reconcile failed: %s", message, exc_info=error, extra=details)
+                if message != reported:
+                    reported = await _report_failure(kube, namespace, name, endpoint, message)
         else:
             metrics.RECONCILES.labels("ok").inc()
+            if failures:
+                log.info(
+                    "reconcile succeeded after %d failed attempts in %.1f s",
+                    failures,
+                    time.monotonic() - failing_since,
+                    extra=about,
+                )
+            failures, reported = 0, None
             _report(endpoint, outcome)
+            _log_phase(outcome, about)
             delay = calculate_next_wake(
                 outcome.plan, _SETTINGS.poll_interval_seconds, _SETTINGS.resync_seconds
             )
         await _sleep(wake, stopped, delay)
+
+
+def _describe(error: BaseException) -> str:
+    """One line for a person: the error's type when its text alone would not say much."""
+    text = str(error).strip() or type(error).__name__
+    return text if isinstance(error, ApiError) else f"{type(error).__name__}: {text}"
+
+
+async def _report_failure(
+    kube: Kube, namespace: str, name: str, endpoint: dict[str, Any] | None, message: str
+) -> str | None:
+    """A Warning Event and ``Degraded=True`` (reason ``ReconcileError``) on the Endpoint.
+
+    Returns ``message`` once both are written, None if the condition could not be (the
+    next failure tries again).
+    """
+    message = message[:1000]
+    body = endpoint or {
+        "apiVersion": f"{api.GROUP}/{api.VERSION}",
+        "kind": api.KIND,
+        "metadata": {"namespace": namespace, "name": name},
+    }
+    kopf.warn(_body(body), reason="ReconcileError", message=message)
+    condition = api.Condition(
+        type="Degraded",
+        status="True",
+        reason="ReconcileError",
+        message=message,
+        lastTransitionTime=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        observedGeneration=(endpoint or {}).get("metadata", {}).get("generation"),
+    )
+    try:
+        await kube.merge_condition(namespace, name, condition.model_dump(exclude_none=True))
+    except Exception as error:  # the failure itself is already logged
+        log.warning(
+            "could not write the Degraded condition: %s",
+            _describe(error),
+            extra={"namespace": namespace, "endpoint": name},
+        )
+        return None
+    return message
+
+
+def _log_phase(outcome: Outcome, about: dict[str, str]) -> None:
+    """One line per phase change, with the step and revisions it came with."""
+    before, after = outcome.previous_status.phase, outcome.plan.status.phase
+    if before == after:
+        return
+    status = outcome.plan.status
+    log.info(
+        "phase %s -> %s",
+        before or "(none)",
+        after,
+        extra={
+            **about,
+            "phase": after,
+            "previous_phase": before,
+            "active_revision": status.activeRevision,
+            "candidate_revision": status.candidateRevision,
+        },
+    )
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:

@@ -45,3 +45,9 @@ class OperatorSettings(BaseSettings):
     """``text`` (one line per record) or ``json`` (one JSON object per line)."""
     log_level: LogLevel = "INFO"
     """The least severe records logged; DEBUG adds kopf's and the HTTP clients' own."""
+    retry_max_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """Longest back-off between retries of a reconcile that fails (from 1 s, doubling)."""
+    reconnect_seconds: float = Field(default=2.0, gt=0, le=60)
+    """Longest wait between attempts to reach an API server that does not answer: the
+    reconcile loop and kopf's watches retry at least this often, so work resumes within
+    about this long of its return."""
