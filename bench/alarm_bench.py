@@ -42,7 +42,7 @@ from fleetshift_operator import api  # noqa: E402
 from fleetshift_operator.alarms.base import AlarmContext  # noqa: E402
 from fleetshift_operator.alarms.templates import template_query  # noqa: E402
 from fleetshift_operator.api import EndpointSpec, TemplateAlarm  # noqa: E402
-from fleetshift_operator.planner import calculate_revision  # noqa: E402
+from fleetshift_operator.planning.names import calculate_revision  # noqa: E402
 from operator_bench import _sa, install_crd, status  # noqa: E402
 from support.traffic import Behaviour, TrafficSimulator  # noqa: E402
 
@@ -108,13 +108,13 @@ def main() -> None:
         client = PrometheusConnect(url=prometheus.url, disable_ssl=True)
         try:
             base = spec("s3://m/v0", args.poll)
-            blue = calculate_revision(EndpointSpec.model_validate(base))
+            blue = calculate_revision(EndpointSpec.model_validate(base).variants[0])
             kube.create(Endpoint(metadata=ObjectMeta(name="churn", namespace="bench"), spec=base))
             wait_for(lambda: status(kube, "bench", "churn").get("phase") == "InService", timeout=60)
             latencies, blast = [], []
             for run in range(1, args.runs + 1):
                 update = spec(f"s3://m/v{run}", args.poll)
-                green = calculate_revision(EndpointSpec.model_validate(update))
+                green = calculate_revision(EndpointSpec.model_validate(update).variants[0])
                 traffic.set(green, Behaviour(error_fraction=1.0))
                 query = AlarmContext("bench", "churn", "main", green, blue).render(
                     template_query(TemplateAlarm.model_validate(ALARM)).query

@@ -115,10 +115,10 @@ def status(kube: Client, namespace: str, name: str) -> dict[str, Any]:
 def _one_overhead_run(kube: Client, run: int) -> tuple[float, float, float]:
     """One spec change; seconds until (deployment started, step 1 decided, green serving)."""
     from fleetshift_operator.api import EndpointSpec  # noqa: PLC0415
-    from fleetshift_operator.planner import calculate_revision  # noqa: PLC0415
+    from fleetshift_operator.planning.names import calculate_revision  # noqa: PLC0415
 
     update = spec(f"s3://m/v{run}", 4)
-    green = calculate_revision(EndpointSpec.model_validate(update))
+    green = calculate_revision(EndpointSpec.model_validate(update).variants[0])
     start = time.monotonic()
     kube.patch(Endpoint, "churn", {"spec": update}, namespace="bench", patch_type=PatchType.MERGE)
 

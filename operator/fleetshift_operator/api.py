@@ -33,6 +33,10 @@ MAX_REPLICAS = 1000
 HISTORY_LIMIT = 10
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+VARIANT_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+"""SageMaker's rule for a production variant's name (``AllTraffic`` is valid)."""
+DEFAULT_PROVISIONING_TIMEOUT_SECONDS = 600
+MIN_PROVISIONING_TIMEOUT_SECONDS = 10
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -136,6 +140,21 @@ class BlueGreen(_Model):
     ] = 3600
     """The deadline of the whole deployment; past it the deployment rolls back.
     It must exceed the sum of all waits."""
+    provisioningTimeoutSeconds: Annotated[
+        int, Field(ge=MIN_PROVISIONING_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
+    ] = DEFAULT_PROVISIONING_TIMEOUT_SECONDS
+    """How long a new fleet (or batch) may take to become Ready; past it the deployment
+    rolls back (a first deployment fails) and says what held the pods (Pending,
+    Unschedulable, an image pull, a quota). At most ``maximumExecutionTimeoutSeconds``."""
+
+    model_config = _rules(
+        cel(
+            "!has(self.provisioningTimeoutSeconds) || !has(self.maximumExecutionTimeoutSeconds)"
+            " || self.provisioningTimeoutSeconds <= self.maximumExecutionTimeoutSeconds",
+            "provisioningTimeoutSeconds must not exceed maximumExecutionTimeoutSeconds",
+            ".provisioningTimeoutSeconds",
+        ),
+    )
 
 
 class Rolling(_Model):
@@ -151,8 +170,20 @@ class Rolling(_Model):
         int, Field(ge=MIN_EXECUTION_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
     ] = 3600
     """The deadline of the whole deployment; past it the deployment rolls back."""
+    provisioningTimeoutSeconds: Annotated[
+        int, Field(ge=MIN_PROVISIONING_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
+    ] = DEFAULT_PROVISIONING_TIMEOUT_SECONDS
+    """How long a new fleet (or batch) may take to become Ready; past it the deployment
+    rolls back (a first deployment fails) and says what held the pods (Pending,
+    Unschedulable, an image pull, a quota). At most ``maximumExecutionTimeoutSeconds``."""
 
     model_config = _rules(
+        cel(
+            "!has(self.provisioningTimeoutSeconds) || !has(self.maximumExecutionTimeoutSeconds)"
+            " || self.provisioningTimeoutSeconds <= self.maximumExecutionTimeoutSeconds",
+            "provisioningTimeoutSeconds must not exceed maximumExecutionTimeoutSeconds",
+            ".provisioningTimeoutSeconds",
+        ),
         cel(
             "self.maximumBatchSize.type != 'CapacityPercent'"
             " || (self.maximumBatchSize.value >= 5 && self.maximumBatchSize.value <= 50)",
@@ -185,9 +216,9 @@ class QueryAlarm(_Model):
     """A CloudWatch-style alarm on a PromQL expression: it breaches when at least
     ``datapointsToAlarm`` of the last ``evaluationPeriods`` periods cross ``threshold``.
 
-    The query may use ``${namespace}``, ``${endpoint}``, ``${variant}``, ``${fleet}``
-    (``green`` or ``blue``), ``${revision}`` (the green revision) and
-    ``${blueRevision}``, so it can watch the green fleet alone."""
+    The query may use ``${namespace}``, ``${endpoint}``, ``${variant}``, ``${revision}``
+    (the variant's green revision) and ``${blueRevision}`` (its blue one), so it can
+    watch one variant's green fleet alone."""
 
     query: Annotated[str, Field(min_length=1, max_length=4096)]
     """The PromQL expression; one value per period."""
@@ -447,8 +478,10 @@ class Resources(_Model):
 class Variant(_Model):
     """A production variant: one model served by one fleet of replicas."""
 
-    name: Annotated[str, Field(min_length=1, max_length=24, pattern=DNS_LABEL)]
-    """The variant's name: lowercase letters, digits and '-' (it is part of object names)."""
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=VARIANT_NAME)]
+    """The variant's name, as SageMaker allows it: letters, digits and '-' (not first or
+    last), at most 63 characters, e.g. ``AllTraffic``. Object names use it in lower case,
+    so two variants may not differ only in letter case."""
     model: ModelSource
     """The model to serve."""
     image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
@@ -529,8 +562,15 @@ class Traffic(_Model):
 _BG = "self.deploymentConfig.blueGreen"
 _ROUTING = f"{_BG}.trafficRouting"
 _STEP = f"{_ROUTING}.linearStepSize"
+_ROLLING = "self.deploymentConfig.rolling"
+# Optional blocks are absent unless written (the apiserver defaults fields only inside an
+# object that exists), so every rule guards each level it reads with has().
+_HAS_BG = f"has(self.deploymentConfig) && has({_BG})"
+_HAS_ROUTING = f"{_HAS_BG} && has({_ROUTING})"
+_HAS_ROLLING = f"has(self.deploymentConfig) && has({_ROLLING})"
 # Number of linear steps for a variant v: ceil(100/p) for a percentage,
-# ceil(replicas/n) for an instance count.
+# ceil(replicas/n) for an instance count (planning/steps.py is the one copy of the
+# arithmetic; a test holds these expressions to it).
 _LINEAR_STEPS = (
     f"({_STEP}.type == 'CapacityPercent' ? (100 + {_STEP}.value - 1) / {_STEP}.value"
     f" : (v.replicas + {_STEP}.value - 1) / {_STEP}.value)"
@@ -538,14 +578,21 @@ _LINEAR_STEPS = (
 _STEPS = (
     f"({_ROUTING}.type == 'AllAtOnce' ? 1 : ({_ROUTING}.type == 'Canary' ? 2 : {_LINEAR_STEPS}))"
 )
-_WAITS = f"({_STEPS} * {_ROUTING}.waitIntervalSeconds + {_BG}.terminationWaitSeconds)"
+_WAITS = (
+    f"((has({_ROUTING}) ? {_STEPS} * {_ROUTING}.waitIntervalSeconds : 0)"
+    f" + {_BG}.terminationWaitSeconds)"
+)
 
 
 class EndpointSpec(_Model):
-    """What a team asks for: variants, how changes roll out, and how traffic flows."""
+    """What a team asks for: variants, how changes roll out, and how traffic flows.
+
+    The smallest Endpoint is one variant with a model; everything else has a default.
+    """
 
     variants: list[Variant] = Field(min_length=1, max_length=10)
-    """The production variants (at least one)."""
+    """The production variants (at least one). Each is deployed on its own: changing one
+    variant's model rolls out that variant alone."""
     deploymentConfig: DeploymentConfig = Field(default_factory=DeploymentConfig)
     """How changes roll out (default: blue/green, all at once)."""
     traffic: Traffic = Field(default_factory=Traffic)
@@ -558,28 +605,40 @@ class EndpointSpec(_Model):
             ".variants",
         ),
         cel(
-            f"!has({_BG}) || !has({_ROUTING}.canarySize)"
+            "self.variants.all(v, self.variants.exists_one(w,"
+            " w.name.lowerAscii() == v.name.lowerAscii()))",
+            "variant names must differ in more than letter case: Kubernetes object names"
+            " use them in lower case (e.g. AllTraffic and alltraffic would share a fleet)",
+            ".variants",
+        ),
+        cel(
+            "self.variants.exists(v, !has(v.weight) || v.weight > 0)",
+            "at least one variant needs a weight above 0 to take the traffic",
+            ".variants",
+        ),
+        cel(
+            f"!({_HAS_ROUTING} && has({_ROUTING}.canarySize))"
             f" || {_ROUTING}.canarySize.type != 'InstanceCount'"
             f" || self.variants.all(v, {_ROUTING}.canarySize.value * 2 <= v.replicas)",
             "canarySize must be at most 50% of the fleet: an InstanceCount canary needs"
             " at least twice as many replicas",
         ),
         cel(
-            f"!has({_BG}) || !has({_STEP}) || {_STEP}.type != 'InstanceCount'"
+            f"!({_HAS_ROUTING} && has({_STEP})) || {_STEP}.type != 'InstanceCount'"
             f" || self.variants.all(v, {_STEP}.value * 10 <= v.replicas * 5"
             f" && {_STEP}.value * 10 >= v.replicas)",
             "linearStepSize must be between 10% and 50% of the fleet",
         ),
         cel(
-            f"!has({_BG}) || self.variants.all(v, {_BG}.maximumExecutionTimeoutSeconds > {_WAITS})",
+            f"!({_HAS_BG})"
+            f" || self.variants.all(v, {_BG}.maximumExecutionTimeoutSeconds > {_WAITS})",
             "maximumExecutionTimeoutSeconds must exceed the sum of the waits"
             " (waitIntervalSeconds after every traffic step, plus terminationWaitSeconds)",
         ),
         cel(
-            "!has(self.deploymentConfig.rolling)"
-            " || self.deploymentConfig.rolling.maximumBatchSize.type != 'InstanceCount'"
-            " || self.variants.all(v, self.deploymentConfig.rolling.maximumBatchSize.value * 2"
-            " <= v.replicas)",
+            f"!({_HAS_ROLLING})"
+            f" || {_ROLLING}.maximumBatchSize.type != 'InstanceCount'"
+            f" || self.variants.all(v, {_ROLLING}.maximumBatchSize.value * 2 <= v.replicas)",
             "maximumBatchSize must be at most 50% of the fleet",
         ),
     )
@@ -594,7 +653,17 @@ Phase = Literal[
     "RollingBack",
     "Failed",
     "UpdateRollbackFailed",
+    "OutOfService",
     "Deleting",
+]
+VariantPhase = Literal[
+    "Creating",
+    "InService",
+    "Updating",
+    "RollingBack",
+    "Failed",
+    "UpdateRollbackFailed",
+    "OutOfService",
 ]
 
 
@@ -616,12 +685,21 @@ class FleetStatus(_Model):
     """The pod-template revision the fleet serves."""
     deployment: str
     """The Deployment's name."""
+    variant: str | None = None
+    """The variant it serves."""
+    role: Literal["blue", "green"] | None = None
+    """``blue`` serves the variant's active revision, ``green`` the candidate."""
     replicas: int = 0
     """Desired replicas."""
     readyReplicas: int = 0
     """Ready replicas."""
     trafficPercent: int = 0
-    """The share of the variant's traffic this fleet carries."""
+    """The share of the variant's traffic the data plane gives this fleet: serving pods
+    (Replicas router) or backend weights (GatewayAPI router)."""
+    requestedTrafficPercent: int = 0
+    """The share of the variant's traffic the current step asks for."""
+    servingReplicas: int | None = None
+    """Pods in service (Replicas router)."""
 
 
 class StepStatus(_Model):
@@ -651,6 +729,8 @@ class StepStatus(_Model):
 class DeploymentRecord(_Model):
     """One finished deployment."""
 
+    variant: str | None = None
+    """The variant deployed."""
     revision: str
     """The revision the deployment tried to reach."""
     fromRevision: str | None = None
@@ -680,19 +760,75 @@ class AlarmStatus(_Model):
     """When it was evaluated."""
 
 
+class VariantStatus(_Model):
+    """One variant's rollout: each variant has its own revision and its own deployments."""
+
+    name: str
+    """The variant's name."""
+    phase: VariantPhase | None = None
+    """Creating, InService, Updating, RollingBack, Failed, UpdateRollbackFailed or
+    OutOfService (its active fleet has no Ready replica)."""
+    activeRevision: str | None = None
+    """The revision of the variant's blue (serving) fleet."""
+    candidateRevision: str | None = None
+    """The revision being deployed to its green fleet, if any."""
+    weight: int = 0
+    """The weight it was last planned with (kept while a removed variant drains)."""
+    requestedTrafficPercent: int = 0
+    """Its share of the endpoint's traffic by weight, among the variants that serve."""
+    trafficPercent: int = 0
+    """Its share of the endpoint's traffic as the data plane is configured."""
+    greenTrafficPercent: int = 0
+    """The share of the variant's traffic its green fleet carries, as configured."""
+    readyReplicas: int = 0
+    """Ready replicas of its active fleet."""
+    step: StepStatus | None = None
+    """Where its current deployment is."""
+    deploymentStartedAt: str | None = None
+    """When its current deployment started."""
+    deadline: str | None = None
+    """When its current deployment rolls back if it has not finished."""
+    rollbackReason: str | None = None
+    """Why its current deployment is being rolled back."""
+    rolledBackRevision: str | None = None
+    """A revision that was rolled back; not tried again until it changes or a retry."""
+    lastDeployment: DeploymentRecord | None = None
+    """Its last finished deployment."""
+    alarms: list[AlarmStatus] = Field(default_factory=list, max_length=10)
+    """The last verdict of each alarm for this variant, while a deployment is watched."""
+    inconclusiveStreak: int = 0
+    """Inconclusive evaluations in a row (for ``onInconclusive: RollBack``)."""
+    rollbackCause: AlarmStatus | None = None
+    """The alarm evaluation that caused its last automatic rollback, if one did."""
+    waitingFor: str | None = None
+    """What its new fleet's pods are waiting for (Unschedulable, a quota, an image pull)."""
+
+
 class EndpointStatus(_Model):
-    """What the operator observed and decided. All rollout state lives here."""
+    """What the operator observed and decided. All rollout state lives here.
+
+    ``variants`` holds each variant's rollout. The rollout fields at the top level
+    (``activeRevision`` to ``rollbackCause``) repeat those of one variant, named by
+    ``variant``: the first with a deployment in flight, else the first in the spec, so a
+    one-variant Endpoint reads as before.
+    """
 
     phase: Phase | None = None
-    """Creating, InService, Updating, RollingBack, Failed, UpdateRollbackFailed, Deleting."""
+    """Creating, InService, Updating, RollingBack, Failed, UpdateRollbackFailed,
+    OutOfService, Deleting."""
     observedGeneration: int | None = None
     """The ``metadata.generation`` this status was decided for."""
+    variant: str | None = None
+    """The variant the top-level rollout fields describe."""
+    variants: list[VariantStatus] = Field(default_factory=list)
+    """Every variant's rollout, in spec order (a removed variant last, while it drains)."""
     activeRevision: str | None = None
     """The revision of the blue (serving) fleets."""
     candidateRevision: str | None = None
     """The revision being deployed to the green fleets, if any."""
     greenTrafficPercent: int = 0
-    """The share of traffic the green fleets carry."""
+    """The share of the variant's traffic its green fleet carries, as the data plane is
+    configured (``step.greenPercent`` is what the step asks for)."""
     fleets: dict[str, FleetStatus] = Field(default_factory=dict)
     """Fleets by Deployment name, as last observed."""
     step: StepStatus | None = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fleetshift_operator.planner import Controls
+from fleetshift_operator.planning.types import Controls
 
 PREFIX = "fleetshift.dev/"
 PAUSED = PREFIX + "paused"

@@ -64,6 +64,8 @@ class PodView:
     created: str
     deleting: bool
     failure: str | None
+    waiting: str | None = None
+    """Why the pod is not running yet when that needs a person (Unschedulable), if so."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +77,8 @@ class DeploymentView:
     revision: str
     replicas: int
     ready: int
+    waiting: str | None = None
+    """Why the Deployment cannot create its pods (a quota, an admission refusal), if so."""
 
 
 def _is_not_found(error: ApiError) -> bool:
@@ -148,6 +152,7 @@ class Kube:
                     revision=labels.get(LABEL_REVISION, ""),
                     replicas=(item.spec.replicas if item.spec and item.spec.replicas else 0),
                     ready=(status.readyReplicas or 0) if status else 0,
+                    waiting=_replica_failure(status.conditions if status else None),
                 )
             )
         return views
@@ -229,38 +234,6 @@ class Kube:
             patch_type=PatchType.JSON,
         )
 
-    async def merge_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
-        """Put one ``api.Condition`` (as a dict) into the Endpoint's status, keeping the
-        other conditions and every other status field, through the status subresource.
-
-        The condition replaces the one of the same ``type``; its ``lastTransitionTime``
-        stays the old one when ``status`` did not change. The patch carries the
-        resourceVersion read, so a concurrent status write makes it fail (409) rather
-        than be lost. A missing Endpoint is skipped.
-        """
-        try:
-            endpoint = await self.client.get(EndpointResource, name, namespace=namespace)
-        except ApiError as error:
-            if _is_not_found(error):
-                return
-            raise
-        body: Manifest = endpoint.to_dict()  # type: ignore[no-untyped-call]
-        conditions = list((body.get("status") or {}).get("conditions") or [])
-        previous = next((c for c in conditions if c.get("type") == condition["type"]), None)
-        if previous is not None and previous.get("status") == condition["status"]:
-            condition = {**condition, "lastTransitionTime": previous["lastTransitionTime"]}
-        merged = [c for c in conditions if c.get("type") != condition["type"]] + [condition]
-        await self.client.patch(
-            EndpointResource.Status,
-            name,
-            {
-                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                "status": {"conditions": merged},
-            },
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
-
 
 def pod_view(pod: Pod) -> PodView:
     """Condense a Pod into what routing and failure detection need."""
@@ -274,6 +247,11 @@ def pod_view(pod: Pod) -> PodView:
         waiting = container.state.waiting if container.state else None
         if waiting is not None and waiting.reason in _WAITING_FAILURES:
             failure = f"{waiting.reason} in pod {metadata.name if metadata else '?'}"
+    unscheduled = None
+    for condition in conditions:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            reason = condition.reason or "Unschedulable"
+            unscheduled = f"{reason}: {condition.message}" if condition.message else reason
     created = metadata.creationTimestamp if metadata else None
     return PodView(
         name=(metadata.name if metadata and metadata.name else ""),
@@ -284,4 +262,15 @@ def pod_view(pod: Pod) -> PodView:
         created=created.isoformat() if created else "",
         deleting=bool(metadata and metadata.deletionTimestamp),
         failure=failure,
+        waiting=unscheduled,
     )
+
+
+def _replica_failure(conditions: Any) -> str | None:
+    """The message of a Deployment's ``ReplicaFailure`` condition (e.g. an exceeded
+    quota), if it is true."""
+    for condition in conditions or []:
+        if condition.type == "ReplicaFailure" and condition.status == "True":
+            reason = condition.reason or "ReplicaFailure"
+            return f"{reason}: {condition.message}" if condition.message else reason
+    return None

@@ -2,7 +2,7 @@
 
 Names and labels (a contract with the routers, dashboards and alarms):
 
-- fleet Deployment ``<endpoint>-<variant>-<revision>`` (see ``planner.fleet_name``),
+- fleet Deployment ``<endpoint>-<variant>-<revision>`` (see ``planning.names.fleet_name``),
   labelled ``fleetshift.dev/endpoint``, ``/variant``, ``/revision``;
 - the stable Service ``<endpoint>`` selects pods of *every* fleet of the endpoint
   that carry ``fleetshift.dev/serving: "true"`` (the Replicas router sets it);
@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from fleetshift_operator.api import Variant
-from fleetshift_operator.planner import AutoscalingPlan, FleetPlan, fleet_name
+from fleetshift_operator.planning.names import fleet_name
+from fleetshift_operator.planning.types import AutoscalingPlan, FleetPlan
 
 Manifest = dict[str, Any]
 
@@ -64,7 +65,7 @@ def get_deployment(
     the count, so server-side apply leaves it to the HPA.
 
     >>> from fleetshift_operator.api import ModelSource
-    >>> from fleetshift_operator.planner import FleetPlan
+    >>> from fleetshift_operator.planning.types import FleetPlan
     >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
     >>> v = Variant(name="main", model=ModelSource(uri="s3://m/1"), replicas=3)
     >>> d = get_deployment(ep, v, FleetPlan("main", "abc", "green", 3, 0), include_replicas=True)
@@ -176,7 +177,7 @@ def get_fleet_service(endpoint: Manifest, fleet: FleetPlan) -> Manifest:
 def get_hpa(endpoint: Manifest, fleet: FleetPlan, scaling: AutoscalingPlan) -> Manifest:
     """An autoscaling/v2 HPA for one fleet: CPU and/or invocations per replica.
 
-    >>> from fleetshift_operator.planner import AutoscalingPlan, FleetPlan
+    >>> from fleetshift_operator.planning.types import AutoscalingPlan, FleetPlan
     >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
     >>> plan = AutoscalingPlan(3, 10, 60, 50.0, 300, 0)
     >>> hpa = get_hpa(ep, FleetPlan("main", "abc", "green", 4, 100), plan)
@@ -249,19 +250,20 @@ def _quantity(value: float) -> str:
 def get_http_route(
     endpoint: Manifest, fleets: list[FleetPlan], routing: dict[str, Any]
 ) -> Manifest:
-    """An ``HTTPRoute`` whose backends are the fleets' Services, with exact weights.
+    """An ``HTTPRoute`` whose backends are the fleets' Services, with exact weights: each
+    fleet's ``route_weight`` (its variant's weight times its share of the variant).
 
-    Weights are each fleet's share of its variant times the variant's weight.
+    >>> from fleetshift_operator.planning.types import FleetPlan
+    >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
+    >>> plan = [FleetPlan("a", "r1", "blue", 2, 75, route_weight=60),
+    ...         FleetPlan("a", "r2", "green", 2, 25, route_weight=20)]
+    >>> [b["weight"] for b in get_http_route(ep, plan, {})["spec"]["rules"][0]["backendRefs"]]
+    [60, 20]
     """
     metadata = endpoint["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
-    variant_weights = {v["name"]: v.get("weight", 1) for v in endpoint["spec"]["variants"]}
     backends = [
-        {
-            "name": fleet_name(name, f.variant, f.revision),
-            "port": 80,
-            "weight": f.traffic_percent * variant_weights.get(f.variant, 1),
-        }
+        {"name": fleet_name(name, f.variant, f.revision), "port": 80, "weight": f.route_weight}
         for f in fleets
     ]
     spec: Manifest = {

@@ -31,14 +31,10 @@ from fleetshift_operator.api import EndpointSpec, EndpointStatus, SecretKeyRef
 from fleetshift_operator.controls import read_controls
 from fleetshift_operator.kube import DeploymentView, Kube, PodView
 from fleetshift_operator.manifests import Manifest, get_deployment, get_hpa
-from fleetshift_operator.planner import (
-    FleetObservation,
-    Observed,
-    Plan,
-    calculate_revision,
-    fleet_name,
-    plan_endpoint,
-)
+from fleetshift_operator.planning.names import calculate_revision, fleet_name
+from fleetshift_operator.planning.plan import plan_endpoint
+from fleetshift_operator.planning.status import IN_FLIGHT
+from fleetshift_operator.planning.types import FleetObservation, Observed, Plan
 from fleetshift_operator.settings import OperatorSettings
 from fleetshift_operator.traffic import make_router
 
@@ -54,20 +50,28 @@ class Outcome:
 def observe_fleets(
     deployments: list[DeploymentView], pods: list[PodView]
 ) -> tuple[FleetObservation, ...]:
-    """Fleets as the planner sees them: Deployment counts plus pod failures.
+    """Fleets as the planner sees them: Deployment counts plus pod failures, and what
+    their missing pods wait for.
 
     >>> d = DeploymentView("ep-main-abc", "main", "abc", 3, 1)
     >>> p = PodView("ep-main-abc-1", "main", "abc", False, False, "", False, "CrashLoopBackOff")
     >>> observe_fleets([d], [p])[0].failure
     'CrashLoopBackOff'
+    >>> q = PodView("ep-main-abc-2", "main", "abc", False, False, "", False, None,
+    ...             "Unschedulable: 0/3 nodes are available")
+    >>> observe_fleets([d], [q])[0].waiting
+    'Unschedulable: 0/3 nodes are available (pod ep-main-abc-2)'
     """
     fleets = []
     for deployment in deployments:
-        failures = [
-            p.failure
-            for p in pods
-            if p.revision == deployment.revision and p.variant == deployment.variant and p.failure
+        members = [
+            p for p in pods if p.revision == deployment.revision and p.variant == deployment.variant
         ]
+        failures = [p.failure for p in members if p.failure]
+        waiting = deployment.waiting or next(
+            (f"{p.waiting} (pod {p.name})" for p in members if p.waiting and not p.deleting),
+            None,
+        )
         fleets.append(
             FleetObservation(
                 variant=deployment.variant,
@@ -75,6 +79,7 @@ def observe_fleets(
                 replicas=deployment.replicas,
                 ready=deployment.ready,
                 failure=failures[0] if failures else None,
+                waiting=waiting,
             )
         )
     return tuple(fleets)
@@ -82,9 +87,6 @@ def observe_fleets(
 
 class FleetLostError(RuntimeError):
     """A fleet of an older revision is missing and cannot be rebuilt from the spec."""
-
-
-IN_FLIGHT = ("Creating", "Updating", "RollingBack", "UpdateRollbackFailed")
 
 
 def calculate_next_wake(plan: Plan, poll_seconds: float, resync_seconds: float) -> float:
@@ -133,6 +135,7 @@ async def reconcile_endpoint(
         fleets=observe_fleets(deployments, pods),
         controls=read_controls(metadata.get("annotations") or {}),
         alarms=alarms,
+        router=spec.traffic.router,
     )
     plan = plan_endpoint(spec, status, observed, now)
     await apply_plan(kube, endpoint, spec, plan, deployments, pods)
@@ -194,46 +197,63 @@ async def observe_alarms(  # noqa: PLR0917 - what one evaluation needs
     name: str,
     now: datetime.datetime,
     settings: OperatorSettings | None,
-) -> tuple[AlarmResult, ...] | None:
-    """Evaluate the alarms while a green fleet is watched; validate them while it starts.
+) -> dict[str, tuple[AlarmResult, ...]] | None:
+    """Evaluate each deploying variant's alarms while its green fleet is watched, and
+    validate them while it starts; a variant at rest is not evaluated.
 
-    The green fleet is watched through every bake and the termination wait. While it
-    is provisioning, each alarm is checked once per reconcile so that invalid PromQL or
-    an unknown rule stops the deployment before any traffic moves.
+    Each variant is judged on its own: ``${variant}``, ``${revision}`` and
+    ``${blueRevision}`` are that variant's. While a green fleet is provisioning, each
+    alarm is checked once per reconcile so that invalid PromQL or an unknown rule stops
+    the deployment before any traffic moves.
     """
     policy = spec.deploymentConfig.autoRollback
-    step = status.step if status is not None else None
-    if policy is None or status is None or status.candidateRevision is None or step is None:
+    if policy is None or status is None:
         return None
-    if status.activeRevision is None or status.phase not in ("Updating",):
+    deploying = [
+        v
+        for v in status.variants
+        if v.candidateRevision is not None
+        and v.activeRevision is not None
+        and v.step is not None
+        and v.phase == "Updating"
+    ]
+    if not deploying:
         return None
     settings = settings or OperatorSettings()
     try:
         prometheus = await prometheus_for(kube, spec, namespace, settings)
     except (ApiError, KeyError) as error:
         reason = f"cannot read the Prometheus credentials: {error}"
-        return tuple(AlarmResult(a.name, "Error", None, reason) for a in policy.alarms)
+        failed = tuple(AlarmResult(a.name, "Error", None, reason) for a in policy.alarms)
+        return {v.name: failed for v in deploying}
     if prometheus is None:
         reason = "no Prometheus: set FLEETSHIFT_PROMETHEUS_URL or autoRollback.prometheus.url"
-        return tuple(AlarmResult(a.name, "Inconclusive", None, reason) for a in policy.alarms)
-    context = AlarmContext(
-        namespace=namespace,
-        endpoint=name,
-        variant=spec.variants[0].name,
-        revision=status.candidateRevision,
-        blue_revision=status.activeRevision,
-    )
-    previous = {a.name: a.verdict for a in status.alarms}
-    sources = [make_alarm_source(alarm, context, prometheus) for alarm in policy.alarms]
+        unknown = tuple(AlarmResult(a.name, "Inconclusive", None, reason) for a in policy.alarms)
+        return {v.name: unknown for v in deploying}
+    client = prometheus
 
-    def run() -> tuple[AlarmResult, ...]:
-        if step.stage == "Provisioning":
-            checked = [source.validate() for source in sources]
-            return tuple(r for r in checked if r is not None)
-        return tuple(s.evaluate(previous.get(s.name), now) for s in sources)
+    def run() -> dict[str, tuple[AlarmResult, ...]]:
+        results: dict[str, tuple[AlarmResult, ...]] = {}
+        for variant in deploying:
+            assert variant.candidateRevision is not None and variant.activeRevision is not None
+            context = AlarmContext(
+                namespace=namespace,
+                endpoint=name,
+                variant=variant.name,
+                revision=variant.candidateRevision,
+                blue_revision=variant.activeRevision,
+            )
+            previous = {a.name: a.verdict for a in variant.alarms}
+            sources = [make_alarm_source(alarm, context, client) for alarm in policy.alarms]
+            if variant.step is not None and variant.step.stage == "Provisioning":
+                checked = tuple(r for s in sources if (r := s.validate()) is not None)
+                if checked:
+                    results[variant.name] = checked
+                continue
+            results[variant.name] = tuple(s.evaluate(previous.get(s.name), now) for s in sources)
+        return results
 
-    results = await asyncio.to_thread(run)
-    return results if results or step.stage != "Provisioning" else None
+    return await asyncio.to_thread(run)
 
 
 async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
@@ -250,27 +270,27 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
     variants = {v.name: v for v in spec.variants}
     wanted: set[str] = set()
     autoscaled: set[str] = set()
-    revision = calculate_revision(spec)
     existing = {d.name: d for d in deployments}
     for fleet in plan.fleets:
         deployment_name = fleet_name(name, fleet.variant, fleet.revision)
         wanted.add(deployment_name)
         current = existing.get(deployment_name)
-        if fleet.revision == revision:
+        variant = variants.get(fleet.variant)
+        revision = calculate_revision(variant) if variant is not None else None
+        if fleet.spec_owned and variant is not None and fleet.revision == revision:
             include_replicas = fleet.autoscaling is None or current is None
             await kube.apply(
-                get_deployment(
-                    endpoint, variants[fleet.variant], fleet, include_replicas=include_replicas
-                )
+                get_deployment(endpoint, variant, fleet, include_replicas=include_replicas)
             )
             if fleet.autoscaling is not None and current is None:
                 await kube.hand_over_replicas(namespace, deployment_name, fleet.replicas)
         elif current is None:
-            # The spec now describes another revision; the pods of this one cannot be
-            # rebuilt from it. The planner reports the fleet as missing.
+            # The spec now describes another revision of this variant (or no longer has
+            # the variant); the pods of this one cannot be rebuilt from it.
             raise FleetLostError(
                 f"fleet {deployment_name} (revision {fleet.revision}) is gone and the spec "
-                f"now describes revision {revision}; it cannot be recreated"
+                f"now describes revision {revision} of variant {fleet.variant}; it cannot be "
+                "recreated"
             )
         elif fleet.autoscaling is None and current.replicas != fleet.replicas:
             # An older fleet keeps its own pod template: only its size changes.

@@ -23,7 +23,7 @@ from lightkube.types import PatchType
 from fleetshift_devcluster.cluster import LocalCluster
 from fleetshift_devcluster.processes import ManagedProcess, stop_processes
 from fleetshift_operator import api
-from fleetshift_operator.planner import calculate_revision
+from fleetshift_operator.planning.names import calculate_revision
 
 EndpointResource = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
 
@@ -153,5 +153,6 @@ def exists(kube: Client, kind: Any, name: str, namespace: str) -> bool:
 
 
 def revision_of(spec: dict[str, Any]) -> str:
-    """The revision the operator computes for an Endpoint ``spec`` (a plain dict)."""
-    return calculate_revision(api.EndpointSpec.model_validate(spec))
+    """The revision the operator computes for the first variant of an Endpoint ``spec``
+    (a plain dict)."""
+    return calculate_revision(api.EndpointSpec.model_validate(spec).variants[0])

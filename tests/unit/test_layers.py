@@ -9,7 +9,11 @@ import pytest
 
 PURE = [
     "fleetshift_operator.api",
-    "fleetshift_operator.planner",
+    "fleetshift_operator.planning.types",
+    "fleetshift_operator.planning.names",
+    "fleetshift_operator.planning.steps",
+    "fleetshift_operator.planning.plan",
+    "fleetshift_operator.planning.status",
     "fleetshift_operator.manifests",
     "fleetshift_operator.controls",
     "fleetshift_operator.crd",

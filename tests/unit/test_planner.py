@@ -32,20 +32,22 @@ from fleetshift_operator.api import (
     TrafficRouting,
     Variant,
 )
-from fleetshift_operator.planner import (
-    Controls,
-    FleetObservation,
-    Observed,
-    Plan,
+from fleetshift_operator.planning.names import calculate_revision as variant_revision
+from fleetshift_operator.planning.plan import plan_endpoint
+from fleetshift_operator.planning.steps import (
     calculate_required_ready,
-    calculate_revision,
     calculate_serving,
     calculate_steps,
-    parse_time,
-    plan_endpoint,
 )
+from fleetshift_operator.planning.times import parse_time
+from fleetshift_operator.planning.types import Controls, FleetObservation, Observed, Plan
 
 T0 = datetime.datetime(2026, 11, 1, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def calculate_revision(spec: EndpointSpec) -> str:
+    """The revision of the one variant these specs have."""
+    return variant_revision(spec.variants[0])
 
 
 def make_spec(
@@ -143,7 +145,7 @@ class World:
             endpoint="churn",
             fleets=tuple(observations),
             controls=self.controls,
-            alarms=self.alarms,
+            alarms=None if self.alarms is None else {"main": self.alarms},
         )
 
     def step(self, spec: EndpointSpec) -> Plan:
@@ -517,7 +519,12 @@ def test_first_deployment_creates_then_serves() -> None:
     assert plan.status.phase == "InService"
     assert plan.status.activeRevision == calculate_revision(spec)
     ready = {c.type: c.status for c in plan.status.conditions}
-    assert ready == {"Ready": "True", "Progressing": "False", "Degraded": "False"}
+    assert ready == {
+        "Ready": "True",
+        "Progressing": "False",
+        "Degraded": "False",
+        "TrafficSplit": "True",
+    }
 
 
 def test_first_deployment_that_never_becomes_ready_fails_at_the_deadline() -> None:

@@ -12,7 +12,11 @@ from fleetshift_operator.alarms.semantics import Verdict
 
 @dataclasses.dataclass(frozen=True)
 class AlarmContext:
-    """The values of the ``${...}`` variables alarms may use."""
+    """The values of the ``${...}`` variables alarms may use, for one variant.
+
+    Alarms select fleets by revision: a revision names one variant's pods for good,
+    while a role (blue or green) changes when a deployment ends.
+    """
 
     namespace: str
     endpoint: str
@@ -20,7 +24,7 @@ class AlarmContext:
     revision: str
     """The green (candidate) revision."""
     blue_revision: str
-    fleet: str = "green"
+    """The blue (active) revision of the same variant."""
 
     def render(self, text: str) -> str:
         """``text`` with its variables filled; unknown ``$names`` are left as they are.
@@ -35,7 +39,6 @@ class AlarmContext:
             revision=self.revision,
             greenRevision=self.revision,
             blueRevision=self.blue_revision,
-            fleet=self.fleet,
         )
 
 

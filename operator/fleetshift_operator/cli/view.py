@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fleetshift_operator.api import Rolling, TrafficRouting
-from fleetshift_operator.planner import (
+from fleetshift_operator.planning.steps import (
     calculate_batch,
     calculate_rolling_targets,
     calculate_steps,

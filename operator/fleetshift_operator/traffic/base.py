@@ -7,7 +7,7 @@ from typing import Protocol
 
 from fleetshift_operator.kube import PodView
 from fleetshift_operator.manifests import Manifest
-from fleetshift_operator.planner import FleetPlan
+from fleetshift_operator.planning.types import FleetPlan
 
 
 class TrafficRouter(Protocol):

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from fleetshift_operator.kube import Kube, PodView
 from fleetshift_operator.manifests import Manifest, get_fleet_service, get_http_route
-from fleetshift_operator.planner import FleetPlan, fleet_name
+from fleetshift_operator.planning.names import fleet_name
+from fleetshift_operator.planning.types import FleetPlan
 
 
 class GatewayAPIRouter:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from fleetshift_operator.kube import Kube, PodView
 from fleetshift_operator.manifests import Manifest, get_stable_service
-from fleetshift_operator.planner import FleetPlan
+from fleetshift_operator.planning.types import FleetPlan
 
 
 def calculate_serving_pods(fleets: Sequence[FleetPlan], pods: Sequence[PodView]) -> set[str]:
@@ -23,10 +23,10 @@ def calculate_serving_pods(fleets: Sequence[FleetPlan], pods: Sequence[PodView])
 
     A fleet serves with as many pods as the plan's ``serving_replicas`` says, or
     with all of them when that is None and it has traffic (a fleet not planned
-    serves with none). Among a fleet's pods those already serving are kept first
-    (no churn), then Ready ones, oldest first; pods being deleted never serve.
+    serves with none). Among a fleet's pods Ready ones come first, and among those
+    the ones already serving (no churn), oldest first; pods being deleted never serve.
 
-    >>> from fleetshift_operator.planner import FleetPlan
+    >>> from fleetshift_operator.planning.types import FleetPlan
     >>> def pod(name, rev, ready=True, serving=False):
     ...     return PodView(name, "main", rev, ready, serving, name, False, None)
     >>> plan = [FleetPlan("main", "b", "blue", 4, 75, serving_replicas=3),
@@ -51,7 +51,7 @@ def calculate_serving_pods(fleets: Sequence[FleetPlan], pods: Sequence[PodView])
                 if fleet.traffic_percent > 0:
                     chosen.update(p.name for p in members)
                 continue
-            ranked = sorted(members, key=lambda p: (not p.serving, not p.ready, p.created, p.name))
+            ranked = sorted(members, key=lambda p: (not p.ready, not p.serving, p.created, p.name))
             chosen.update(p.name for p in ranked[: fleet.serving_replicas])
     return chosen
 

@@ -1,0 +1,108 @@
+"""Rolling: replace capacity in batches, in place, instead of a full green fleet.
+
+Worked example (10 replicas, batch 30%, wait 60 s): green grows 3 -> 6 -> 9 -> 10 while
+blue shrinks 7 -> 4 -> 1 -> 0, each batch baked 60 s; then blue is deleted. A rollback
+restores blue in batches of ``rollbackMaximumBatchSize`` (default: all at once) and
+shrinks green as blue becomes Ready.
+"""
+
+from __future__ import annotations
+
+from fleetshift_operator.api import Rolling, StepStatus
+from fleetshift_operator.planning.context import VariantDraft
+from fleetshift_operator.planning.steps import (
+    calculate_batch,
+    calculate_rolling_targets,
+    share_percent,
+)
+from fleetshift_operator.planning.times import format_time, parse_time, stamp_after
+from fleetshift_operator.planning.transitions import retire_blue
+
+
+def _pair(draft: VariantDraft, *, green: int, blue: int, green_serving: int, size: int) -> None:
+    """Blue and green of a rolling deployment; ``green_serving`` of ``size`` on green."""
+    status = draft.status
+    assert status.activeRevision is not None and status.candidateRevision is not None
+    percent = share_percent(green_serving, size)
+    draft.plan_fleet(status.activeRevision, "blue", blue, 100 - percent)
+    draft.plan_fleet(status.candidateRevision, "green", green, percent)
+
+
+class RollingStrategy:
+    """Batches of green capacity, each baked, blue shrinking as green grows."""
+
+    def __init__(self, policy: Rolling) -> None:
+        self.policy = policy
+        self.execution_timeout_seconds = policy.maximumExecutionTimeoutSeconds
+        self.provisioning_timeout_seconds = policy.provisioningTimeoutSeconds
+
+    def advance(self, draft: VariantDraft) -> None:
+        status, now, rolling = draft.status, draft.now, self.policy
+        assert status.candidateRevision is not None
+        step = status.step or StepStatus()
+        status.step = step
+        size = step.fleetSize or draft.variant.replicas
+        step.fleetSize = size
+        batch = calculate_batch(rolling.maximumBatchSize.type, rolling.maximumBatchSize.value, size)
+        targets = calculate_rolling_targets(size, batch)
+        step.total = len(targets)
+        draft.actions.take("promote")  # rolling batches are not skipped: capacity must move
+        index = max(1, step.index)
+        green = draft.fleet(status.candidateRevision)
+        green_ready = green.ready if green is not None else 0
+
+        if not draft.paused:
+            if step.stage == "Provisioning" and green_ready >= targets[index - 1]:
+                step.stage, step.index = "Baking", index
+                step.greenPercent = share_percent(targets[index - 1], size)
+                step.startedAt = format_time(now)
+                step.bakeUntil = stamp_after(now, rolling.waitIntervalSeconds)
+                draft.emit(
+                    "BatchShifted",
+                    f"batch {index}/{len(targets)}: {targets[index - 1]} of {size} replicas on "
+                    f"{status.candidateRevision}",
+                )
+            elif step.stage == "Baking":
+                until = parse_time(step.bakeUntil)
+                if (until is None or now >= until) and draft.alarms_allow_promotion():
+                    if index >= len(targets):
+                        retire_blue(draft)
+                        return
+                    step.stage, step.index = "Provisioning", index + 1
+                    step.startedAt = format_time(now)
+                    index += 1
+
+        done = targets[index - 2] if step.stage == "Provisioning" and index >= 2 else 0
+        if step.stage == "Baking":
+            done = targets[index - 1]
+        _pair(draft, green=targets[index - 1], blue=size - done, green_serving=done, size=size)
+        if step.stage == "Baking" and not draft.paused:
+            draft.wake_at(parse_time(step.bakeUntil))
+
+    def roll_back(self, draft: VariantDraft) -> bool:
+        status = draft.status
+        step = status.step or StepStatus()
+        status.step = step
+        size = step.fleetSize or draft.variant.replicas
+        rollback_size = self.policy.rollbackMaximumBatchSize
+        batch = (
+            calculate_batch(rollback_size.type, rollback_size.value, size)
+            if rollback_size is not None
+            else size
+        )
+        blue = draft.fleet(status.activeRevision)
+        blue_ready = blue.ready if blue is not None else 0
+        if step.stage != "RollingBack":
+            step.stage = "RollingBack"
+            step.rollbackReplicas = min(size, (blue.replicas if blue else 0) + batch)
+        target = step.rollbackReplicas or size
+        if blue_ready >= target and target < size:
+            target = min(size, target + batch)
+            step.rollbackReplicas = target
+        if blue_ready >= size:
+            step.greenPercent = 0
+            return True
+        green_serving = max(0, size - blue_ready)
+        _pair(draft, green=green_serving, blue=target, green_serving=green_serving, size=size)
+        step.greenPercent = share_percent(green_serving, size)
+        return False

@@ -1,0 +1,331 @@
+"""One variant's rollout: create, serve, deploy a new revision, roll back. Pure.
+
+The rules, in order of precedence
+---------------------------------
+1. **First deployment.** No active revision: the fleet is created at ``replicas``
+   (phase ``Creating``); once all its replicas are Ready it is ``InService``. Not
+   Ready within ``provisioningTimeoutSeconds``, or crash-looping: ``Failed``.
+2. **A new revision** of this variant (its model, image, resources, env, placement)
+   starts a deployment (``Updating``) with the strategy the spec names (blue/green or
+   rolling). Other variants are not touched.
+3. **Provisioning.** Traffic moves only once the new capacity is Ready. Pods that
+   wait (Unschedulable, a quota, an image pull) show in ``waitingFor`` at once;
+   past ``provisioningTimeoutSeconds`` the deployment rolls back.
+4. **Steps and bakes** (the strategy): a step is promoted only when its bake is over,
+   green has the Ready replicas its next share needs, and the variant's alarms say
+   Healthy.
+5. **Rollback** (alarm breach, deadline, provisioning timeout, crash-looping green, an
+   abort): the traffic goes back to blue and green is deleted. The rolled-back
+   revision is not tried again until the variant changes or a retry is requested.
+6. **Superseded.** A different revision mid-deployment: blue takes all the traffic,
+   the old green is deleted, and the new revision starts over.
+7. **At rest** the variant is ``InService``, or ``OutOfService`` while its active fleet
+   has no Ready replica.
+"""
+
+from __future__ import annotations
+
+from fleetshift_operator.api import AlarmStatus, StepStatus
+from fleetshift_operator.planning.context import VariantDraft
+from fleetshift_operator.planning.steps import calculate_required_ready
+from fleetshift_operator.planning.strategy import DeploymentStrategy
+from fleetshift_operator.planning.times import format_time, parse_time, stamp_after
+from fleetshift_operator.planning.transitions import clear_deployment, serve_blue
+
+ROLLBACK_RETRY_SECONDS = 5
+
+
+def plan_variant(draft: VariantDraft, strategy: DeploymentStrategy, retry: bool) -> None:
+    """Decide the next step of one variant's rollout (see the module docstring)."""
+    status, revision = draft.status, draft.revision
+    if retry and status.rolledBackRevision == revision:
+        status.rolledBackRevision = None
+        draft.emit("RetryRequested", f"retrying revision {revision}")
+
+    if status.activeRevision is None:
+        _plan_first_deployment(draft, strategy)
+        return
+    if status.candidateRevision is not None:
+        _plan_deployment(draft, strategy)
+        if status.candidateRevision is not None:
+            return
+        if revision in (status.activeRevision, status.rolledBackRevision):
+            return  # the deployment ended in this plan; blue is planned
+    if revision not in (status.activeRevision, status.rolledBackRevision):
+        draft.fleets.clear()
+        _start_deployment(draft, strategy)
+        _plan_deployment(draft, strategy)
+        return
+    _plan_steady(draft)
+
+
+# -- first deployment and rest -----------------------------------------------------------
+
+
+def _plan_first_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
+    status, revision, now = draft.status, draft.revision, draft.now
+    if status.candidateRevision != revision:
+        if status.candidateRevision is not None:
+            draft.emit("Superseded", f"revision {status.candidateRevision} replaced by {revision}")
+        status.candidateRevision = revision
+        status.deploymentStartedAt = format_time(now)
+        status.deadline = stamp_after(now, strategy.execution_timeout_seconds)
+        status.step = StepStatus(stage="Provisioning", startedAt=format_time(now))
+        status.waitingFor = None
+        draft.set_phase("Creating")
+    fleet = draft.fleet(revision)
+    draft.plan_fleet(revision, "blue", draft.variant.replicas, 100, draft.autoscaling())
+    if status.phase == "Failed":
+        return
+    status.waitingFor = fleet.waiting if fleet is not None else None
+    if fleet is not None and fleet.ready >= draft.variant.replicas:
+        draft.record(revision, "Succeeded", "variant created" if draft.many else "endpoint created")
+        status.activeRevision = revision
+        clear_deployment(status)
+        draft.set_phase("InService")
+        draft.emit("InService", f"revision {revision} is serving")
+        return
+    deadline = parse_time(status.deadline)
+    started = parse_time(status.step.startedAt if status.step else None) or now
+    provisioning_over = (now - started).total_seconds() >= strategy.provisioning_timeout_seconds
+    failure = fleet.failure if fleet is not None else None
+    if not draft.paused and (provisioning_over or (deadline is not None and now >= deadline)):
+        failure = failure or _not_ready_reason(draft, strategy, revision)
+    if failure:
+        draft.record(revision, "Failed", failure)
+        draft.set_phase("Failed")
+        draft.emit("CreateFailed", failure, warning=True)
+        return
+    draft.wake_at(deadline)
+    draft.wake_in(max(0.0, strategy.provisioning_timeout_seconds - (now - started).total_seconds()))
+
+
+def _not_ready_reason(draft: VariantDraft, strategy: DeploymentStrategy, revision: str) -> str:
+    fleet = draft.fleet(revision)
+    ready = f"{fleet.ready}/{fleet.replicas} Ready" if fleet is not None else "no fleet"
+    waiting = f"; pods waiting: {fleet.waiting}" if fleet is not None and fleet.waiting else ""
+    return (
+        f"fleet {revision} was not Ready within provisioningTimeoutSeconds "
+        f"({strategy.provisioning_timeout_seconds}s): {ready}{waiting}"
+    )
+
+
+def _plan_steady(draft: VariantDraft) -> None:
+    status = draft.status
+    assert status.activeRevision is not None
+    serve_blue(draft, spec_size=True)
+    fleet = draft.fleet(status.activeRevision)
+    if fleet is not None and fleet.ready > 0:
+        draft.set_phase("InService")
+        return
+    if status.phase != "OutOfService":
+        draft.emit(
+            "OutOfService", f"no Ready replica of revision {status.activeRevision}", warning=True
+        )
+    draft.set_phase("OutOfService")
+
+
+# -- deployments -------------------------------------------------------------------------
+
+
+def _start_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
+    status, now, revision = draft.status, draft.now, draft.revision
+    status.candidateRevision = revision
+    status.deploymentStartedAt = format_time(now)
+    status.deadline = stamp_after(now, strategy.execution_timeout_seconds)
+    status.inconclusiveStreak = 0
+    status.alarms = []
+    status.rollbackCause = None
+    status.waitingFor = None
+    size = draft.fleet_size(status.activeRevision)
+    status.step = StepStatus(
+        stage="Provisioning",
+        index=0,
+        total=0,
+        greenPercent=0,
+        fleetSize=size,
+        startedAt=format_time(now),
+    )
+    draft.set_phase("Updating")
+    draft.emit(
+        "DeploymentStarted",
+        f"deploying revision {revision} over {status.activeRevision}: green fleet provisioning",
+    )
+
+
+def _plan_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
+    """A deployment in flight: finish a rollback, or supersede, judge and advance."""
+    status, revision, now = draft.status, draft.revision, draft.now
+    candidate = status.candidateRevision
+    assert candidate is not None
+
+    if status.phase == "UpdateRollbackFailed":
+        _rollback(draft, strategy, status.rollbackReason or "rollback retried")
+        return
+    if status.phase == "RollingBack":
+        if strategy.roll_back(draft):
+            _finish_rollback(draft)
+        return
+
+    if revision != candidate:
+        draft.record(candidate, "Superseded", f"replaced by revision {revision}")
+        draft.emit("Superseded", f"revision {candidate} superseded by {revision}")
+        clear_deployment(status)
+        if revision in (status.activeRevision, status.rolledBackRevision):
+            _plan_steady(draft)
+            return
+        _start_deployment(draft, strategy)
+
+    if draft.actions.take("abort"):
+        _rollback(draft, strategy, "aborted on request", warning=False)
+        return
+
+    cause = _judge_alarms(draft)
+    if cause is not None:
+        status.rollbackCause = cause
+        _rollback(draft, strategy, f"alarm {cause.name}: {cause.reason}")
+        return
+    policy = draft.spec.deploymentConfig.autoRollback
+    if policy is not None:
+        draft.wake_in(policy.pollIntervalSeconds)
+
+    green = draft.fleet(status.candidateRevision)
+    if green is not None and green.failure:
+        _rollback(draft, strategy, f"green fleet cannot run ({green.failure})")
+        return
+    status.waitingFor = green.waiting if green is not None else None
+
+    deadline = parse_time(status.deadline)
+    if deadline is not None and now >= deadline and not draft.paused:
+        _rollback(
+            draft, strategy, "the deployment did not finish before maximumExecutionTimeoutSeconds"
+        )
+        return
+
+    step = status.step
+    if step is not None and step.stage == "Provisioning" and not draft.paused:
+        started = parse_time(step.startedAt) or now
+        left = strategy.provisioning_timeout_seconds - (now - started).total_seconds()
+        if left <= 0:
+            _rollback(draft, strategy, _not_ready_reason(draft, strategy, candidate))
+            return
+        draft.wake_in(left)
+
+    strategy.advance(draft)
+    if not draft.paused:
+        draft.wake_at(deadline)
+
+
+def _rollback(
+    draft: VariantDraft, strategy: DeploymentStrategy, reason: str, *, warning: bool = True
+) -> None:
+    """Traffic back to blue (the strategy says how fast); green goes once blue is whole.
+    A blue fleet that cannot take the traffic keeps green serving, and the rollback is
+    retried (``UpdateRollbackFailed``)."""
+    status = draft.status
+    candidate = status.candidateRevision
+    rolling = draft.spec.deploymentConfig.rolling is not None
+    blue = draft.fleet(status.activeRevision)
+    status.rollbackReason = reason
+    if blue is None or (blue.ready == 0 and not rolling):
+        _keep_current(draft)
+        if status.phase != "UpdateRollbackFailed":
+            draft.set_phase("UpdateRollbackFailed")
+            draft.emit(
+                "RollbackBlocked",
+                f"cannot roll back {candidate}: blue fleet of {draft.name} not Ready",
+                warning=True,
+            )
+        draft.wake_in(ROLLBACK_RETRY_SECONDS)
+        return
+    if status.phase != "RollingBack":
+        draft.set_phase("RollingBack")
+        draft.emit("RollbackStarted", f"rolling back {candidate}: {reason}", warning=warning)
+        status.rolledBackRevision = candidate
+        draft.record(candidate or "", "RolledBack", reason)
+    if strategy.roll_back(draft):
+        draft.fleets.clear()
+        serve_blue(draft)
+        if status.step is not None:
+            status.step.greenPercent = 0
+
+
+def _keep_current(draft: VariantDraft) -> None:
+    """Both fleets at their current shares (used while blue cannot take traffic)."""
+    status = draft.status
+    green_percent = status.step.greenPercent if status.step else 0
+    size = draft.fleet_size(status.activeRevision)
+    if status.activeRevision is not None:
+        draft.plan_fleet(
+            status.activeRevision, "blue", size, 100 - green_percent, draft.autoscaling()
+        )
+    if status.candidateRevision is not None:
+        draft.plan_fleet(
+            status.candidateRevision,
+            "green",
+            size,
+            green_percent,
+            draft.autoscaling(calculate_required_ready(size, green_percent)),
+        )
+
+
+def _finish_rollback(draft: VariantDraft) -> None:
+    """Blue is whole: plan it alone; once no green fleet is left, the variant is back
+    in service on blue."""
+    status = draft.status
+    candidate = status.candidateRevision
+    draft.fleets.clear()
+    serve_blue(draft)
+    if draft.fleet(candidate) is not None:
+        return
+    clear_deployment(status)
+    draft.set_phase("InService")
+    draft.emit("RolledBack", f"revision {candidate} rolled back; {status.activeRevision} serving")
+
+
+def _judge_alarms(draft: VariantDraft) -> AlarmStatus | None:
+    """Record this reconcile's alarm verdicts; return the cause if they demand a rollback.
+
+    Any Breaching alarm, or an alarm that cannot work at all (invalid PromQL, unknown
+    rule), rolls back. Inconclusive and Error hold the step; with ``onInconclusive:
+    RollBack`` enough of them in a row roll back too, and the cause says so.
+    """
+    results = draft.observed.alarms_of(draft.name)
+    status = draft.status
+    if results is None:
+        return None
+    stamp = format_time(draft.now)
+    recorded = [
+        AlarmStatus(
+            name=r.name, verdict=r.verdict, value=r.value, reason=r.reason, evaluatedAt=stamp
+        )
+        for r in results
+    ]
+    status.alarms = recorded
+    by_name = {a.name: a for a in recorded}
+    decisive = [r for r in results if r.fatal] or [r for r in results if r.verdict == "Breaching"]
+    if decisive:
+        draft.alarm_verdict = decisive[0].verdict
+        status.inconclusiveStreak = 0
+        return by_name[decisive[0].name]
+    unclear = [r for r in results if r.verdict in ("Inconclusive", "Error")]
+    if not unclear:
+        draft.alarm_verdict = "Healthy"
+        status.inconclusiveStreak = 0
+        return None
+    draft.alarm_verdict = "Inconclusive"
+    status.inconclusiveStreak += 1
+    policy = draft.spec.deploymentConfig.autoRollback
+    if (
+        policy is not None
+        and policy.onInconclusive.action == "RollBack"
+        and status.inconclusiveStreak >= policy.onInconclusive.consecutiveEvaluations
+    ):
+        first = by_name[unclear[0].name]
+        return first.model_copy(
+            update={
+                "reason": f"inconclusive {status.inconclusiveStreak} evaluations in a row "
+                f"(onInconclusive: RollBack): {first.reason}"
+            }
+        )
+    return None
