@@ -234,6 +234,38 @@ class Kube:
             patch_type=PatchType.JSON,
         )
 
+    async def merge_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
+        """Put one ``api.Condition`` (as a dict) into the Endpoint's status, keeping the
+        other conditions and every other status field, through the status subresource.
+
+        The condition replaces the one of the same ``type``; its ``lastTransitionTime``
+        stays the old one when ``status`` did not change. The patch carries the
+        resourceVersion read, so a concurrent status write makes it fail (409) rather
+        than be lost. A missing Endpoint is skipped.
+        """
+        try:
+            endpoint = await self.client.get(EndpointResource, name, namespace=namespace)
+        except ApiError as error:
+            if _is_not_found(error):
+                return
+            raise
+        body: Manifest = endpoint.to_dict()  # type: ignore[no-untyped-call]
+        conditions = list((body.get("status") or {}).get("conditions") or [])
+        previous = next((c for c in conditions if c.get("type") == condition["type"]), None)
+        if previous is not None and previous.get("status") == condition["status"]:
+            condition = {**condition, "lastTransitionTime": previous["lastTransitionTime"]}
+        merged = [c for c in conditions if c.get("type") != condition["type"]] + [condition]
+        await self.client.patch(
+            EndpointResource.Status,
+            name,
+            {
+                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                "status": {"conditions": merged},
+            },
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
 
 def pod_view(pod: Pod) -> PodView:
     """Condense a Pod into what routing and failure detection need."""
