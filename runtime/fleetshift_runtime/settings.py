@@ -42,8 +42,8 @@ class RuntimeSettings(BaseSettings):
     """Name of the single model in the Open Inference Protocol (``/v2/models/{name}``)."""
 
     model_sha256: str = ""
-    """Optional hex sha256 of the downloaded artifact (single-model mode); a mismatch
-    fails the load."""
+    """Optional hex sha256 of the artifact file (single-model mode), checked on every
+    load, cached or not; a mismatch fails the load."""
 
     multi_model: bool = False
     """Serve many models under ``model_uri``, picked per request by the

@@ -21,7 +21,7 @@ import ssl
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -106,21 +106,33 @@ def local_path(uri: str) -> Path:
 
 
 def fetch_model_file(uri: str, options: SourceOptions, *, sha256: str = "") -> Path:
-    """Resolve a model URI to a local model file (downloading and unpacking as needed)."""
+    """Resolve a model URI to a local model file (downloading and unpacking as needed).
+
+    With ``sha256`` the artifact is checked on every call, whether it was just
+    downloaded, found in the cache or read in place: a cache never vouches for itself.
+    Caches are keyed by content, never by path alone, so an artifact replaced in place
+    is seen on the next load.
+    """
     if not uri:
         raise ModelLoadError("no model URI: set FLEETSHIFT_MODEL_URI")
+    digest = ""
     if is_remote(uri):
-        artifact = _download_cached(uri, options, sha256)
+        artifact, digest = _download_cached(uri, options, sha256)
     else:
         artifact = local_path(uri)
         if not artifact.exists():
             raise ModelNotFoundError(f"model path {artifact} does not exist")
-        if sha256 and artifact.is_file():
-            _verify_sha256(artifact, sha256)
+        if sha256:
+            if not artifact.is_file():
+                raise ModelLoadError(
+                    f"FLEETSHIFT_MODEL_SHA256 is set but {artifact} is a folder; a digest "
+                    "can only be checked for one file (point the URI at it, or unset the digest)"
+                )
+            digest = _verify_sha256(artifact, sha256)
     if artifact.is_dir():
         return find_model_file(artifact)
     if _is_gzip(artifact):
-        unpacked = options.cache_dir / (_cache_key(str(artifact.resolve())) + ".unpacked")
+        unpacked = options.cache_dir / "unpacked" / (digest or file_sha256(artifact))[:32]
         with _locked(unpacked.with_suffix(".lock")):
             if not (unpacked / ".complete").exists():
                 shutil.rmtree(unpacked, ignore_errors=True)
@@ -155,35 +167,60 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _verify_sha256(path: Path, expected: str) -> None:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's content."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() != expected.lower():
-        raise ModelLoadError(
-            f"sha256 of {path.name} is {digest.hexdigest()}, expected {expected.lower()}"
-        )
+    return digest.hexdigest()
 
 
-def _download_cached(uri: str, options: SourceOptions, sha256: str) -> Path:
+def _verify_sha256(path: Path, expected: str) -> str:
+    found = file_sha256(path)
+    if found != expected.lower():
+        raise ModelLoadError(f"sha256 of {path.name} is {found}, expected {expected.lower()}")
+    return found
+
+
+def _download_cached(uri: str, options: SourceOptions, sha256: str) -> tuple[Path, str]:
+    """The downloaded artifact and its sha256 (empty when not computed).
+
+    With a digest the cache is content-addressed: a cached copy is used without asking
+    the source, after its digest is checked again. Without one, the source is asked on
+    every load and its validators (ETag, Last-Modified, size) pick the cached copy; a
+    source without validators is downloaded again.
+    """
     name = PurePosixPath(urlsplit(uri).path).name or "artifact"
     folder = options.cache_dir / _cache_key(uri)
-    target = folder / name
     with _locked(folder.with_suffix(".lock")):
-        if target.exists():
-            return target
-        folder.mkdir(parents=True, exist_ok=True)
-        _download_with_retries(uri, target, options, sha256)
-    return target
+        if sha256:
+            pinned = folder / f"sha256-{sha256.lower()[:32]}" / name
+            if pinned.exists():
+                if file_sha256(pinned) == sha256.lower():
+                    return pinned, sha256.lower()
+                log.warning("cached %s fails its sha256; downloading it again", _redact(uri))
+                pinned.unlink()
+            return _download_with_retries(
+                uri, folder, name, options, sha256=sha256, pinned=pinned
+            ), sha256
+        return _download_with_retries(uri, folder, name, options, sha256="", pinned=None), ""
 
 
-def _download_with_retries(uri: str, target: Path, options: SourceOptions, sha256: str) -> None:
+def _download_with_retries(
+    uri: str,
+    folder: Path,
+    name: str,
+    options: SourceOptions,
+    *,
+    sha256: str,
+    pinned: Path | None,
+) -> Path:
     delay = options.backoff_seconds
     attempts = options.retries + 1
     for attempt in range(1, attempts + 1):
         try:
-            _download_once(uri, target, options, sha256)
+            return _download_once(uri, folder, name, options, sha256=sha256, pinned=pinned)
         except _RetryableError as error:
             if attempt == attempts:
                 raise ModelLoadError(
@@ -199,8 +236,7 @@ def _download_with_retries(uri: str, target: Path, options: SourceOptions, sha25
             )
             time.sleep(delay)
             delay *= 2
-        else:
-            return
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _redact(uri: str) -> str:
@@ -228,13 +264,31 @@ def _ssl_context(options: SourceOptions) -> ssl.SSLContext | bool:
     return context
 
 
-def _download_once(uri: str, target: Path, options: SourceOptions, sha256: str) -> None:
+def _version_key(headers: Mapping[str, str]) -> str:
+    """A cache folder name from the object's validators, or "" when it has none."""
+    etag = headers.get("etag", "")
+    modified = headers.get("last-modified", "")
+    if not etag and not modified:
+        return ""
+    return "v-" + _cache_key(f"{etag}\0{modified}\0{headers.get('content-length', '')}")
+
+
+def _download_once(
+    uri: str,
+    folder: Path,
+    name: str,
+    options: SourceOptions,
+    *,
+    sha256: str,
+    pinned: Path | None,
+) -> Path:
     import httpx  # noqa: PLC0415 - ~50 ms of start-up that only remote models need
 
     url, headers = _request_for(uri, options)
     digest = hashlib.sha256()
     received = 0
-    fd, partial_name = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, partial_name = tempfile.mkstemp(dir=folder, prefix=".partial-")
     partial = Path(partial_name)
     try:
         with (
@@ -256,6 +310,9 @@ def _download_once(uri: str, target: Path, options: SourceOptions, sha256: str) 
                 raise ModelLoadError(
                     f"downloading {_redact(uri)} failed with HTTP {response.status_code}: {body}"
                 )
+            version = _version_key(response.headers)
+            if pinned is None and version and (folder / version / name).exists():
+                return folder / version / name  # the source still holds this very object
             declared = int(response.headers.get("content-length", "0") or 0)
             if declared > options.max_download_bytes:
                 raise ModelLoadError(
@@ -277,7 +334,10 @@ def _download_once(uri: str, target: Path, options: SourceOptions, sha256: str) 
             raise _RetryableError(
                 f"sha256 mismatch: got {digest.hexdigest()}, expected {sha256.lower()}"
             )
+        target = pinned or folder / (version or "sha256-" + digest.hexdigest()[:32]) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         partial.replace(target)
+        return target
     except httpx.TransportError as error:
         raise _RetryableError(f"{type(error).__name__}: {error}") from error
     finally:
