@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from .errors import RequestError
@@ -334,6 +335,8 @@ OIP_DATATYPES = {
     "UINT64": np.uint64,
 }
 OUTPUT_NAME = "predict"
+INPUT_NAME = "input-0"
+"""The one input tensor's name, as the model metadata declares it."""
 
 
 @dataclass(frozen=True)
@@ -409,6 +412,13 @@ def _wants_binary(document: dict[str, Any]) -> bool:
 def _oip_tensor(tensor: Any, binary: bytes, width: int, may_hold_booleans: bool) -> Rows:
     if not isinstance(tensor, dict):
         raise _oip_error("each input must be an object with name, shape, datatype, data")
+    name = tensor.get("name")
+    if name != INPUT_NAME:
+        shown = repr(name[:100]) if isinstance(name, str) else f"a {type(name).__name__}"
+        raise _oip_error(
+            f"unknown input name {shown}; this model's input is {INPUT_NAME!r} "
+            "(GET /v2/models/{name} lists it)"
+        )
     datatype = tensor.get("datatype")
     dtype = OIP_DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
@@ -449,7 +459,12 @@ def _oip_tensor(tensor: Any, binary: bytes, width: int, may_hold_booleans: bool)
             raise _oip_error(f'input "data" must hold only numbers for datatype {datatype}')
         if array.size != count:
             raise _oip_error(f"shape {shape} needs {count} values; data has {array.size}")
-        flat = array.reshape(-1)
+        if array.ndim > 1 and list(array.shape) != shape:
+            raise _oip_error(
+                f"data is nested as {list(array.shape)} but shape is {shape}; nest it as the "
+                "shape says, or send it flat"
+            )
+        flat = _as_datatype(array.reshape(-1), str(datatype), dtype)
     if len(shape) == 1:
         shape = [1, shape[0]]
     if shape[1] != width:
@@ -459,6 +474,38 @@ def _oip_tensor(tensor: Any, binary: bytes, width: int, may_hold_booleans: bool)
     if shape[0] == 0:
         raise _oip_error("shape has 0 rows: send at least one row")
     return flat.astype(np.float32, copy=False).reshape(shape[0], shape[1])
+
+
+def _as_datatype(values: npt.NDArray[Any], datatype: str, dtype: Any) -> Any:
+    """JSON numbers as the declared datatype, or a 400 naming a value it cannot hold.
+
+    Integers must be whole and in range; floats must fit the datatype and FP32, in which
+    the model computes. Bounds are compared as Python numbers, which compare exactly.
+    """
+    if not values.size:
+        return values
+    if np.dtype(dtype).kind in "iu":
+        if values.dtype.kind == "f":
+            fractional = values != np.floor(values)
+            if fractional.any():
+                bad = values[fractional][0].item()
+                raise _oip_error(f"{datatype} data must be whole numbers; got {bad!r}")
+        info = np.iinfo(dtype)
+        low, high = values.min().item(), values.max().item()
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise _oip_error(f"{datatype} holds {info.min} to {info.max}; got {bad!r}")
+        return values
+    with np.errstate(over="ignore"):
+        typed = values.astype(dtype).astype(np.float32)
+    overflow = np.isinf(typed)
+    if overflow.any():
+        bad = values[overflow][0].item()
+        narrow = dtype if np.dtype(dtype).itemsize < 4 else np.float32
+        limit = float(np.finfo(narrow).max)
+        where = datatype if narrow is dtype else "FP32, in which the model computes,"
+        raise _oip_error(f"{where} holds magnitudes up to {limit:.6g}; got {bad!r}")
+    return typed
 
 
 def _has_bool(data: list[Any]) -> bool:

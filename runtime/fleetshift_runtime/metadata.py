@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from . import __version__
 from .app import NotReadyError, Runtime, oip_model_name
-from .codecs import OUTPUT_NAME
+from .codecs import INPUT_NAME, OUTPUT_NAME
 from .errors import ModelLoadError, RequestError
 from .models.base import Model
 
@@ -64,8 +64,14 @@ def metadata_app(runtime: Runtime) -> FastAPI:
             {
                 "name": found.name,
                 "platform": found.platform,
-                "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, width]}],
-                "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
+                "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, width]}],
+                "outputs": [
+                    {
+                        "name": OUTPUT_NAME,
+                        "datatype": "FP32",
+                        "shape": [-1, *found.output_shape],
+                    }
+                ],
                 "parameters": {
                     "model_num_features": found.num_features,
                     "endpoint_num_features": width,

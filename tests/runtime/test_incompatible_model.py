@@ -40,7 +40,11 @@ def test_model_trained_for_another_contract_is_ready_but_fails_with_5xx(
 
     oip = httpx.post(
         f"{server.url}/v2/models/model/infer",
-        json={"inputs": [{"name": "x", "shape": [1, 20], "datatype": "FP32", "data": [0.0] * 20}]},
+        json={
+            "inputs": [
+                {"name": "input-0", "shape": [1, 20], "datatype": "FP32", "data": [0.0] * 20}
+            ]
+        },
     )
     assert oip.status_code == 500
 

@@ -104,6 +104,14 @@ CASES = [
     Malformed("oip-string-data", 400, "must hold only numbers", oip({"inputs": [tensor(data=["a"] * 20)]}), path=OIP),
     Malformed("oip-unknown-output", 400, "unknown output 'proba'", oip({"inputs": [tensor()], "outputs": [{"name": "proba"}]}), path=OIP),
     Malformed("oip-unknown-model", 404, "model 'fraud' not found", oip({"inputs": [tensor()]}), path="/v2/models/fraud/infer"),
+    Malformed("oip-int8-value-out-of-range", 400, "INT8 holds -128 to 127; got 300", oip({"inputs": [tensor(datatype="INT8", data=[300] + [1] * 19)]}), path=OIP),
+    Malformed("oip-uint8-negative-value", 400, "UINT8 holds 0 to 255; got -1", oip({"inputs": [tensor(datatype="UINT8", data=[-1] + [1] * 19)]}), path=OIP),
+    Malformed("oip-int32-fraction", 400, "INT32 data must be whole numbers; got 1.5", oip({"inputs": [tensor(datatype="INT32", data=[1.5] + [1] * 19)]}), path=OIP),
+    Malformed("oip-fp16-overflow", 400, "FP16 holds magnitudes up to 65504; got 1000000.0", oip({"inputs": [tensor(datatype="FP16", data=[1e6] + [1] * 19)]}), path=OIP),
+    Malformed("oip-fp64-beyond-fp32", 400, "FP32, in which the model computes, holds magnitudes up to", oip({"inputs": [tensor(datatype="FP64", data=[1e39] + [1] * 19)]}), path=OIP),
+    Malformed("oip-unknown-input-name", 400, "unknown input name 'features'; this model's input is 'input-0'", oip({"inputs": [tensor(name="features")]}), path=OIP),
+    Malformed("oip-missing-input-name", 400, "unknown input name a NoneType", oip({"inputs": [{k: v for k, v in tensor().items() if k != "name"}]}), path=OIP),
+    Malformed("oip-data-nested-against-the-shape", 400, "data is nested as [20, 2] but shape is [2, 20]", oip({"inputs": [tensor(shape=[2, 20], data=[[0.5, 0.5]] * 20)]}), path=OIP),
     Malformed("oip-bad-binary-header-length", 400, "Inference-Header-Content-Length", oip({"inputs": [tensor()]}), {"Inference-Header-Content-Length": "99999"}, path=OIP),
 ]  # fmt: skip
 

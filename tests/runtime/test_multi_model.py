@@ -203,7 +203,9 @@ def test_open_inference_protocol_addresses_target_models_by_path(
     response = httpx.post(
         f"{server.url}/v2/models/{name}/infer",
         json={
-            "inputs": [{"name": "x", "shape": [3, 20], "datatype": "FP32", "data": rows.tolist()}]
+            "inputs": [
+                {"name": "input-0", "shape": [3, 20], "datatype": "FP32", "data": rows.tolist()}
+            ]
         },
     )
     assert response.status_code == 200, response.text

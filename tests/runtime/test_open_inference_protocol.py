@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from support.runtime_kit import RuntimeProcess, TrainedModel
+from support.runtime_kit import RuntimeProcess, StartRuntime, TrainedModel, train_model
 
 
 def test_health_endpoints(churn_server: RuntimeProcess) -> None:
@@ -64,7 +65,7 @@ def test_infer_with_versioned_path_and_flat_data(
         json={
             "inputs": [
                 {
-                    "name": "x",
+                    "name": "input-0",
                     "shape": [2, 20],
                     "datatype": "FP32",
                     "data": rows.reshape(-1).astype(float).tolist(),
@@ -144,3 +145,28 @@ def test_openapi_docs_describe_the_metadata_routes(churn_server: RuntimeProcess)
     paths = httpx.get(f"{churn_server.url}/openapi.json").json()["paths"]
     assert "/v2/models/{name}" in paths
     assert "/v2" in paths
+
+
+def test_multi_class_model_metadata_gives_the_output_shape_infer_returns(
+    start_runtime: StartRuntime, tmp_path: Path
+) -> None:
+    model = train_model(objective="multi:softprob", num_class=3, features=6)
+    server = start_runtime(MODEL_URI=str(model.save(tmp_path / "model.ubj")))
+    metadata = httpx.get(f"{server.url}/v2/models/model").json()
+    assert metadata["outputs"] == [{"name": "predict", "datatype": "FP32", "shape": [-1, 3]}]
+    rows = model.rows[:2]
+    response = httpx.post(
+        f"{server.url}/v2/models/model/infer",
+        json={
+            "inputs": [
+                {"name": "input-0", "shape": [2, 6], "datatype": "FP32", "data": rows.tolist()}
+            ]
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"] == [2, 3]
+
+
+def test_single_score_model_metadata_gives_one_score_per_row(churn_server: RuntimeProcess) -> None:
+    metadata = httpx.get(f"{churn_server.url}/v2/models/model").json()
+    assert metadata["outputs"] == [{"name": "predict", "datatype": "FP32", "shape": [-1]}]

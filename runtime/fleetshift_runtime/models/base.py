@@ -42,6 +42,12 @@ class Model(Protocol):
         ...
 
     @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape of one row's prediction: ``()`` for one score, ``(3,)`` for three
+        class probabilities (model metadata)."""
+        ...
+
+    @property
     def size_bytes(self) -> int:
         """Estimated memory footprint (used by the multi-model LRU budget)."""
         ...

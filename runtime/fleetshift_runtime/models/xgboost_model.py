@@ -61,6 +61,8 @@ class XGBoostModel:
     source_format: ModelFormat
     load_seconds: float
     platform: str = "xgboost"
+    output_shape: tuple[int, ...] = ()
+    """One row's prediction shape, learnt from the warm-up prediction."""
     compiled: CompiledPredictor | None = None
     """Set by :meth:`compile_in_background` once the compiled trees are validated."""
 
@@ -162,3 +164,4 @@ def warm_up(model: XGBoostModel) -> None:
     output = model.predict(np.zeros((1, model.num_features), dtype=np.float32))
     if output.shape[0] != 1:
         raise ModelLoadError(f"warm-up prediction returned shape {output.shape}, expected 1 row")
+    model.output_shape = tuple(int(d) for d in output.shape[1:])
