@@ -15,8 +15,10 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +28,8 @@ from .batching import Batcher
 from .codecs import (
     DECODERS,
     ENCODERS,
+    OipRequest,
+    decode_in_pieces,
     encode_oip,
     parse_oip,
     request_format,
@@ -33,7 +37,7 @@ from .codecs import (
 )
 from .errors import ModelFaultError, ModelLoadError, ModelNotFoundError, RequestError
 from .metrics import RuntimeMetrics, multiprocess_dir
-from .models.base import Model
+from .models.base import Model, Predictions, Rows
 from .models.loading import load_model
 from .models.multi import ModelCache, check_target_model
 from .settings import RuntimeSettings
@@ -62,6 +66,7 @@ _WANTED_HEADERS = frozenset(
     }
 )
 _MAX_REQUEST_ID = 128
+GIL_SWITCH_SECONDS = 0.001
 
 exit_code = 0
 """Set to 1 when the model fails to load; ``__main__`` exits with it."""
@@ -117,7 +122,12 @@ class Runtime:
     def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or RuntimeMetrics(settings.metric_labels())
-        self.batcher = Batcher(settings.max_batch_rows)
+        self.pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="fleetshift")
+        """Large bodies and large predictions run here, off the event loop."""
+        self.batcher = Batcher(
+            settings.max_batch_rows, inline_rows=settings.inline_rows, executor=self.pool
+        )
+        self._inline_bytes = settings.inline_body_bytes
         self.single = SingleModelState()
         self.cache: ModelCache | None = None
         if settings.multi_model:
@@ -215,11 +225,15 @@ class Runtime:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # A thread parsing a large body holds the GIL for up to this long before
+                # the event loop gets it back: 1 ms instead of 5 keeps the probes prompt.
+                sys.setswitchinterval(GIL_SWITCH_SECONDS)
                 self.start_loading()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for task in self._background:
                     task.cancel()
+                self.pool.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -322,9 +336,22 @@ class Runtime:
             name = target.decode("latin-1") if target is not None else None
             model = await self.resolve_model(name)
             label = model.name
-            rows = DECODERS[in_format](body, self.width_for(model))
-            predictions, model_seconds = await self.batcher.submit(model, rows)
-            status, payload, content_type = 200, ENCODERS[out_format](predictions), out_format
+            decode, encode = DECODERS[in_format], ENCODERS[out_format]
+            if len(body) <= self._inline_bytes:
+                rows = decode(body, self.width_for(model))
+                predictions, model_seconds = await self.batcher.submit(model, rows)
+                payload = encode(predictions)
+            else:
+                payload, model_seconds = await asyncio.get_running_loop().run_in_executor(
+                    self.pool,
+                    _decode_predict_encode,
+                    decode,
+                    encode,
+                    body,
+                    self.width_for(model),
+                    model,
+                )
+            status, content_type = 200, out_format
         except _ClientGoneError:
             metrics.inflight_child.dec()
             return
@@ -365,18 +392,19 @@ class Runtime:
             body = await _read_body(receive, headers, self.settings.max_request_bytes)
             model = await self.resolve_model(name)
             label = model.name
-            request = parse_oip(
-                body,
-                headers.get(b"inference-header-content-length", b"").decode("latin-1"),
-                self.width_for(model),
-            )
-            predictions, model_seconds = await self.batcher.submit(model, request.rows)
-            payload, header_length = encode_oip(
-                predictions,
-                model_name=model.name,
-                request_id=request.request_id,
-                binary_output=request.binary_output,
-            )
+            header = headers.get(b"inference-header-content-length", b"").decode("latin-1")
+            if len(body) <= self._inline_bytes:
+                request = parse_oip(body, header, self.width_for(model))
+                predictions, model_seconds = await self.batcher.submit(model, request.rows)
+                payload, header_length = _encode_oip_answer(predictions, model, request)
+            else:
+                (
+                    payload,
+                    header_length,
+                    model_seconds,
+                ) = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, _oip_off_the_loop, body, header, self.width_for(model), model
+                )
             status, content_type = 200, b"application/json"
             if header_length:
                 content_type = b"application/octet-stream"
@@ -389,6 +417,44 @@ class Runtime:
             payload, content_type = orjson.dumps({"error": reason}), b"application/json"
         await _send(send, status, payload, content_type, rid, extra)
         self._record(label, status, started, model_seconds)
+
+
+def _decode_predict_encode(
+    decode: Callable[[bytes, int], Rows],
+    encode: Callable[[Predictions], bytes],
+    body: bytes,
+    width: int,
+    model: Model,
+) -> tuple[bytes, float]:
+    """A large SageMaker request, in a worker thread: the response body, model seconds."""
+    rows = decode_in_pieces(decode, body, width)
+    started = time.perf_counter()
+    predictions = model.predict(rows)
+    elapsed = time.perf_counter() - started
+    return encode(predictions), elapsed
+
+
+def _encode_oip_answer(
+    predictions: Predictions, model: Model, request: OipRequest
+) -> tuple[bytes, int]:
+    return encode_oip(
+        predictions,
+        model_name=model.name,
+        request_id=request.request_id,
+        binary_output=request.binary_output,
+    )
+
+
+def _oip_off_the_loop(
+    body: bytes, header: str, width: int, model: Model
+) -> tuple[bytes, int, float]:
+    """A large OIP request, in a worker thread: body, JSON header length, model seconds."""
+    request = parse_oip(body, header, width)
+    started = time.perf_counter()
+    predictions = model.predict(request.rows)
+    elapsed = time.perf_counter() - started
+    payload, header_length = _encode_oip_answer(predictions, model, request)
+    return payload, header_length, elapsed
 
 
 class NotReadyError(Exception):

@@ -93,6 +93,18 @@ class RuntimeSettings(BaseSettings):
     max_batch_rows: int = Field(default=8192, ge=1)
     """Upper bound on rows predicted together when concurrent requests are coalesced."""
 
+    inline_body_bytes: int = Field(default=64 * 1024, ge=0)
+    """Bodies up to this size are parsed, predicted and encoded on the event loop (the
+    fast path: a 100-row request is ~20 KB); larger ones in a worker thread, so the
+    health probes keep answering while they are worked on."""
+
+    inline_rows: int = Field(default=1024, ge=1)
+    """Coalesced predictions of more rows than this run in a worker thread, not on the
+    event loop."""
+
+    worker_threads: int = Field(default=2, ge=1)
+    """Threads per worker process for large bodies and large predictions."""
+
     fast_predict: bool = True
     """Load and predict through ``libxgboost``'s C API directly, without importing the
     ``xgboost`` Python package: a faster start, less memory and ~170 µs less per call,
