@@ -22,6 +22,7 @@ b'0.25\\n0.5\\n'
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -320,7 +321,12 @@ def decode_in_pieces(decode: Callable[[bytes, int], Rows], body: bytes, width: i
     Pieces end at line ends. When any piece is refused, the whole body is decoded again
     at once, so the error names the true row or line number.
     """
-    if decode not in (parse_csv, parse_jsonlines) or len(body) <= LARGE_BODY_PIECE_BYTES:
+    if len(body) <= LARGE_BODY_PIECE_BYTES:
+        return decode(body, width)
+    if decode is parse_json:
+        rows = _json_rows_in_pieces(body, width)
+        return parse_json(body, width) if rows is None else rows
+    if decode not in (parse_csv, parse_jsonlines):
         return decode(body, width)
     text = body.rstrip(b"\r\n")
     pieces: list[bytes] = []
@@ -334,6 +340,42 @@ def decode_in_pieces(decode: Callable[[bytes, int], Rows], body: bytes, width: i
         return np.concatenate([decode(piece, width) for piece in pieces])
     except RequestError:
         return decode(body, width)
+
+
+_INSTANCES = re.compile(rb'\s*\{\s*"instances"\s*:\s*(\[.*\])\s*\}\s*', re.DOTALL)
+_ROW_BREAK = re.compile(rb"\]\s*,\s*\[")
+_ROWS_START = re.compile(rb"\[\s*\[")
+
+
+def _json_rows_in_pieces(body: bytes, width: int) -> Rows | None:
+    """A large ``{"instances": [[...], ...]}`` or ``[[...], ...]`` body of plain numbers,
+    parsed a few hundred rows at a time; None for anything else (``parse_json`` then).
+
+    The rows are cut where one row's ``]`` meets the next one's ``[``. With no string
+    in the array (no ``"``), a cut anywhere but between two top-level rows leaves
+    unbalanced brackets, which orjson refuses, so every piece that parses is whole rows.
+    """
+    match = _INSTANCES.fullmatch(body)
+    array = match.group(1) if match else body.strip()
+    if not (_ROWS_START.match(array) and array.endswith(b"]")) or b'"' in array:
+        return None
+    if b"true" in array or b"false" in array:
+        return None
+    inner = array[1:-1]
+    parts: list[Rows] = []
+    start = 0
+    while start < len(inner):
+        cut = _ROW_BREAK.search(inner, start + LARGE_BODY_PIECE_BYTES)
+        end = len(inner) if cut is None else cut.start() + 1
+        try:
+            piece = np.array(orjson.loads(b"[" + inner[start:end] + b"]"))
+        except (orjson.JSONDecodeError, ValueError):
+            return None
+        if piece.dtype.kind not in "iuf" or piece.ndim != 2 or piece.shape[1] != width:
+            return None
+        parts.append(piece.astype(np.float32, copy=False))
+        start = len(inner) if cut is None else cut.end() - 1
+    return np.concatenate(parts) if parts else None
 
 
 DECODERS = {CSV: parse_csv, JSON: parse_json, JSONLINES: parse_jsonlines}

@@ -8,13 +8,16 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
+from fleetshift_runtime.codecs import decode_in_pieces, parse_csv, parse_json, parse_jsonlines
+from fleetshift_runtime.errors import RequestError
 from support.runtime_kit import RuntimeProcess, TrainedModel, csv_body, runtime_env
 
 HEAVY_CLIENTS = Path(__file__).with_name("heavy_clients.py")
@@ -37,6 +40,9 @@ def default_server(
 
 
 def _max_size_body(line: bytes) -> bytes:
+    if line.startswith(b"{"):  # one JSON document: {"instances": [row, row, ...]}
+        row = line[1:]
+        return b'{"instances": [' + b",".join([row] * (LIMIT // (len(row) + 1) - 20)) + b"]}"
     return line * (LIMIT // len(line))
 
 
@@ -65,8 +71,9 @@ def _probe_latencies_ms(server: RuntimeProcess, seconds: float) -> dict[str, lis
     [
         ("application/jsonlines", (json.dumps([0.123456] * 20) + "\n").encode()),
         ("text/csv", (",".join(["0.123456"] * 20) + "\n").encode()),
+        ("application/json", b"{" + json.dumps([0.123456] * 20).encode()),
     ],
-    ids=["jsonlines", "csv"],
+    ids=["jsonlines", "csv", "json"],
 )
 def test_probes_answer_within_100_ms_while_8_clients_send_max_size_bodies(
     default_server: RuntimeProcess, tmp_path: Path, content_type: str, line: bytes
@@ -162,3 +169,57 @@ def test_a_bad_row_deep_in_a_large_body_is_named_by_its_true_number(
     )
     assert response.status_code == 400
     assert reason in response.json()["error"]
+
+
+def _both(decode: Callable[[bytes, int], np.ndarray], body: bytes, width: int) -> tuple[Any, Any]:
+    answers = []
+    for parse in (decode, lambda b, w: decode_in_pieces(decode, b, w)):
+        try:
+            answers.append(parse(body, width).tolist())
+        except RequestError as error:
+            answers.append(error.reason)
+    return answers[0], answers[1]
+
+
+_ROW = [0.25, -1.5, 3]
+_MANY = [_ROW] * 40_000
+
+
+@pytest.mark.parametrize(
+    ("decode", "body"),
+    [
+        (parse_json, json.dumps({"instances": _MANY}).encode()),
+        (parse_json, json.dumps(_MANY, indent=2).encode()),
+        (parse_json, json.dumps({"instances": [*_MANY, [1, None, 2]]}).encode()),
+        (parse_json, json.dumps({"instances": [*_MANY, [1, 2]]}).encode()),
+        (parse_json, json.dumps({"instances": [[_ROW, _ROW]] * 20_000}).encode()),
+        (parse_json, json.dumps({"instances": _MANY, "x": "y"}).encode()),
+        (parse_json, json.dumps({"instances": [*_MANY, [True, 1, 2]]}).encode()),
+        (parse_csv, b"\r\n".join([b"0.25,-1.5,3"] * 40_000) + b"\r\n\r\n"),
+        (parse_csv, b"\n".join([b"0.25,-1.5,3"] * 40_000 + [b"1, ,3"])),
+        (parse_jsonlines, b"\n".join([b"[0.25, -1.5, 3]"] * 40_000 + [b'{"features": [1, 2, 3]}'])),
+        (parse_jsonlines, b"\n".join([b"[0.25, -1.5, 3]"] * 40_000 + [b"[1, 2]"])),
+    ],
+    ids=[
+        "json-instances",
+        "json-indented-bare-list",
+        "json-null",
+        "json-short-row",
+        "json-3d",
+        "json-other-key",
+        "json-boolean",
+        "csv-crlf",
+        "csv-blank-cell",
+        "jsonlines-features",
+        "jsonlines-short-row",
+    ],
+)
+def test_a_body_parsed_in_pieces_means_what_it_means_at_once(
+    decode: Callable[[bytes, int], np.ndarray], body: bytes
+) -> None:
+    assert len(body) > 256 * 1024
+    at_once, in_pieces = _both(decode, body, 3)
+    if isinstance(at_once, str):
+        assert in_pieces == at_once
+    else:
+        np.testing.assert_array_equal(np.array(in_pieces), np.array(at_once))  # NaN == NaN
