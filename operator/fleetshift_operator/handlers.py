@@ -229,7 +229,9 @@ async def _report_failure(
         "kind": api.KIND,
         "metadata": {"namespace": namespace, "name": name},
     }
-    kopf.warn(_body(body), reason="ReconcileError", message=message)
+    # kopf.event, not kopf.warn: warn obeys settings.posting.level, set to ERROR above to
+    # keep kopf's own log records from becoming Events.
+    kopf.event(_body(body), type="Warning", reason="ReconcileError", message=message)
     condition = api.Condition(
         type="Degraded",
         status="True",

@@ -175,12 +175,15 @@ def _run_daemon(
         assert reconcile_error is not None
         raise reconcile_error
 
-    def warn(body: Any, *, reason: str, message: str) -> None:
-        warnings.append({"name": body["metadata"]["name"], "reason": reason, "message": message})
+    def event(body: Any, *, type: str, reason: str, message: str) -> None:
+        if type == "Warning":
+            warnings.append(
+                {"name": body["metadata"]["name"], "reason": reason, "message": message}
+            )
 
     monkeypatch.setattr(handlers, "_sleep", sleep)
     monkeypatch.setattr(handlers, "reconcile_endpoint", reconcile)
-    monkeypatch.setattr(kopf, "warn", warn)
+    monkeypatch.setattr(kopf, "event", event)
     monkeypatch.setattr(handlers, "_SETTINGS", OperatorSettings(reconnect_seconds=2))
     stream = io.StringIO()
     configure_logging("json", "INFO", stream=stream)
