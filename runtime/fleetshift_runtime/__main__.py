@@ -18,7 +18,7 @@ import tempfile
 
 import uvicorn
 
-from .protocol import NoDelayHttpToolsProtocol
+from .protocol import ConnectionLimits, NoDelayHttpToolsProtocol
 from .settings import RuntimeSettings
 
 log = logging.getLogger("fleetshift_runtime")
@@ -60,6 +60,7 @@ def _check_artifact(settings: RuntimeSettings) -> None:
 def main() -> int:
     """Run the server until it is stopped; return the process exit code."""
     settings = RuntimeSettings()
+    NoDelayHttpToolsProtocol.limits = ConnectionLimits.from_settings(settings)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -63,6 +63,7 @@ _WANTED_HEADERS = frozenset(
         b"x-request-id",
         TARGET_MODEL_HEADER,
         b"inference-header-content-length",
+        b"expect",
     }
 )
 _MAX_REQUEST_ID = 128
@@ -493,9 +494,23 @@ def oip_model_name(path: str) -> str:
     return head if marker else name
 
 
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+"""An oversized body up to this size is read and dropped before its 413 is sent."""
+
+
 async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The whole body, or a 413 once it is over ``limit``.
+
+    A client such as Python's ``urllib`` sends the whole body before it reads anything:
+    closing the connection on it while it sends makes it see a reset, not the 413. So
+    the rest of an oversized body is read and dropped first (up to
+    ``DRAIN_LIMIT_BYTES``), unless the client asked ``Expect: 100-continue`` and is
+    waiting for our word before sending it.
+    """
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= DRAIN_LIMIT_BYTES and not _expects_continue(headers):
+            await _drain(receive)
         raise RequestError(
             413,
             f"body is {int(declared)} bytes; the limit is {limit} (FLEETSHIFT_MAX_REQUEST_BYTES)",
@@ -517,9 +532,26 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) 
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if message.get("more_body", False):
+                await _drain(receive, DRAIN_LIMIT_BYTES - size)
             raise RequestError(413, f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _expects_continue(headers: dict[bytes, bytes]) -> bool:
+    return headers.get(b"expect", b"").lower() == b"100-continue"
+
+
+async def _drain(receive: Receive, budget: int = DRAIN_LIMIT_BYTES) -> None:
+    """Read and drop the rest of a body, at most ``budget`` bytes of it."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneError
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def create_app(settings: RuntimeSettings | None = None) -> Runtime:

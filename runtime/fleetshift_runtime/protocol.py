@@ -1,26 +1,228 @@
-"""uvicorn's httptools protocol with TCP_NODELAY set on every accepted connection.
+"""uvicorn's httptools protocol, with TCP_NODELAY and limits that hostile clients meet.
 
-uvloop sets TCP_NODELAY itself, but the asyncio loop does not on sockets inherited from
-uvicorn's multi-worker supervisor. Without it, Nagle's algorithm holds back the
-response body written after the headers until the client's delayed ACK arrives:
-every keep-alive request then takes ~40 ms (measured: 22 req/s instead of 1,800 with
-two workers at concurrency 1). Setting it here makes both loops safe.
+**TCP_NODELAY.** uvloop sets it itself, but the asyncio loop does not on sockets
+inherited from uvicorn's multi-worker supervisor. Without it, Nagle's algorithm holds
+back the response body written after the headers until the client's delayed ACK
+arrives: every keep-alive request then takes ~40 ms (measured: 22 req/s instead of
+1,800 with two workers at concurrency 1). Setting it here makes both loops safe.
+
+**Limits** (each a setting, see :class:`ConnectionLimits`):
+
+- request headers over ``max_header_bytes`` get a 431 and the connection is closed
+  (httptools has no limit of its own: a 50 MB header was read into memory);
+- a request whose headers do not arrive within ``header_timeout`` (counted from the
+  connection, or from the end of the previous response) gets a 408, and one whose body
+  does not arrive within ``body_timeout`` after its headers is cut off;
+- at most ``max_connections`` connections per worker: a new connection beyond that
+  closes the oldest connection still waiting for its request headers (a slow client),
+  or, when every connection is busy with a request, is itself answered 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from .settings import RuntimeSettings
+
+log = logging.getLogger("fleetshift_runtime")
+
+_REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+RESERVED_FILES = 64
+"""File descriptors kept free of connections: model files, logs, the metrics port."""
+
+
+def default_max_connections() -> int:
+    """1000, or fewer when the open-file limit would not leave ``RESERVED_FILES`` free."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1000
+    return max(16, min(1000, soft - RESERVED_FILES))
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may take from the server."""
+
+    max_header_bytes: int
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, settings: RuntimeSettings) -> ConnectionLimits:
+        """The limits the ``FLEETSHIFT_*`` settings give."""
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            max_connections=settings.max_connections or default_max_connections(),
+        )
+
+
+def _response(status: int, reason: str) -> bytes:
+    body = orjson.dumps({"error": reason})
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
 
 
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol that disables Nagle's algorithm on TCP connections."""
+    """HttpToolsProtocol that disables Nagle's algorithm and enforces the limits."""
+
+    limits: ClassVar[ConnectionLimits | None] = None
+    """Set by ``__main__``; a worker process of several reads its own settings."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = type(self).limits
+        if limits is None:
+            from .settings import RuntimeSettings  # noqa: PLC0415 - only without __main__
+
+            limits = NoDelayHttpToolsProtocol.limits = ConnectionLimits.from_settings(
+                RuntimeSettings()
+            )
+        self._limits = limits
+        self._in_headers = True
+        self._header_bytes = 0
+        self._request_ended = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since = time.monotonic()
+
+    # --- connection life ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Set TCP_NODELAY, then let uvicorn take the connection."""
+        """Set TCP_NODELAY, make room under the connection cap, start the header clock."""
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+        if len(self.connections) > self._limits.max_connections and not self._make_room():
+            self._refuse(503, "the server is at its connection limit; retry shortly")
+            return
+        self._arm(self._limits.header_timeout, self._headers_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the clocks, then let uvicorn clean up."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for its request headers."""
+        idle = [
+            c
+            for c in self.connections
+            if isinstance(c, NoDelayHttpToolsProtocol) and c is not self and c._waiting()
+        ]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c._waiting_since)
+        oldest._refuse(503, "closed to make room for another connection; retry")
+        return True
+
+    def _waiting(self) -> bool:
+        return self._in_headers and (self.cycle is None or self.cycle.response_complete)
+
+    def _refuse(self, status: int, reason: str) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(_response(status, reason))
+            self.transport.close()
+
+    # --- clocks ---------------------------------------------------------------------
+
+    def _arm(self, seconds: float, handler: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, handler)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._timer = None
+        if self._waiting():
+            self._refuse(
+                408,
+                f"request headers did not arrive within {self._limits.header_timeout:g} s "
+                "(FLEETSHIFT_HEADER_TIMEOUT_SECONDS)",
+            )
+
+    def _body_too_slow(self) -> None:
+        self._timer = None
+        if self.cycle is not None and self.cycle.response_complete:
+            self.transport.close()  # answered already (a 413): stop reading the rest
+            return
+        if not self._in_headers and self.cycle is not None and self.cycle.more_body:
+            self._refuse(
+                408,
+                f"the request body did not arrive within {self._limits.body_timeout:g} s "
+                "(FLEETSHIFT_BODY_TIMEOUT_SECONDS)",
+            )
+
+    # --- parsing --------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; refuse headers that grow past the limit.
+
+        A chunk in which a request ended holds that request's body too, so it is not
+        counted: the next request's headers may then exceed the limit by less than one
+        chunk (pipelined requests only)."""
+        self._request_ended = False
+        super().data_received(data)
+        if self._in_headers and not self._request_ended and not self.transport.is_closing():
+            self._header_bytes += len(data)
+            if self._header_bytes > self._limits.max_header_bytes:
+                self._refuse(
+                    431,
+                    f"request headers are over {self._limits.max_header_bytes} bytes "
+                    "(FLEETSHIFT_MAX_HEADER_BYTES)",
+                )
+
+    def on_message_begin(self) -> None:
+        """A request starts: its header bytes are counted from here."""
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        """The headers are in: the body clock starts."""
+        self._in_headers = False
+        self._arm(self._limits.body_timeout, self._body_too_slow)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The body is in: no clock runs while the request is served."""
+        self._disarm()
+        self._header_bytes = 0
+        self._in_headers = True
+        self._request_ended = True
+        self._waiting_since = time.monotonic()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        """The answer is out: the next request's headers have ``header_timeout``."""
+        super().on_response_complete()
+        if not self.transport.is_closing() and self._in_headers:
+            self._waiting_since = time.monotonic()
+            self._arm(self._limits.header_timeout, self._headers_too_slow)

@@ -93,6 +93,24 @@ class RuntimeSettings(BaseSettings):
     max_batch_rows: int = Field(default=8192, ge=1)
     """Upper bound on rows predicted together when concurrent requests are coalesced."""
 
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest accepted request line and headers; larger ones get 431 and the connection
+    is closed."""
+
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Time a client has to send a request's headers, from its connection (or the end
+    of the previous response); then 408 and the connection is closed."""
+
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Time a client has to send a request's body after its headers; then 408 and the
+    connection is closed."""
+
+    max_connections: int = Field(default=0, ge=0)
+    """Most open connections per worker process; 0 means 1000, or fewer when the
+    open-file limit would leave less than 64 descriptors free. Beyond it, a new
+    connection closes the one that has waited longest for its request headers (a slow
+    client), or gets a 503 when every connection is busy."""
+
     inline_body_bytes: int = Field(default=64 * 1024, ge=0)
     """Bodies up to this size are parsed, predicted and encoded on the event loop (the
     fast path: a 100-row request is ~20 KB); larger ones in a worker thread, so the
