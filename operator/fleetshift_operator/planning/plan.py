@@ -172,9 +172,22 @@ def _draining(
             continue
         fleet = observed.fleet(variant.name, variant.activeRevision)
         if creating and fleet is not None and variant.activeRevision is not None:
+            # Its deployment, if one was in flight, ends: only its active fleet drains.
+            drained = variant.model_copy(
+                update={
+                    "phase": "InService" if fleet.ready else "OutOfService",
+                    "candidateRevision": None,
+                    "step": None,
+                    "deploymentStartedAt": None,
+                    "deadline": None,
+                    "rollbackReason": None,
+                    "waitingFor": None,
+                    "alarms": [],
+                }
+            )
             kept.append(
                 (
-                    variant,
+                    drained,
                     FleetPlan(
                         variant=variant.name,
                         revision=variant.activeRevision,
