@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import json
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -282,6 +283,25 @@ class LocalCluster:
     def alive(self) -> bool:
         """True when every started process is still running."""
         return bool(self.processes) and all(p.running() for p in self.processes)
+
+    def kill_apiserver(self) -> None:
+        """SIGKILL the kube-apiserver, as a crash would; etcd and the rest keep running.
+
+        Start it again with :meth:`start_apiserver`.
+        """
+        for process in [p for p in self.processes if p.name == "kube-apiserver"]:
+            process.signal(signal.SIGKILL)
+            stop_processes([process], grace=5)
+            self.processes.remove(process)
+        self.save()
+
+    def start_apiserver(self, timeout: float = 60.0, *, wait: bool = True) -> None:
+        """Start the kube-apiserver again on its port; with ``wait``, until ``/readyz``
+        answers (it serves some requests before that)."""
+        paths = binaries.ensure((binaries.KUBE_APISERVER,))
+        self._start_apiserver(paths["kube-apiserver"], self.keys)
+        if wait:
+            self._wait_http(f"{self.server}/readyz", time.monotonic() + timeout, "kube-apiserver")
 
     def open_ports(self) -> list[int]:
         """Ports of this cluster that something still listens on."""
