@@ -35,13 +35,19 @@ from .codecs import (
     request_format,
     response_format,
 )
-from .errors import ModelFaultError, ModelLoadError, ModelNotFoundError, RequestError
+from .errors import (
+    ModelFaultError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NotAModelError,
+    RequestError,
+)
 from .metrics import RuntimeMetrics, multiprocess_dir
 from .models.base import Model, Predictions, Rows
 from .models.loading import load_model
 from .models.multi import ModelCache, check_target_model
 from .settings import RuntimeSettings
-from .sources import join_uri
+from .sources import is_remote, join_uri, local_path
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -122,7 +128,9 @@ class Runtime:
 
     def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics or RuntimeMetrics(settings.metric_labels())
+        self.metrics = metrics or RuntimeMetrics(
+            settings.metric_labels(), max_model_labels=settings.max_model_labels
+        )
         self.pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="fleetshift")
         """Large bodies and large predictions run here, off the event loop."""
         self.batcher = Batcher(
@@ -276,8 +284,12 @@ class Runtime:
         self.single.reason = ""
 
     def _load_target(self, name: str) -> Model:
+        prefix = self.settings.model_uri
         return load_model(
-            join_uri(self.settings.model_uri, name), name=name, settings=self.settings
+            join_uri(prefix, name),
+            name=name,
+            settings=self.settings,
+            within=None if is_remote(prefix) else local_path(prefix),
         )
 
     async def _readiness(self, send: Send) -> None:
@@ -310,8 +322,18 @@ class Runtime:
         check_target_model(name)
         try:
             model, _ = await self.cache.get(name)
-        except ModelNotFoundError as error:
-            raise RequestError(404, f"target model {name!r} not found: {error}") from None
+        except ModelNotFoundError:
+            raise RequestError(404, f"target model {name!r} not found under the prefix") from None
+        except NotAModelError as error:
+            log.info("target model %r is not a model: %s", name, error)
+            raise RequestError(
+                404, f"target model {name!r} is not a model: {error.public}"
+            ) from None
+        except ModelLoadError as error:
+            log.error("target model %r could not be loaded: %s", name, error)
+            raise ModelFaultError(
+                f"target model {name!r} could not be loaded; the server log says why"
+            ) from None
         return model
 
     def width_for(self, model: Model) -> int:

@@ -31,3 +31,14 @@ class ModelLoadError(Exception):
 
 class ModelNotFoundError(ModelLoadError):
     """The model artifact does not exist at its URI (a 404 for a target model)."""
+
+
+class NotAModelError(ModelLoadError):
+    """The artifact exists but is no model the runtime serves (a 404 for a target model).
+
+    ``public`` says why without naming a server path: it is what a client may read.
+    """
+
+    def __init__(self, detail: str, public: str) -> None:
+        super().__init__(detail)
+        self.public = public

@@ -40,6 +40,9 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 """Seconds: dense from 0.1 ms to 5 s so p50 and p99 are readable at any load."""
 
+OTHER_MODELS = "_other"
+"""The ``model`` label of the models past ``RuntimeMetrics.max_model_labels``."""
+
 LOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Seconds: model fetch + load + warm-up times."""
 
@@ -55,6 +58,8 @@ class RuntimeMetrics:
 
     labels: dict[str, str]
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    max_model_labels: int = 100
+    """Most distinct values of the ``model`` label; later models count as ``_other``."""
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -148,11 +153,27 @@ class RuntimeMetrics:
         self.model_loading_wait_child = self.model_loading_wait.labels(**base)
         self.model_evictions_child = self.model_evictions.labels(**base)
         self._by_model: dict[str, tuple[Any, Any, Any]] = {}
+        self._model_labels: set[str] = set()
+
+    def model_label(self, model: str) -> str:
+        """``model`` itself while fewer than ``max_model_labels`` models have a label,
+        else ``_other``: however many models a multi-model pod loads, the series stay
+        bounded."""
+        if model in self._model_labels:
+            return model
+        if len(self._model_labels) < self.max_model_labels:
+            self._model_labels.add(model)
+            return model
+        return OTHER_MODELS
 
     def for_model(self, model: str) -> tuple[Any, Any, Any]:
         """The (invocations, 4xx, 5xx) counter children of one model, bound once."""
         found = self._by_model.get(model)
         if found is None:
+            model = self.model_label(model)
+            found = self._by_model.get(model)
+            if found is not None:
+                return found
             labels = {**self.labels, "model": model}
             found = (
                 self.invocations.labels(**labels),

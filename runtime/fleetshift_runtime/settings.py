@@ -185,6 +185,10 @@ class RuntimeSettings(BaseSettings):
     max_loaded_models: int = Field(default=32, ge=1)
     """Multi-model mode: most models kept in memory; the least recently used is evicted."""
 
+    max_model_labels: int = Field(default=100, ge=1)
+    """Multi-model mode: most distinct values of the metrics' ``model`` label; requests
+    to further models are counted under ``model="_other"``."""
+
     model_memory_budget_bytes: int = Field(default=1024 * MIB, ge=1)
     """Multi-model mode: budget for loaded models, estimated by their file size; the
     least recently used models are evicted to stay within it."""

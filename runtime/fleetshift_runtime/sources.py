@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from .errors import ModelLoadError, ModelNotFoundError
+from .errors import ModelLoadError, ModelNotFoundError, NotAModelError
 from .models.formats import find_model_file
 from .s3 import S3Credentials, S3Location, resolve_endpoint, resolve_region, signed_get
 from .settings import RuntimeSettings
@@ -105,13 +105,19 @@ def local_path(uri: str) -> Path:
     return Path(uri)
 
 
-def fetch_model_file(uri: str, options: SourceOptions, *, sha256: str = "") -> Path:
+def fetch_model_file(
+    uri: str, options: SourceOptions, *, sha256: str = "", within: Path | None = None
+) -> Path:
     """Resolve a model URI to a local model file (downloading and unpacking as needed).
 
     With ``sha256`` the artifact is checked on every call, whether it was just
     downloaded, found in the cache or read in place: a cache never vouches for itself.
     Caches are keyed by content, never by path alone, so an artifact replaced in place
     is seen on the next load.
+
+    With ``within`` (a multi-model prefix folder), a local artifact and the model file
+    found in it must resolve inside that folder: links out of it are not followed.
+    A folder that holds only a ``model.tar.gz`` is unpacked like the tarball itself.
     """
     if not uri:
         raise ModelLoadError("no model URI: set FLEETSHIFT_MODEL_URI")
@@ -122,6 +128,7 @@ def fetch_model_file(uri: str, options: SourceOptions, *, sha256: str = "") -> P
         artifact = local_path(uri)
         if not artifact.exists():
             raise ModelNotFoundError(f"model path {artifact} does not exist")
+        _check_within(artifact, within)
         if sha256:
             if not artifact.is_file():
                 raise ModelLoadError(
@@ -130,7 +137,10 @@ def fetch_model_file(uri: str, options: SourceOptions, *, sha256: str = "") -> P
                 )
             digest = _verify_sha256(artifact, sha256)
     if artifact.is_dir():
-        return find_model_file(artifact)
+        artifact = find_model_file(artifact)
+        _check_within(artifact, within)
+        if not _is_gzip(artifact):
+            return artifact
     if _is_gzip(artifact):
         unpacked = options.cache_dir / "unpacked" / (digest or file_sha256(artifact))[:32]
         with _locked(unpacked.with_suffix(".lock")):
@@ -145,6 +155,14 @@ def fetch_model_file(uri: str, options: SourceOptions, *, sha256: str = "") -> P
                 (unpacked / ".complete").touch()
         return find_model_file(unpacked)
     return artifact
+
+
+def _check_within(path: Path, root: Path | None) -> None:
+    if root is not None and not path.resolve().is_relative_to(root.resolve()):
+        raise NotAModelError(
+            f"{path} resolves to {path.resolve()}, outside the model prefix {root}",
+            public="it is a link out of the model prefix; links are followed only within it",
+        )
 
 
 def _is_gzip(path: Path) -> bool:

@@ -176,7 +176,7 @@ def test_target_model_errors_are_4xx(
     assert server.metric("fleetshift_invocation_4xx_errors_total", model="") == 6
 
 
-def test_broken_target_model_is_a_5xx_and_others_keep_serving(
+def test_broken_target_model_is_a_404_and_others_keep_serving(
     start_runtime: StartRuntime, city_models: dict[str, TrainedModel], tmp_path: Path
 ) -> None:
     targets = _publish(city_models, tmp_path / "mme")
@@ -185,8 +185,9 @@ def test_broken_target_model_is_a_5xx_and_others_keep_serving(
     server = start_runtime(MODEL_URI=str(tmp_path / "mme"), MULTI_MODEL="true")
     chicago = city_models["Chicago_IL"]
     broken = _invoke(server, "broken/model.ubj", chicago)
-    assert broken.status_code == 500
-    assert "could not be loaded" in broken.json()["error"]
+    assert broken.status_code == 404
+    assert "is not a model: it is not a model XGBoost can load" in broken.json()["error"]
+    assert server.metric("fleetshift_invocation_5xx_errors_total") == 0
     _assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)
 
 

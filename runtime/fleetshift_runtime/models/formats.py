@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from ..errors import ModelLoadError
+from ..errors import NotAModelError
 
 ModelFormat = Literal["json", "ubj", "binary", "pickle", "joblib"]
 
@@ -58,7 +58,8 @@ def find_model_file(folder: Path) -> Path:
     if len(files) == 1:
         return files[0]
     listed = ", ".join(str(p.relative_to(folder)) for p in files[:10]) or "nothing"
-    raise ModelLoadError(
-        f"no model file in {folder}: expected one of {', '.join(MODEL_FILE_NAMES)} "
-        f"or a single file, found {listed}"
+    expected = f"{', '.join(MODEL_FILE_NAMES)} or a single file"
+    raise NotAModelError(
+        f"no model file in {folder}: expected one of {expected}, found {listed}",
+        public=f"it is a folder without a model file (expected {expected})",
     )

@@ -13,10 +13,18 @@ from .xgboost_model import XGBoostModel, load_xgboost, warm_up
 log = logging.getLogger(__name__)
 
 
-def load_model(uri: str, *, name: str, settings: RuntimeSettings, sha256: str = "") -> XGBoostModel:
-    """Fetch ``uri``, load the model and run one warm-up prediction."""
+def load_model(
+    uri: str,
+    *,
+    name: str,
+    settings: RuntimeSettings,
+    sha256: str = "",
+    within: Path | None = None,
+) -> XGBoostModel:
+    """Fetch ``uri``, load the model and run one warm-up prediction (``within``: see
+    :func:`~fleetshift_runtime.sources.fetch_model_file`)."""
     started = time.perf_counter()
-    path = fetch_model_file(uri, source_options(settings), sha256=sha256)
+    path = fetch_model_file(uri, source_options(settings), sha256=sha256, within=within)
     model = load_xgboost(
         path,
         name=name,

@@ -32,12 +32,26 @@ def check_target_model(name: str) -> str:
     Traceback (most recent call last):
     ...
     fleetshift_runtime.errors.RequestError: target model '../secrets' must be a relative path...
+
+    One model has one name: ``bin20/./`` and ``bin20/`` would load copies of ``bin20``.
+
+    >>> check_target_model("bin20/./")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fleetshift_runtime.errors.RequestError: target model 'bin20/./' must be a relative path...
     """
-    if not TARGET_MODEL_PATTERN.fullmatch(name) or ".." in name.split("/") or "//" in name:
+    segments = name.split("/")
+    if (
+        not TARGET_MODEL_PATTERN.fullmatch(name)
+        or ".." in segments
+        or "." in segments
+        or "" in segments
+    ):
         raise RequestError(
             400,
             f"target model {name[:100]!r} must be a relative path of letters, digits, "
-            "'.', '_', '-' and '/', without '..' or '//'",
+            "'.', '_', '-' and '/', without '.' or '..' segments, '//' or a trailing '/' "
+            "(one name per model)",
         )
     return name
 
@@ -108,7 +122,8 @@ class ModelCache:
         finally:
             self._loading.pop(name, None)
         self.loads += 1
-        self._metrics.model_load.labels(**self._metrics.labels, model=name).observe(
+        label = self._metrics.model_label(name)
+        self._metrics.model_load.labels(**self._metrics.labels, model=label).observe(
             time.perf_counter() - started
         )
         self._loaded[name] = model

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFaultError, ModelLoadError
+from ..errors import ModelFaultError, ModelLoadError, NotAModelError
 from .base import BoosterError, Predictions, Rows
 from .booster import Booster, open_booster
 from .compiled import CompiledPredictor, UnsupportedModelError, compile_validated
@@ -128,23 +128,25 @@ def load_xgboost(
     started = time.perf_counter()
     raw = path.read_bytes()
     if not raw:
-        raise ModelLoadError(f"model file {path} is empty")
+        raise NotAModelError(f"model file {path} is empty", public="it is an empty file")
     fmt = detect_format(raw[:16])
     if fmt in ("pickle", "joblib"):
         if not allow_pickle:
-            raise ModelLoadError(
+            raise NotAModelError(
                 f"model file {path} is a Python {fmt} file. Unpickling runs arbitrary code "
                 "from the artifact, so it is refused. Re-save the model with "
                 "booster.save_model('model.ubj'), or set FLEETSHIFT_ALLOW_PICKLE=true if "
-                "you trust the artifact's source."
+                "you trust the artifact's source.",
+                public=f"it is a Python {fmt} file, refused (FLEETSHIFT_ALLOW_PICKLE)",
             )
         raw = _model_from_pickle(raw, fmt)
     try:
         booster = open_booster(raw, threads=threads, native=fast_predict)
     except BoosterError as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ModelLoadError(
-            f"{path} is not a loadable XGBoost model ({fmt} format detected): {detail}"
+        raise NotAModelError(
+            f"{path} is not a loadable XGBoost model ({fmt} format detected): {detail}",
+            public=f"it is not a model XGBoost can load ({fmt} format detected)",
         ) from error
     num_features = booster.num_features()
     model = XGBoostModel(
