@@ -219,8 +219,26 @@ INVALID: list[tuple[str, Callable[[Spec], object], str]] = [
         lambda s: s.update(variants=[variant(s), copy.deepcopy(variant(s))]),
         "variant names must be unique",
     ),
-    ("uppercase variant name", set_in(variant, "name", "Main"), "should match"),
-    ("variant name too long", set_in(variant, "name", "a" * 30), "may not be more than 24"),
+    ("variant name with a leading dash", set_in(variant, "name", "-main"), "should match"),
+    ("variant name with an underscore", set_in(variant, "name", "all_traffic"), "should match"),
+    ("variant name too long", set_in(variant, "name", "a" * 64), "may not be more than 63"),
+    (
+        "variant names differing only in case",
+        lambda s: s.update(
+            variants=[{**variant(s), "name": n} for n in ("AllTraffic", "alltraffic")]
+        ),
+        "variant names must differ in more than letter case",
+    ),
+    (
+        "every weight zero",
+        lambda s: s.update(variants=[{**variant(s), "name": n, "weight": 0} for n in ("a", "b")]),
+        "at least one variant needs a weight above 0",
+    ),
+    (
+        "provisioning timeout past the execution timeout",
+        set_in(blue_green, "provisioningTimeoutSeconds", 1300),
+        "provisioningTimeoutSeconds must not exceed maximumExecutionTimeoutSeconds",
+    ),
     ("model without uri", set_in(variant, "model", {"format": "xgboost"}), "Required value"),
     (
         "model uri with unknown scheme",
@@ -405,6 +423,61 @@ def test_a_valid_endpoint_is_accepted(kube: Client, namespace: str, endpoint_crd
 
     listed = list(kube.list(EndpointResource, namespace=namespace))
     assert len(listed) == 1
+
+
+SMALLEST: Spec = {"variants": [{"name": "AllTraffic", "model": {"uri": "s3://models/m.tar.gz"}}]}
+"""A variant name and a model URI, nothing else (SageMaker's usual variant name)."""
+
+OPTIONAL_BLOCKS: list[tuple[str, Spec]] = [
+    ("the smallest spec", {}),
+    ("an empty deploymentConfig", {"deploymentConfig": {}}),
+    ("an empty blueGreen", {"deploymentConfig": {"blueGreen": {}}}),
+    (
+        "blueGreen with an empty trafficRouting",
+        {"deploymentConfig": {"blueGreen": {"trafficRouting": {}}}},
+    ),
+    (
+        "a canary alone",
+        {
+            "deploymentConfig": {
+                "blueGreen": {
+                    "trafficRouting": {
+                        "type": "Canary",
+                        "canarySize": {"type": "CapacityPercent", "value": 10},
+                    }
+                }
+            }
+        },
+    ),
+    (
+        "a termination wait alone",
+        {"deploymentConfig": {"blueGreen": {"terminationWaitSeconds": 60}}},
+    ),
+    (
+        "rolling alone",
+        {
+            "deploymentConfig": {
+                "rolling": {"maximumBatchSize": {"type": "CapacityPercent", "value": 50}}
+            }
+        },
+    ),
+    ("autoRollback alone", {"deploymentConfig": {"autoRollback": {"alarms": [ERRORS]}}}),
+    ("an empty traffic block", {"traffic": {}}),
+    ("the Replicas router named", {"traffic": {"router": "Replicas"}}),
+    (
+        "the GatewayAPI router",
+        {"traffic": {"router": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}},
+    ),
+]
+
+
+@pytest.mark.parametrize("extra", [pytest.param(extra, id=case) for case, extra in OPTIONAL_BLOCKS])
+def test_the_smallest_endpoint_and_each_optional_block_alone_are_accepted(
+    kube: Client, namespace: str, endpoint_crd: str, extra: Spec
+) -> None:
+    submit(kube, namespace, {**copy.deepcopy(SMALLEST), **copy.deepcopy(extra)})
+
+    assert len(list(kube.list(EndpointResource, namespace=namespace))) == 1
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 -- Argo CD health check for fleetshift.dev/v1alpha1 Endpoint (Lua 5.1, as Argo CD runs it).
 --   InService                            Healthy (Degraded if the spec's revision was rolled back)
 --   Creating, Updating                   Progressing (Suspended while paused)
---   RollingBack, Failed,
+--   RollingBack, Failed, OutOfService,
 --   UpdateRollbackFailed                 Degraded
 --   no status yet, spec not yet observed Progressing
 local hs = {}
@@ -87,6 +87,12 @@ if phase == "UpdateRollbackFailed" then
   hs.message = "Rollback of " .. revision(status.candidateRevision) .. " to "
     .. revision(status.activeRevision) .. " is blocked until blue is Ready again: "
     .. (status.rollbackReason or "rollback")
+  return hs
+end
+
+if phase == "OutOfService" then
+  hs.status = "Degraded"
+  hs.message = degraded_message(status, "No Ready replica serves revision " .. revision(status.activeRevision))
   return hs
 end
 

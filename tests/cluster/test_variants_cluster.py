@@ -1,0 +1,214 @@
+"""Per-variant rollouts, as a new user meets them on the real control plane: the
+smallest spec, adding a variant to a live Endpoint, weights, a fleet that goes unready at
+rest, and green pods that cannot be scheduled."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lightkube import Client
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
+
+from fleetshift_devcluster.wait import wait_for
+from fleetshift_operator.api import Variant
+from fleetshift_operator.planning.names import calculate_revision, fleet_name
+from support.operator_process import (
+    OperatorProcess,
+    deployments_of,
+    endpoint_manifest,
+    serving_by_revision,
+    set_spec,
+    status_of,
+)
+
+NAME = "churn"
+
+
+def variant(name: str, model: str, replicas: int = 1, weight: int = 1) -> dict[str, Any]:
+    return {"name": name, "model": {"uri": model}, "replicas": replicas, "weight": weight}
+
+
+def revision(spec_variant: dict[str, Any]) -> str:
+    return calculate_revision(Variant.model_validate(spec_variant))
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def test_the_smallest_endpoint_is_served_under_a_sagemaker_variant_name(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    only = {"name": "AllTraffic", "model": {"uri": "s3://models/churn/v1"}}
+    kube.create(endpoint_manifest(NAME, namespace, {"variants": [only]}))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="the smallest Endpoint InService",
+    )
+    deployment = kube.get(
+        Deployment, fleet_name(NAME, "AllTraffic", revision(only)), namespace=namespace
+    )
+    assert deployment.metadata is not None and deployment.metadata.name is not None
+    assert deployment.metadata.name.startswith("churn-alltraffic-")
+    assert serving_by_revision(kube, namespace, NAME) == {revision(only): 1}
+
+
+def test_adding_a_variant_serves_it_without_redeploying_the_champion(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    champion = variant("champion", "s3://models/churn/v1", replicas=4, weight=80)
+    kube.create(endpoint_manifest(NAME, namespace, {"variants": [champion]}))
+    wait_for(
+        lambda: (
+            serving_by_revision(kube, namespace, NAME) == {revision(champion): 4}
+            and status_of(kube, NAME, namespace).get("phase") == "InService"
+        ),
+        timeout=60,
+        message="the champion InService",
+    )
+    before = kube.get(
+        Deployment, fleet_name(NAME, "champion", revision(champion)), namespace=namespace
+    )
+
+    challenger = variant("challenger", "s3://models/churn/v2", replicas=1, weight=20)
+    added = time.monotonic()
+    set_spec(kube, NAME, namespace, {"variants": [champion, challenger]})
+    wait_for(
+        lambda: (
+            serving_by_revision(kube, namespace, NAME)
+            == {revision(champion): 4, revision(challenger): 1}
+        ),
+        timeout=60,
+        message="4 champion and 1 challenger pods serving (80/20)",
+    )
+    print(f"adding a variant to it serving: {time.monotonic() - added:.2f} s")
+    wait_for(
+        lambda: (
+            status_of(kube, NAME, namespace).get("observedGeneration") == 2
+            and status_of(kube, NAME, namespace).get("phase") == "InService"
+        ),
+        timeout=30,
+        message="generation 2 observed, InService",
+    )
+    status = status_of(kube, NAME, namespace)
+    shares = {
+        v["name"]: (v["requestedTrafficPercent"], v["trafficPercent"]) for v in status["variants"]
+    }
+    assert shares == {"champion": (80, 80), "challenger": (20, 20)}
+    after = kube.get(
+        Deployment, fleet_name(NAME, "champion", revision(champion)), namespace=namespace
+    )
+    assert before.metadata is not None and after.metadata is not None
+    assert after.metadata.uid == before.metadata.uid, "the champion was not redeployed"
+    assert set(deployments_of(kube, namespace, NAME)) == {revision(champion), revision(challenger)}
+
+    # weight 0: its pods leave the Service, its fleet stays
+    set_spec(kube, NAME, namespace, {"variants": [champion, {**challenger, "weight": 0}]})
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {revision(champion): 4},
+        timeout=30,
+        message="weight 0 serves nothing",
+    )
+    assert set(deployments_of(kube, namespace, NAME)) == {revision(champion), revision(challenger)}
+
+    # removed: its fleet goes
+    set_spec(kube, NAME, namespace, {"variants": [champion]})
+    wait_for(
+        lambda: set(deployments_of(kube, namespace, NAME)) == {revision(champion)},
+        timeout=30,
+        message="the removed variant's fleet deleted",
+    )
+
+
+def _make_unready(kube: Client, namespace: str, pod: Pod) -> None:
+    assert pod.metadata is not None and pod.metadata.name is not None
+    name = pod.metadata.name
+    kube.patch(
+        Pod,
+        name,
+        {"metadata": {"annotations": {"kwok.x-k8s.io/status": "custom"}}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    conditions = [
+        {"type": kind, "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        for kind in ("Ready", "ContainersReady")
+    ]
+    kube.patch(
+        Pod.Status,
+        name,
+        {"status": {"conditions": conditions}},
+        namespace=namespace,
+        patch_type=PatchType.STRATEGIC,
+    )
+
+
+def test_an_endpoint_whose_pods_all_go_unready_is_out_of_service_not_healthy(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    main = variant("main", "s3://models/churn/v1", replicas=2)
+    kube.create(endpoint_manifest(NAME, namespace, {"variants": [main]}))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="InService",
+    )
+    for pod in kube.list(Pod, namespace=namespace, labels={"fleetshift.dev/endpoint": NAME}):
+        _make_unready(kube, namespace, pod)
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "OutOfService",
+        timeout=30,
+        message="OutOfService once no replica is Ready",
+    )
+    status = status_of(kube, NAME, namespace)
+    assert condition(status, "Ready")["status"] == "False"
+    assert condition(status, "Ready")["reason"] == "OutOfService"
+    assert condition(status, "Degraded")["status"] == "True"
+
+
+def test_green_pods_that_cannot_be_scheduled_show_at_once_and_roll_back_at_the_timeout(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    policy = {"blueGreen": {"provisioningTimeoutSeconds": 15}}
+    main = variant("main", "s3://models/churn/v1", replicas=2)
+    kube.create(
+        endpoint_manifest(NAME, namespace, {"variants": [main], "deploymentConfig": policy})
+    )
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="InService",
+    )
+    stuck = {**main, "model": {"uri": "s3://models/churn/v2"}, "nodeSelector": {"no": "such-node"}}
+    set_spec(kube, NAME, namespace, {"variants": [stuck], "deploymentConfig": policy})
+    started = time.monotonic()
+    wait_for(
+        lambda: (
+            "Unschedulable"
+            in condition(status_of(kube, NAME, namespace), "Degraded").get("message", "")
+        ),
+        timeout=20,
+        message="Degraded names the Unschedulable reason",
+    )
+    print(f"Pending green to Degraded: {time.monotonic() - started:.2f} s")
+    assert status_of(kube, NAME, namespace)["phase"] == "Updating"
+    wait_for(
+        lambda: (
+            (status_of(kube, NAME, namespace).get("lastDeployment") or {}).get("outcome")
+            == "RolledBack"
+        ),
+        timeout=40,
+        message="rolled back at provisioningTimeoutSeconds",
+    )
+    last = status_of(kube, NAME, namespace)["lastDeployment"]
+    assert "provisioningTimeoutSeconds (15s)" in last["reason"]
+    assert "Unschedulable" in last["reason"]
+    wait_for(
+        lambda: set(deployments_of(kube, namespace, NAME)) == {revision(main)},
+        timeout=30,
+        message="the stuck green fleet deleted",
+    )
