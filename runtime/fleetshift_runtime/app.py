@@ -73,6 +73,7 @@ _WANTED_HEADERS = frozenset(
     }
 )
 _MAX_REQUEST_ID = 128
+_HEALTH_ROUTES = frozenset({"/ping", "/v2/health/ready", "/v2/health/live"})
 GIL_SWITCH_SECONDS = 0.001
 
 exit_code = 0
@@ -172,11 +173,13 @@ class Runtime:
                 else:
                     await self._not_allowed(send, "POST")
                 return
-            if path in ("/ping", "/v2/health/ready"):
-                await self._readiness(send)
-                return
-            if path == "/v2/health/live":
-                await _send(send, 200, b'{"live":true}', _JSON, self._request_id(scope))
+            if path in _HEALTH_ROUTES:
+                if scope["method"] not in ("GET", "HEAD"):
+                    await self._not_allowed(send, "GET, HEAD")
+                elif path == "/v2/health/live":
+                    await _send(send, 200, b'{"live":true}', _JSON, self._request_id(scope))
+                else:
+                    await self._readiness(send)
                 return
             await self._cold_route(scope, receive, send)
         elif kind == "lifespan":
@@ -297,7 +300,7 @@ class Runtime:
         if self.single.status == "ready":
             await _send(send, 200, b'{"ready":true}', _JSON, rid)
         else:
-            body = orjson.dumps({"ready": False, "reason": self.single.reason})
+            body = orjson.dumps({"ready": False, "error": self.single.reason})
             await _send(send, 503, body, _JSON, rid)
 
     async def resolve_model(self, name: str | None) -> Model:

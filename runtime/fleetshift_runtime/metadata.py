@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from . import __version__
 from .app import NotReadyError, Runtime, oip_model_name
@@ -25,6 +27,38 @@ def metadata_app(runtime: Runtime) -> FastAPI:
         version=__version__,
         description="SageMaker-compatible and Open Inference Protocol v2 model server.",
     )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        """FastAPI's own errors (unknown path, wrong method) as ``{"error": ...}``."""
+        if error.status_code == 404:
+            reason = f"no route {request.method} {request.url.path[:200]}; /docs lists the routes"
+        elif error.status_code == 405:
+            headers = {k.lower(): v for k, v in (error.headers or {}).items()}
+            allowed = headers.get("allow", "GET")
+            reason = (
+                f"method {request.method} not allowed on {request.url.path[:200]}; use {allowed}"
+            )
+        else:
+            reason = str(error.detail)
+        return JSONResponse({"error": reason}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        """A request the routes' declared parameters refuse, as ``{"error": ...}``."""
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse(
+            {"error": f"invalid request: {where}: {first.get('msg', 'invalid')}"}, status_code=400
+        )
+
+    @app.post("/v2/repository/index")
+    async def repository_index() -> list[dict[str, str]]:
+        """The models this server holds, as Triton's model repository extension lists them."""
+        if runtime.cache is not None:
+            return [{"name": name, "state": "READY"} for name in runtime.cache.loaded_names]
+        state = {"ready": "READY", "loading": "LOADING"}.get(runtime.single.status, "UNAVAILABLE")
+        return [{"name": runtime.settings.model_name, "state": state}]
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:

@@ -91,7 +91,13 @@ CASES = [
     Malformed("jsonlines-empty", 400, "empty body", b"\n", JSONL),
     # --- routes -------------------------------------------------------------------------
     Malformed("get-invocations", 405, "use POST", method="GET"),
-    Malformed("unknown-path", 404, "Not Found", path="/predict"),
+    Malformed("unknown-path", 404, "no route POST /predict", path="/predict"),
+    Malformed("unknown-v2-path", 404, "no route GET /v2/nothing", path="/v2/nothing", method="GET"),
+    Malformed("post-ping", 405, "use GET, HEAD", path="/ping"),
+    Malformed("put-health-ready", 405, "use GET, HEAD", path="/v2/health/ready", method="PUT"),
+    Malformed("delete-health-live", 405, "use GET, HEAD", path="/v2/health/live", method="DELETE"),
+    Malformed("post-server-metadata", 405, "method POST not allowed on /v2; use GET", path="/v2"),
+    Malformed("get-repository-index", 405, "use POST", path="/v2/repository/index", method="GET"),
     # --- Open Inference Protocol ----------------------------------------------------------
     Malformed("oip-empty-body", 400, "empty body", b"", path=OIP),
     Malformed("oip-invalid-json", 400, "invalid JSON", b"{", path=OIP),
@@ -129,7 +135,8 @@ def test_malformed_request_gets_a_precise_4xx(
         case.method, churn_server.url + case.path, content=case.body, headers=case.headers
     )
     assert response.status_code == case.status, response.text
-    detail = response.json().get("error") or response.json().get("detail")
+    assert set(response.json()) <= {"error", "request_id"}, response.text
+    detail = response.json()["error"]
     assert case.reason in detail, detail
     assert response.headers.get("x-request-id")
 

@@ -170,3 +170,35 @@ def test_multi_class_model_metadata_gives_the_output_shape_infer_returns(
 def test_single_score_model_metadata_gives_one_score_per_row(churn_server: RuntimeProcess) -> None:
     metadata = httpx.get(f"{churn_server.url}/v2/models/model").json()
     assert metadata["outputs"] == [{"name": "predict", "datatype": "FP32", "shape": [-1]}]
+
+
+@pytest.mark.parametrize("path", ["/ping", "/v2/health/ready", "/v2/health/live"])
+def test_health_routes_answer_head_without_a_body(churn_server: RuntimeProcess, path: str) -> None:
+    response = httpx.head(f"{churn_server.url}{path}")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+def test_tritonclient_lists_the_model_repository(churn_server: RuntimeProcess) -> None:
+    import tritonclient.http as triton  # noqa: PLC0415
+
+    client = triton.InferenceServerClient(url=churn_server.url.removeprefix("http://"))
+    try:
+        assert client.get_model_repository_index() == [{"name": "model", "state": "READY"}]
+    finally:
+        client.close()
+
+
+def test_tritonclient_reads_the_runtimes_errors(churn_server: RuntimeProcess) -> None:
+    """tritonclient looks for "error" in a failed answer; a {"detail"} body was a KeyError."""
+    import tritonclient.http as triton  # noqa: PLC0415
+    from tritonclient.utils import InferenceServerException  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    client = triton.InferenceServerClient(url=churn_server.url.removeprefix("http://"))
+    try:
+        with pytest.raises(InferenceServerException, match="not found"):
+            client.get_model_metadata("fraud")
+        with pytest.raises(InferenceServerException, match="no route POST /v2/repository/models"):
+            client.load_model("model")  # the runtime has no model control
+    finally:
+        client.close()
