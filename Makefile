@@ -37,9 +37,11 @@ tools:
 binaries: venv
 	$(BIN)/fleetshift-cluster binaries
 
+# lint-imports holds the layers in .importlinter (pure planner, operator and runtime apart).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy $(PACKAGES) tests bench

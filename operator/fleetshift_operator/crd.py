@@ -59,50 +59,57 @@ def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return _resolve(merged, defs)
 
 
+def _structural_any_of(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """``X | None`` as ``X``, and ``int | str`` as an int-or-string."""
+    options = [_resolve(o, defs) for o in schema["anyOf"] if o.get("type") != "null"]
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    if rest.get("default", 0) is None:
+        rest.pop("default")
+    if len(options) == 1:
+        return structural({**options[0], **rest}, defs)
+    types = {o.get("type") for o in options}
+    if types == {"integer", "string"}:
+        # The one anyOf a structural schema allows: int-or-string, as for quantities.
+        extra = {
+            k: v for k, v in rest.items() if k.startswith("x-") or k in ("description", "pattern")
+        }
+        return {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            **extra,
+        }
+    raise ValueError(f"cannot express anyOf {options} in a structural schema")
+
+
+def _structural_key(key: str, value: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    """One key of a schema node, as structural OpenAPI keys (none when it is dropped)."""
+    rewritten: dict[str, Any] = {}
+    if key == "properties":
+        rewritten[key] = {name: structural(sub, defs) for name, sub in value.items()}
+    elif key == "items":
+        rewritten[key] = structural(value, defs)
+    elif key == "additionalProperties":
+        extra = structural(value, defs) if isinstance(value, dict) else value
+        if extra is not False:
+            rewritten[key] = extra
+    elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+        bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+        rewritten.update({bound: value, key: True})
+    elif key == "const":
+        rewritten["enum"] = [value]
+    elif key in _KEEP or key.startswith("x-kubernetes-"):
+        rewritten[key] = value
+    return rewritten
+
+
 def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """Rewrite one pydantic JSON Schema node as a structural OpenAPI v3 node."""
     schema = _resolve(schema, defs)
     if "anyOf" in schema:
-        options = [_resolve(o, defs) for o in schema["anyOf"] if o.get("type") != "null"]
-        rest = {k: v for k, v in schema.items() if k != "anyOf"}
-        if rest.get("default", 0) is None:
-            rest.pop("default")
-        if len(options) == 1:
-            return structural({**options[0], **rest}, defs)
-        types = {o.get("type") for o in options}
-        if types == {"integer", "string"}:
-            # The one anyOf a structural schema allows: int-or-string, as for quantities.
-            extra = {
-                k: v
-                for k, v in rest.items()
-                if k.startswith("x-") or k in ("description", "pattern")
-            }
-            return {
-                "x-kubernetes-int-or-string": True,
-                "anyOf": [{"type": "integer"}, {"type": "string"}],
-                **extra,
-            }
-        raise ValueError(f"cannot express anyOf {options} in a structural schema")
+        return _structural_any_of(schema, defs)
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key == "properties":
-            out[key] = {name: structural(sub, defs) for name, sub in value.items()}
-        elif key == "items":
-            out[key] = structural(value, defs)
-        elif key == "additionalProperties":
-            out[key] = structural(value, defs) if isinstance(value, dict) else value
-            if out[key] is False:
-                del out[key]
-        elif key == "exclusiveMinimum":
-            out["minimum"] = value
-            out["exclusiveMinimum"] = True
-        elif key == "exclusiveMaximum":
-            out["maximum"] = value
-            out["exclusiveMaximum"] = True
-        elif key == "const":
-            out["enum"] = [value]
-        elif key in _KEEP or key.startswith("x-kubernetes-"):
-            out[key] = value
+        out.update(_structural_key(key, value, defs))
     if out.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
     if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:

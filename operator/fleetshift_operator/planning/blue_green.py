@@ -31,72 +31,33 @@ class BlueGreenStrategy:
         return True
 
     def advance(self, draft: VariantDraft) -> None:
-        status, now, policy = draft.status, draft.now, self.policy
+        status = draft.status
         candidate, active = status.candidateRevision, status.activeRevision
         assert candidate is not None and active is not None
         step = status.step or StepStatus()
         status.step = step
         size = draft.fleet_size(active)
-        steps = calculate_steps(policy.trafficRouting, size)
+        steps = calculate_steps(self.policy.trafficRouting, size)
         step.total = len(steps)
-        promote = draft.actions.take("promote")
         green = draft.fleet(candidate)
         green_ready = green.ready if green is not None else 0
 
-        def ready_for(percent: int) -> bool:
-            return green is not None and green_ready >= calculate_required_ready(size, percent)
-
-        def bake_over() -> bool:
-            until = parse_time(step.bakeUntil)
-            return until is None or now >= until
-
-        def enter_step(index: int) -> None:
-            step.stage = "Baking"
-            step.index = index
-            step.greenPercent = steps[index - 1]
-            step.startedAt = format_time(now)
-            step.bakeUntil = stamp_after(now, policy.trafficRouting.waitIntervalSeconds)
-            draft.emit(
-                "TrafficShifted",
-                f"step {index}/{len(steps)}: green {candidate} carries {step.greenPercent}%",
-            )
-
-        def enter_termination_wait() -> None:
-            step.stage = "TerminationWait"
-            step.startedAt = format_time(now)
-            step.bakeUntil = stamp_after(now, policy.terminationWaitSeconds)
-            draft.emit(
-                "TerminationWait",
-                f"green {candidate} has all traffic; blue {active} kept until {step.bakeUntil}",
-            )
-
-        fully_ready = green is not None and green_ready >= size
-        if promote:
-            if fully_ready:
+        if draft.actions.take("promote"):
+            if green is not None and green_ready >= size:
                 draft.emit("Promoted", f"remaining waits skipped for {candidate}")
                 step.index, step.greenPercent = len(steps), 100
                 retire_blue(draft)
                 return
             draft.emit("PromoteDeferred", "promote waits for every green replica to be Ready")
-
-        if not draft.paused:
-            if step.stage == "Provisioning":
-                if fully_ready:
-                    enter_step(1)
-            elif step.stage == "Baking" and bake_over() and draft.alarms_allow_promotion():
-                if step.index < len(steps):
-                    if ready_for(steps[step.index]):
-                        enter_step(step.index + 1)
-                else:
-                    enter_termination_wait()
-            if step.stage == "TerminationWait" and bake_over() and draft.alarms_allow_promotion():
-                retire_blue(draft)
-                return
+        if not draft.paused and self._move(draft, step, steps, size, green_ready):
+            retire_blue(draft)
+            return
 
         # Never give green a share it lacks the Ready replicas for.
         percent = step.greenPercent if step.stage != "Provisioning" else 0
-        if percent and not ready_for(percent):
-            percent = percent if ready_for(steps[0]) else 0
+        if percent and green_ready < calculate_required_ready(size, percent):
+            first = calculate_required_ready(size, steps[0])
+            percent = percent if green is not None and green_ready >= first else 0
         draft.plan_fleet(active, "blue", size, 100 - percent, draft.autoscaling())
         draft.plan_fleet(
             candidate,
@@ -107,3 +68,43 @@ class BlueGreenStrategy:
         )
         if step.stage in ("Baking", "TerminationWait") and not draft.paused:
             draft.wake_at(parse_time(step.bakeUntil))
+
+    def _move(
+        self, draft: VariantDraft, step: StepStatus, steps: list[int], size: int, green_ready: int
+    ) -> bool:
+        """Advance ``step`` as far as it may go now; True once blue may retire."""
+        now = draft.now
+        until = parse_time(step.bakeUntil)
+        bake_over = until is None or now >= until
+        if step.stage == "Provisioning":
+            if green_ready >= size:
+                self._enter_step(draft, step, steps, 1)
+        elif step.stage == "Baking" and bake_over and draft.alarms_allow_promotion():
+            if step.index < len(steps):
+                if green_ready >= calculate_required_ready(size, steps[step.index]):
+                    self._enter_step(draft, step, steps, step.index + 1)
+            else:
+                step.stage = "TerminationWait"
+                step.startedAt = format_time(now)
+                step.bakeUntil = stamp_after(now, self.policy.terminationWaitSeconds)
+                draft.emit(
+                    "TerminationWait",
+                    f"green {draft.status.candidateRevision} has all traffic; blue "
+                    f"{draft.status.activeRevision} kept until {step.bakeUntil}",
+                )
+                bake_over = self.policy.terminationWaitSeconds == 0
+        return step.stage == "TerminationWait" and bake_over and draft.alarms_allow_promotion()
+
+    def _enter_step(
+        self, draft: VariantDraft, step: StepStatus, steps: list[int], index: int
+    ) -> None:
+        step.stage = "Baking"
+        step.index = index
+        step.greenPercent = steps[index - 1]
+        step.startedAt = format_time(draft.now)
+        step.bakeUntil = stamp_after(draft.now, self.policy.trafficRouting.waitIntervalSeconds)
+        draft.emit(
+            "TrafficShifted",
+            f"step {index}/{len(steps)}: green {draft.status.candidateRevision} carries "
+            f"{step.greenPercent}%",
+        )

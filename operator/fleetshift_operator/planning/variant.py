@@ -155,10 +155,8 @@ def _start_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None
 
 def _plan_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
     """A deployment in flight: finish a rollback, or supersede, judge and advance."""
-    status, revision, now = draft.status, draft.revision, draft.now
-    candidate = status.candidateRevision
-    assert candidate is not None
-
+    status = draft.status
+    assert status.candidateRevision is not None
     if status.phase == "UpdateRollbackFailed":
         _rollback(draft, strategy, status.rollbackReason or "rollback retried")
         return
@@ -166,54 +164,66 @@ def _plan_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
         if strategy.roll_back(draft):
             _finish_rollback(draft)
         return
-
-    if revision != candidate:
-        draft.record(candidate, "Superseded", f"replaced by revision {revision}")
-        draft.emit("Superseded", f"revision {candidate} superseded by {revision}")
-        clear_deployment(status)
-        if revision in (status.activeRevision, status.rolledBackRevision):
-            _plan_steady(draft)
-            return
-        _start_deployment(draft, strategy)
-
-    if draft.actions.take("abort"):
-        _rollback(draft, strategy, "aborted on request", warning=False)
+    if draft.revision != status.candidateRevision and not _supersede(draft, strategy):
         return
+    why = _reason_to_roll_back(draft, strategy)
+    if why is not None:
+        reason, warning = why
+        _rollback(draft, strategy, reason, warning=warning)
+        return
+    strategy.advance(draft)
+    if not draft.paused:
+        draft.wake_at(parse_time(status.deadline))
 
+
+def _supersede(draft: VariantDraft, strategy: DeploymentStrategy) -> bool:
+    """A new revision mid-deployment: blue takes everything back and the old green goes.
+    True when the new revision starts deploying now."""
+    status, revision = draft.status, draft.revision
+    candidate = status.candidateRevision
+    assert candidate is not None
+    draft.record(candidate, "Superseded", f"replaced by revision {revision}")
+    draft.emit("Superseded", f"revision {candidate} superseded by {revision}")
+    clear_deployment(status)
+    if revision in (status.activeRevision, status.rolledBackRevision):
+        _plan_steady(draft)
+        return False
+    _start_deployment(draft, strategy)
+    return True
+
+
+def _reason_to_roll_back(
+    draft: VariantDraft, strategy: DeploymentStrategy
+) -> tuple[str, bool] | None:
+    """Why the deployment must roll back now (and whether that is a warning), if it must:
+    an abort, an alarm, a green fleet that cannot run, the deadline, or green capacity
+    that did not become Ready within ``provisioningTimeoutSeconds``."""
+    status, now = draft.status, draft.now
+    if draft.actions.take("abort"):
+        return "aborted on request", False
     cause = _judge_alarms(draft)
     if cause is not None:
         status.rollbackCause = cause
-        _rollback(draft, strategy, f"alarm {cause.name}: {cause.reason}")
-        return
+        return f"alarm {cause.name}: {cause.reason}", True
     policy = draft.spec.deploymentConfig.autoRollback
     if policy is not None:
         draft.wake_in(policy.pollIntervalSeconds)
-
     green = draft.fleet(status.candidateRevision)
     if green is not None and green.failure:
-        _rollback(draft, strategy, f"green fleet cannot run ({green.failure})")
-        return
+        return f"green fleet cannot run ({green.failure})", True
     status.waitingFor = green.waiting if green is not None else None
-
     deadline = parse_time(status.deadline)
     if deadline is not None and now >= deadline and not draft.paused:
-        _rollback(
-            draft, strategy, "the deployment did not finish before maximumExecutionTimeoutSeconds"
-        )
-        return
-
+        return "the deployment did not finish before maximumExecutionTimeoutSeconds", True
     step = status.step
     if step is not None and step.stage == "Provisioning" and not draft.paused:
         started = parse_time(step.startedAt) or now
         left = strategy.provisioning_timeout_seconds - (now - started).total_seconds()
         if left <= 0:
-            _rollback(draft, strategy, _not_ready_reason(draft, strategy, candidate))
-            return
+            assert status.candidateRevision is not None
+            return _not_ready_reason(draft, strategy, status.candidateRevision), True
         draft.wake_in(left)
-
-    strategy.advance(draft)
-    if not draft.paused:
-        draft.wake_at(deadline)
+    return None
 
 
 def _rollback(
