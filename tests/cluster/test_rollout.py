@@ -66,7 +66,12 @@ def test_create_reaches_in_service_with_ready_pods_on_kwok_nodes(
     assert status["activeRevision"] == revision
     assert status["observedGeneration"] == 1
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {"Ready": "True", "Progressing": "False", "Degraded": "False"}
+    assert conditions == {
+        "Ready": "True",
+        "Progressing": "False",
+        "Degraded": "False",
+        "TrafficSplit": "True",
+    }
     pods = kube.list(Pod, namespace=namespace, labels={"fleetshift.dev/revision": revision})
     assert all(p.spec and (p.spec.nodeName or "").startswith("kwok-node-") for p in pods)
     deployment = kube.get(Deployment, f"{NAME}-main-{revision}", namespace=namespace)
@@ -392,7 +397,8 @@ def test_ab_variants_share_traffic_by_their_weights(
     gateway = {"router": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}
     ab = {**spec, "variants": [current, challenger], "traffic": gateway}
     kube.create(endpoint_manifest(NAME, namespace, ab))
-    revision = revision_of(ab)
+    current_revision = revision_of({"variants": [current]})
+    challenger_revision = revision_of({"variants": [challenger]})
 
     def weights() -> dict[str, int]:
         route = kube.get(HTTPRoute, NAME, namespace=namespace).to_dict()  # type: ignore[no-untyped-call]
@@ -403,7 +409,10 @@ def test_ab_variants_share_traffic_by_their_weights(
         timeout=60,
         message="InService",
     )
-    expected = {f"{NAME}-current-{revision}": 8000, f"{NAME}-challenger-{revision}": 2000}
+    expected = {
+        f"{NAME}-current-{current_revision}": 8000,
+        f"{NAME}-challenger-{challenger_revision}": 2000,
+    }
     wait_for(lambda: weights() == expected, timeout=30, message=f"route weights {expected}")
 
 
