@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightkube import AsyncClient, codecs
@@ -143,18 +143,7 @@ class Kube:
         async for item in self.client.list(
             Deployment, namespace=namespace, labels={LABEL_ENDPOINT: endpoint}
         ):
-            labels = (item.metadata.labels if item.metadata else None) or {}
-            status = item.status
-            views.append(
-                DeploymentView(
-                    name=item.metadata.name if item.metadata and item.metadata.name else "",
-                    variant=labels.get(LABEL_VARIANT, ""),
-                    revision=labels.get(LABEL_REVISION, ""),
-                    replicas=(item.spec.replicas if item.spec and item.spec.replicas else 0),
-                    ready=(status.readyReplicas or 0) if status else 0,
-                    waiting=_replica_failure(status.conditions if status else None),
-                )
-            )
+            views.append(deployment_view_of(item.to_dict()))
         return views
 
     async def names(self, kind: str, namespace: str, endpoint: str) -> list[str]:
@@ -269,40 +258,68 @@ class Kube:
 
 def pod_view(pod: Pod) -> PodView:
     """Condense a Pod into what routing and failure detection need."""
-    metadata = pod.metadata
-    labels = (metadata.labels if metadata else None) or {}
-    status = pod.status
-    conditions = (status.conditions if status else None) or []
-    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+    return pod_view_of(pod.to_dict())
+
+
+def pod_view_of(body: Mapping[str, Any]) -> PodView:
+    """The same from a Pod as the API serves it (a watch event's object, a kopf body).
+
+    >>> pod_view_of({"metadata": {"name": "p", "labels": {"fleetshift.dev/revision": "r"}},
+    ...     "status": {"conditions": [{"type": "PodScheduled", "status": "False",
+    ...     "reason": "Unschedulable", "message": "0/3 nodes"}]}}).waiting
+    'Unschedulable: 0/3 nodes'
+    """
+    metadata = body.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    status = body.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     failure = None
-    for container in (status.containerStatuses if status else None) or []:
-        waiting = container.state.waiting if container.state else None
-        if waiting is not None and waiting.reason in _WAITING_FAILURES:
-            failure = f"{waiting.reason} in pod {metadata.name if metadata else '?'}"
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting is not None and waiting.get("reason") in _WAITING_FAILURES:
+            failure = f"{waiting['reason']} in pod {metadata.get('name', '?')}"
     unscheduled = None
     for condition in conditions:
-        if condition.type == "PodScheduled" and condition.status == "False":
-            reason = condition.reason or "Unschedulable"
-            unscheduled = f"{reason}: {condition.message}" if condition.message else reason
-    created = metadata.creationTimestamp if metadata else None
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = condition.get("reason") or "Unschedulable"
+            message = condition.get("message")
+            unscheduled = f"{reason}: {message}" if message else reason
     return PodView(
-        name=(metadata.name if metadata and metadata.name else ""),
+        name=metadata.get("name") or "",
         variant=labels.get(LABEL_VARIANT, ""),
         revision=labels.get(LABEL_REVISION, ""),
         ready=ready,
         serving=labels.get(LABEL_SERVING) == "true",
-        created=created.isoformat() if created else "",
-        deleting=bool(metadata and metadata.deletionTimestamp),
+        created=metadata.get("creationTimestamp") or "",
+        deleting=bool(metadata.get("deletionTimestamp")),
         failure=failure,
         waiting=unscheduled,
     )
 
 
-def _replica_failure(conditions: Any) -> str | None:
-    """The message of a Deployment's ``ReplicaFailure`` condition (e.g. an exceeded
-    quota), if it is true."""
-    for condition in conditions or []:
-        if condition.type == "ReplicaFailure" and condition.status == "True":
-            reason = condition.reason or "ReplicaFailure"
-            return f"{reason}: {condition.message}" if condition.message else reason
-    return None
+def deployment_view_of(body: Mapping[str, Any]) -> DeploymentView:
+    """A fleet Deployment as the API serves it, condensed.
+
+    >>> deployment_view_of({"metadata": {"name": "d", "labels": {"fleetshift.dev/variant": "v",
+    ...     "fleetshift.dev/revision": "r"}}, "spec": {"replicas": 3},
+    ...     "status": {"readyReplicas": 2}})
+    DeploymentView(name='d', variant='v', revision='r', replicas=3, ready=2, waiting=None)
+    """
+    metadata = body.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    status = body.get("status") or {}
+    waiting = None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            reason = condition.get("reason") or "ReplicaFailure"
+            message = condition.get("message")
+            waiting = f"{reason}: {message}" if message else reason
+    return DeploymentView(
+        name=metadata.get("name") or "",
+        variant=labels.get(LABEL_VARIANT, ""),
+        revision=labels.get(LABEL_REVISION, ""),
+        replicas=(body.get("spec") or {}).get("replicas") or 0,
+        ready=status.get("readyReplicas") or 0,
+        waiting=waiting,
+    )

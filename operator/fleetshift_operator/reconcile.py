@@ -31,6 +31,7 @@ from fleetshift_operator.api import EndpointSpec, EndpointStatus, SecretKeyRef
 from fleetshift_operator.controls import read_controls
 from fleetshift_operator.kube import DeploymentView, Kube, PodView
 from fleetshift_operator.manifests import Manifest, get_deployment, get_hpa
+from fleetshift_operator.observe import Observer
 from fleetshift_operator.planning.names import calculate_revision, fleet_name
 from fleetshift_operator.planning.plan import plan_endpoint
 from fleetshift_operator.planning.status import IN_FLIGHT
@@ -118,16 +119,23 @@ async def reconcile_endpoint(
     endpoint: Manifest,
     now: datetime.datetime,
     settings: OperatorSettings | None = None,
+    observer: Observer | None = None,
 ) -> Outcome:
-    """Run one observe -> plan -> apply -> status cycle for ``endpoint``."""
+    """Run one observe -> plan -> apply -> status cycle for ``endpoint``.
+
+    Children are read through ``observer`` (the operator's watch-fed indexes; default:
+    the apiserver). The status is written only when it changed, so an Endpoint at rest
+    costs no write, and no watch event, per resync.
+    """
+    observer = observer or kube
     metadata = endpoint["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
     spec = EndpointSpec.model_validate(endpoint["spec"])
     raw_status: dict[str, Any] = endpoint.get("status") or {}
     status = EndpointStatus.model_validate(raw_status) if raw_status.get("phase") else None
 
-    deployments = await kube.deployments(namespace, name)
-    pods = await kube.pods(namespace, name)
+    deployments = await observer.deployments(namespace, name)
+    pods = await observer.pods(namespace, name)
     alarms = await observe_alarms(kube, spec, status, namespace, name, now, settings)
     observed = Observed(
         endpoint=name,
@@ -138,10 +146,10 @@ async def reconcile_endpoint(
         router=spec.traffic.router,
     )
     plan = plan_endpoint(spec, status, observed, now)
-    await apply_plan(kube, endpoint, spec, plan, deployments, pods)
-    await kube.replace_status(
-        namespace, name, plan.status.model_dump(mode="json", exclude_none=True)
-    )
+    await apply_plan(kube, endpoint, spec, plan, deployments, pods, observer)
+    written = plan.status.model_dump(mode="json", exclude_none=True)
+    if written != raw_status:
+        await kube.replace_status(namespace, name, written)
     return Outcome(plan=plan, previous_status=status or EndpointStatus())
 
 
@@ -263,8 +271,10 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
     plan: Plan,
     deployments: list[DeploymentView],
     pods: list[PodView],
+    observer: Observer | None = None,
 ) -> None:
     """Make the cluster match ``plan`` in the safe order described above."""
+    observer = observer or kube
     metadata = endpoint["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
     variants = {v.name: v for v in spec.variants}
@@ -299,11 +309,11 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
             autoscaled.add(deployment_name)
             await kube.apply(get_hpa(endpoint, fleet, fleet.autoscaling))
 
-    router = make_router(spec.traffic.router, kube)
+    router = make_router(spec.traffic.router, kube, observer)
     await router.route(endpoint, plan.fleets, pods)
     await router.retire(endpoint, plan.fleets)
 
-    for hpa in await kube.names("HorizontalPodAutoscaler", namespace, name):
+    for hpa in await observer.names("HorizontalPodAutoscaler", namespace, name):
         if hpa not in autoscaled:
             await kube.delete("HorizontalPodAutoscaler", hpa, namespace)
     for deployment in deployments:

@@ -80,8 +80,10 @@ WATCHED_NAMESPACE = (
     | _rules("fleetshift.dev", "endpoints/finalizers", "update")
     | _rules("apps", "deployments", "list", "watch", "create", "patch", "delete")
     | _rules("", "pods", "list", "watch", "patch")
-    | _rules("", "services", "list", "create", "patch", "delete")
-    | _rules("autoscaling", "horizontalpodautoscalers", "list", "create", "patch", "delete")
+    | _rules("", "services", "list", "watch", "create", "patch", "delete")
+    | _rules(
+        "autoscaling", "horizontalpodautoscalers", "list", "watch", "create", "patch", "delete"
+    )
     | _rules("gateway.networking.k8s.io", "httproutes", "create", "patch")
     | _rules("", "secrets", "get")
     | _rules("", "events", "create")

@@ -72,23 +72,24 @@ code that needs it; tests/chart/test_rbac.py holds the same list as its allow-li
   resources: [endpoints/finalizers]
   verbs: [update]
 # Fleets: server-side apply (create or patch), scale (patch), list, delete; kopf watches
-# them (handlers.deployment_changed).
+# them into an index (handlers.fleet_deployments) and wakes their Endpoint.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, watch, create, patch, delete]
-# Serving pods: listed and watched (handlers.pod_changed), and the Replicas router patches
-# one label (kube.set_serving).
+# Serving pods: listed and watched into an index (handlers.fleet_pods), and the Replicas
+# router patches one label (kube.set_serving).
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch, patch]
-# The stable Service and the per-fleet Services of the GatewayAPI router.
+# The stable Service and the per-fleet Services of the GatewayAPI router (watched into an
+# index, handlers.fleet_services).
 - apiGroups: [""]
   resources: [services]
-  verbs: [list, create, patch, delete]
-# One HPA per autoscaled fleet.
+  verbs: [list, watch, create, patch, delete]
+# One HPA per autoscaled fleet (watched into an index, handlers.fleet_hpas).
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 {{- if .Values.rbac.gatewayAPI }}
 # The GatewayAPI router's HTTPRoute (server-side apply; garbage collection deletes it).
 - apiGroups: [gateway.networking.k8s.io]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fleetshift_operator.kube import Kube
+from fleetshift_operator.observe import Observer
 from fleetshift_operator.traffic.base import TrafficRouter
 from fleetshift_operator.traffic.gateway_api import GatewayAPIRouter
 from fleetshift_operator.traffic.replicas import ReplicasRouter
@@ -13,14 +14,15 @@ ROUTERS: dict[str, type[ReplicasRouter] | type[GatewayAPIRouter]] = {
 }
 
 
-def make_router(router: str, kube: Kube) -> TrafficRouter:
-    """The router named by ``spec.traffic.router``.
+def make_router(router: str, kube: Kube, observer: Observer | None = None) -> TrafficRouter:
+    """The router named by ``spec.traffic.router``; it writes through ``kube`` and reads
+    the Endpoint's objects through ``observer`` (default: ``kube``, the apiserver).
 
     >>> sorted(ROUTERS)
     ['GatewayAPI', 'Replicas']
     """
     try:
-        return ROUTERS[router](kube)
+        return ROUTERS[router](kube, observer or kube)
     except KeyError:
         raise ValueError(f"unknown traffic router {router!r}; known: {sorted(ROUTERS)}") from None
 

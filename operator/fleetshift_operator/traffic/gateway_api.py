@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from fleetshift_operator.kube import Kube, PodView
 from fleetshift_operator.manifests import Manifest, get_fleet_service, get_http_route
+from fleetshift_operator.observe import Observer
 from fleetshift_operator.planning.names import fleet_name
 from fleetshift_operator.planning.types import FleetPlan
 
@@ -13,8 +14,9 @@ from fleetshift_operator.planning.types import FleetPlan
 class GatewayAPIRouter:
     """Weights on an ``HTTPRoute``; the gateway splits requests exactly."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, observer: Observer) -> None:
         self.kube = kube
+        self.observer = observer
 
     async def route(
         self, endpoint: Manifest, fleets: Sequence[FleetPlan], pods: Sequence[PodView]
@@ -28,6 +30,6 @@ class GatewayAPIRouter:
         metadata = endpoint["metadata"]
         name, namespace = metadata["name"], metadata["namespace"]
         keep = {fleet_name(name, f.variant, f.revision) for f in fleets} | {name}
-        for service in await self.kube.names("Service", namespace, name):
+        for service in await self.observer.names("Service", namespace, name):
             if service not in keep:
                 await self.kube.delete("Service", service, namespace)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from fleetshift_operator.kube import Kube, PodView
 from fleetshift_operator.manifests import Manifest, get_stable_service
+from fleetshift_operator.observe import Observer
 from fleetshift_operator.planning.types import FleetPlan
 
 
@@ -59,8 +60,9 @@ def calculate_serving_pods(fleets: Sequence[FleetPlan], pods: Sequence[PodView])
 class ReplicasRouter:
     """Labels pods so the stable Service's endpoints match the plan."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, observer: Observer) -> None:
         self.kube = kube
+        self.observer = observer
 
     async def route(
         self, endpoint: Manifest, fleets: Sequence[FleetPlan], pods: Sequence[PodView]
