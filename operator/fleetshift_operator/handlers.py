@@ -17,6 +17,7 @@ so a rollout resumes within about that long of its return.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import time
@@ -29,9 +30,17 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
 
 from fleetshift_operator import api, metrics
-from fleetshift_operator.kube import FIELD_MANAGER, Kube
+from fleetshift_operator.kube import (
+    FIELD_MANAGER,
+    DeploymentView,
+    Kube,
+    PodView,
+    deployment_view_of,
+    pod_view_of,
+)
 from fleetshift_operator.logs import LOGGER
 from fleetshift_operator.manifests import LABEL_ENDPOINT
+from fleetshift_operator.observe import IndexedObserver, Key
 from fleetshift_operator.reconcile import Outcome, calculate_next_wake, reconcile_endpoint
 from fleetshift_operator.settings import OperatorSettings
 
@@ -136,22 +145,34 @@ def is_unreachable(error: BaseException) -> bool:
     return isinstance(error, httpx2.TransportError | OSError | TimeoutError)
 
 
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10.0)
+# cancellation_backoff: a second to finish the reconcile in hand and exit before kopf
+# cancels the daemon (and warns that it did) when the operator stops.
+@kopf.daemon(
+    api.GROUP, api.VERSION, api.PLURAL, cancellation_backoff=1.0, cancellation_timeout=10.0
+)
 async def run_endpoint(
     namespace: str | None,
     name: str,
     stopped: kopf.DaemonStopped,
     memo: Any,
-    **_: Any,
+    **indexes: Any,
 ) -> None:
-    """Reconcile one Endpoint until it is deleted or the operator stops."""
+    """Reconcile one Endpoint until it is deleted or the operator stops. Its children
+    are observed from the watch-fed indexes below, which kopf passes by name (it starts
+    no handler before they hold the first listing), so a reconcile reads only the
+    Endpoint itself."""
     kube: Kube = memo["kube"]
+    observer = IndexedObserver(
+        indexes["fleet_deployments"],
+        indexes["fleet_pods"],
+        {
+            "Service": indexes["fleet_services"],
+            "HorizontalPodAutoscaler": indexes["fleet_hpas"],
+        },
+    )
     assert namespace is not None, "Endpoints are namespaced"
     wake = _wake(namespace, name)
-    about = {"namespace": namespace, "endpoint": name}
-    failures = 0
-    failing_since = 0.0
-    reported: str | None = None
+    streak = _Streak(kube, namespace, name)
     while not stopped:
         wake.clear()
         endpoint: dict[str, Any] | None = None
@@ -160,53 +181,102 @@ async def run_endpoint(
             if endpoint is None:
                 # Deleted (kopf stops this daemon next), or an API server that has just
                 # started and serves no custom resources yet: look again soon.
-                log.debug("not found; looking again", extra=about)
+                log.debug("not found; looking again", extra=streak.about)
                 await _sleep(wake, stopped, _SETTINGS.reconnect_seconds)
                 continue
             if endpoint["metadata"].get("deletionTimestamp"):
                 return
             with metrics.RECONCILE_SECONDS.time():
                 outcome = await reconcile_endpoint(
-                    kube, endpoint, now=datetime.datetime.now(datetime.UTC), settings=_SETTINGS
+                    kube,
+                    endpoint,
+                    now=datetime.datetime.now(datetime.UTC),
+                    settings=_SETTINGS,
+                    observer=observer,
                 )
         except Exception as error:  # every failure is reported and retried
             metrics.RECONCILES.labels("error").inc()
-            failures += 1
-            if failures == 1:
-                failing_since = time.monotonic()
-            unreachable = is_unreachable(error)
-            delay = calculate_retry_delay(
-                failures,
-                unreachable=unreachable,
-                longest=_SETTINGS.retry_max_seconds,
-                reconnect=_SETTINGS.reconnect_seconds,
-            )
-            details = {**about, "attempt": failures, "retry_in": delay}
-            if unreachable:
-                # Nothing can be written while the API server is away; say so once.
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                log.log(level, "API server unreachable: %s", _describe(error), extra=details)
-            else:
-                message = _describe(error)
-                log.error("reconcile failed: %s", message, exc_info=error, extra=details)
-                if message != reported:
-                    reported = await _report_failure(kube, namespace, name, endpoint, message)
+            delay = await streak.failed(error, endpoint)
         else:
             metrics.RECONCILES.labels("ok").inc()
-            if failures:
-                log.info(
-                    "reconcile succeeded after %d failed attempts in %.1f s",
-                    failures,
-                    time.monotonic() - failing_since,
-                    extra=about,
-                )
-            failures, reported = 0, None
+            streak.succeeded()
             _report(endpoint, outcome)
-            _log_phase(outcome, about)
+            _log_phase(outcome, streak.about)
             delay = calculate_next_wake(
                 outcome.plan, _SETTINGS.poll_interval_seconds, _SETTINGS.resync_seconds
             )
         await _sleep(wake, stopped, delay)
+
+
+_clock = time.monotonic
+UNREACHABLE_REMINDER_SECONDS = 60.0
+"""While the API server stays away, each Endpoint says so again this often."""
+
+
+@dataclasses.dataclass
+class _Streak:
+    """The failed reconciles of one Endpoint in a row, and what has been said of them."""
+
+    kube: Kube
+    namespace: str
+    name: str
+    failures: int = 0
+    since: float = 0.0
+    said_unreachable: float | None = None
+    reported: str | None = None
+
+    @property
+    def about(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "endpoint": self.name}
+
+    async def failed(self, error: Exception, endpoint: dict[str, Any] | None) -> float:
+        """Log ``error``; event it and write it to ``Degraded`` unless the API server is
+        away or it says what was said already. Returns the seconds until the retry."""
+        self.failures += 1
+        now = _clock()
+        if self.failures == 1:
+            self.since = now
+        unreachable = is_unreachable(error)
+        delay = calculate_retry_delay(
+            self.failures,
+            unreachable=unreachable,
+            longest=_SETTINGS.retry_max_seconds,
+            reconnect=_SETTINGS.reconnect_seconds,
+        )
+        details = {**self.about, "attempt": self.failures, "retry_in": delay}
+        message = _describe(error)
+        if not unreachable:
+            self.said_unreachable = None
+            log.error("reconcile failed: %s", message, exc_info=error, extra=details)
+            if message != self.reported:
+                self.reported = await _report_failure(
+                    self.kube, self.namespace, self.name, endpoint, message
+                )
+        elif self.said_unreachable is None:
+            # Nothing can be written while the API server is away: say so, in the log only.
+            self.said_unreachable = now
+            log.warning("API server unreachable: %s", message, extra=details)
+        elif now - self.said_unreachable >= UNREACHABLE_REMINDER_SECONDS:
+            self.said_unreachable = now
+            log.warning(
+                "API server still unreachable after %.0f s: %s",
+                now - self.since,
+                message,
+                extra=details,
+            )
+        else:
+            log.debug("API server unreachable: %s", message, extra=details)
+        return delay
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info(
+                "reconcile succeeded after %d failed attempts in %.1f s",
+                self.failures,
+                _clock() - self.since,
+                extra=self.about,
+            )
+        self.failures, self.said_unreachable, self.reported = 0, None, None
 
 
 def _describe(error: BaseException) -> str:
@@ -331,6 +401,12 @@ async def pod_changed(namespace: str | None, labels: Mapping[str, str], **_: Any
     _poke(namespace, labels.get(LABEL_ENDPOINT))
 
 
+@kopf.on.event("", "v1", "services", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def service_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    """A Service of an Endpoint changed or went: its Endpoint reconciles now."""
+    _poke(namespace, labels.get(LABEL_ENDPOINT))
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ENDPOINT: kopf.PRESENT})
 async def deployment_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     """A fleet changed (scaled, Ready count): its Endpoint reconciles now."""
@@ -346,3 +422,42 @@ async def endpoint_deleted(namespace: str | None, name: str, memo: Any, **_: Any
     metrics.forget(namespace, name)
     _WAKE.pop((namespace, name), None)
     _SEEN.pop((namespace, name), None)
+
+
+# -- watch-fed indexes of every Endpoint's children, keyed by (namespace, endpoint) ---------
+
+
+def _key(namespace: str | None, labels: Mapping[str, str]) -> Key:
+    return (namespace or "", labels.get(LABEL_ENDPOINT, ""))
+
+
+@kopf.index("apps", "v1", "deployments", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_deployments(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Key, DeploymentView]:
+    """Each Endpoint's fleet Deployments, as the planner needs them."""
+    return {_key(namespace, labels): deployment_view_of(body)}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_pods(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Key, PodView]:
+    """Each Endpoint's pods: readiness, serving label, failures."""
+    return {_key(namespace, labels): pod_view_of(body)}
+
+
+@kopf.index("", "v1", "services", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_services(
+    namespace: str | None, name: str | None, labels: Mapping[str, str], **_: Any
+) -> dict[Key, str]:
+    """Each Endpoint's Services (the GatewayAPI router retires those of gone fleets)."""
+    return {_key(namespace, labels): name or ""}
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_hpas(
+    namespace: str | None, name: str | None, labels: Mapping[str, str], **_: Any
+) -> dict[Key, str]:
+    """Each Endpoint's HPAs (those of fleets no longer autoscaled are deleted)."""
+    return {_key(namespace, labels): name or ""}

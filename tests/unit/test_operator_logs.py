@@ -167,8 +167,11 @@ def _run_daemon(
     warnings: list[dict[str, Any]] = []
     stopped = _Stopped()
 
+    clock = [0.0]
+
     async def sleep(wake: asyncio.Event, halted: Any, seconds: float) -> None:
         waits.append(seconds)
+        clock[0] += seconds
         stopped.stop = len(waits) >= rounds
 
     async def reconcile(*args: Any, **kwargs: Any) -> Any:
@@ -182,6 +185,7 @@ def _run_daemon(
             )
 
     monkeypatch.setattr(handlers, "_sleep", sleep)
+    monkeypatch.setattr(handlers, "_clock", lambda: clock[0])
     monkeypatch.setattr(handlers, "reconcile_endpoint", reconcile)
     monkeypatch.setattr(kopf, "event", event)
     monkeypatch.setattr(handlers, "_SETTINGS", OperatorSettings(reconnect_seconds=2))
@@ -242,6 +246,20 @@ def test_an_unreachable_apiserver_is_retried_within_the_reconnect_interval_and_s
     assert said[0]["endpoint"] == "churn"
     assert not kube.conditions[:-1] and len(warnings) == 1, "nothing is written while away"
     assert warnings[0]["message"] == "RuntimeError: then a real failure"
+
+
+def test_a_long_outage_is_said_again_every_minute_not_every_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    down = httpx2.ConnectError("[Errno 111] Connection refused")
+    kube = _FakeKube([down] * 80)
+    waits, records, _ = _run_daemon(monkeypatch, kube, None, rounds=70)
+
+    assert sum(waits) > 2 * handlers.UNREACHABLE_REMINDER_SECONDS
+    said = [r["message"] for r in records if r["level"] == "WARNING"]
+    assert said[0] == "API server unreachable: ConnectError: [Errno 111] Connection refused"
+    assert [m.split(" after ")[0] for m in said[1:]] == ["API server still unreachable"] * 2
+    assert said[1].startswith("API server still unreachable after 6")  # about a minute
 
 
 def test_kopfs_request_retries_never_wait_longer_than_the_reconnect_interval() -> None:
