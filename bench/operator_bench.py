@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from lightkube.resources.core_v1 import Namespace, Pod
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
-from fleetshift_devcluster.cluster import running_cluster
+from fleetshift_devcluster.cluster import LocalCluster, running_cluster
 from fleetshift_devcluster.processes import ManagedProcess, stop_processes
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator import api
@@ -192,9 +193,33 @@ def _in_service_count(kube: Client) -> int:
     return done
 
 
+def _requests_by_verb(cluster: LocalCluster) -> dict[str, float]:
+    """The apiserver's own count of the requests it served, by verb (all clients)."""
+    request = urllib.request.Request(f"{cluster.server}/metrics")
+    with urllib.request.urlopen(request, context=cluster._ssl_context(), timeout=30) as answer:
+        text = answer.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels, value = line.rsplit(" ", 1)
+            verb = labels.split('verb="', 1)[1].split('"', 1)[0]
+            counts[verb] = counts.get(verb, 0.0) + float(value)
+    return counts
+
+
+def _per_second(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    rates = {verb: (after.get(verb, 0.0) - before.get(verb, 0.0)) / seconds for verb in after}
+    shown = {verb: rate for verb, rate in sorted(rates.items()) if rate >= 0.05}
+    return ", ".join(f"{verb} {rate:.1f}/s" for verb, rate in shown.items()) or "none"
+
+
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
+
+
+IDLE_SECONDS = 120
+"""Two resyncs (60 s each): long enough to see the steady cost of Endpoints at rest."""
 
 
 def scale(counts: list[int]) -> None:
@@ -223,13 +248,16 @@ def scale(counts: list[int]) -> None:
                 converge = time.monotonic() - began
                 busy = _cpu_seconds(watched) - cpu_before
                 idle_start = _cpu_seconds(watched)
-                time.sleep(60)
-                idle = (_cpu_seconds(watched) - idle_start) / 60
+                requests_before = _requests_by_verb(cluster)
+                time.sleep(IDLE_SECONDS)
+                idle = (_cpu_seconds(watched) - idle_start) / IDLE_SECONDS
+                requests = _per_second(requests_before, _requests_by_verb(cluster), IDLE_SECONDS)
                 rss = watched.memory_info().rss / 2**20
                 print(
                     f"{target} endpoints: all InService in {converge:.0f}s (operator CPU "
                     f"{busy:.0f}s, {100 * busy / converge:.0f}% of a core); idle CPU "
-                    f"{100 * idle:.1f}% of a core; RSS {rss:.0f} MiB",
+                    f"{100 * idle:.1f}% of a core over {IDLE_SECONDS}s; RSS {rss:.0f} MiB; "
+                    f"apiserver requests while idle (every client): {requests}",
                     flush=True,
                 )
         finally:

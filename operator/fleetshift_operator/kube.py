@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +33,8 @@ from fleetshift_operator.manifests import (
 )
 
 FIELD_MANAGER = "fleetshift"
+REAPPLY_SECONDS = 600.0
+"""How long an unchanged manifest of an object that exists is not applied again."""
 REPLICAS_HANDOFF_MANAGER = "fleetshift-replicas-handoff"
 
 EndpointResource = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
@@ -90,13 +95,29 @@ class Kube:
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
+        self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
 
-    async def apply(self, manifest: Manifest) -> None:
-        """Server-side apply ``manifest`` as the ``fleetshift`` field manager."""
+    async def apply(self, manifest: Manifest, *, exists: bool = False) -> None:
+        """Server-side apply ``manifest`` as the ``fleetshift`` field manager.
+
+        An object the caller saw exist (``exists``), to which this process applied the
+        same manifest less than ``REAPPLY_SECONDS`` ago, is not applied again: an Endpoint
+        at rest then costs no write per resync. Drift made by hand is still undone
+        within that time, and any change of the manifest is applied at once.
+        """
+        metadata = manifest["metadata"]
+        key = (manifest["kind"], metadata.get("namespace", ""), metadata["name"])
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        now = time.monotonic()
+        last = self._applied.get(key)
+        if exists and last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS:
+            return
         await self.client.apply(codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+        self._applied[key] = (digest, now)
 
     async def delete(self, kind: str, name: str, namespace: str) -> bool:
         """Delete one object; True if it existed."""
+        self._applied.pop((kind, namespace, name), None)
         try:
             await self.client.delete(_KINDS[kind], name, namespace=namespace)
         except ApiError as error:

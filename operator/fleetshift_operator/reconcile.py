@@ -281,6 +281,7 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
     wanted: set[str] = set()
     autoscaled: set[str] = set()
     existing = {d.name: d for d in deployments}
+    hpas = set(await observer.names("HorizontalPodAutoscaler", namespace, name))
     for fleet in plan.fleets:
         deployment_name = fleet_name(name, fleet.variant, fleet.revision)
         wanted.add(deployment_name)
@@ -290,7 +291,8 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
         if fleet.spec_owned and variant is not None and fleet.revision == revision:
             include_replicas = fleet.autoscaling is None or current is None
             await kube.apply(
-                get_deployment(endpoint, variant, fleet, include_replicas=include_replicas)
+                get_deployment(endpoint, variant, fleet, include_replicas=include_replicas),
+                exists=current is not None,
             )
             if fleet.autoscaling is not None and current is None:
                 await kube.hand_over_replicas(namespace, deployment_name, fleet.replicas)
@@ -307,13 +309,15 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
             await kube.scale(namespace, deployment_name, fleet.replicas)
         if fleet.autoscaling is not None:
             autoscaled.add(deployment_name)
-            await kube.apply(get_hpa(endpoint, fleet, fleet.autoscaling))
+            await kube.apply(
+                get_hpa(endpoint, fleet, fleet.autoscaling), exists=deployment_name in hpas
+            )
 
     router = make_router(spec.traffic.router, kube, observer)
     await router.route(endpoint, plan.fleets, pods)
     await router.retire(endpoint, plan.fleets)
 
-    for hpa in await observer.names("HorizontalPodAutoscaler", namespace, name):
+    for hpa in hpas:
         if hpa not in autoscaled:
             await kube.delete("HorizontalPodAutoscaler", hpa, namespace)
     for deployment in deployments:

@@ -21,8 +21,13 @@ class GatewayAPIRouter:
     async def route(
         self, endpoint: Manifest, fleets: Sequence[FleetPlan], pods: Sequence[PodView]
     ) -> None:
+        metadata = endpoint["metadata"]
+        services = set(
+            await self.observer.names("Service", metadata["namespace"], metadata["name"])
+        )
         for fleet in fleets:
-            await self.kube.apply(get_fleet_service(endpoint, fleet))
+            service = get_fleet_service(endpoint, fleet)
+            await self.kube.apply(service, exists=service["metadata"]["name"] in services)
         routing = endpoint["spec"].get("traffic", {}).get("gatewayAPI") or {}
         await self.kube.apply(get_http_route(endpoint, list(fleets), routing))
 

@@ -67,8 +67,9 @@ class ReplicasRouter:
     async def route(
         self, endpoint: Manifest, fleets: Sequence[FleetPlan], pods: Sequence[PodView]
     ) -> None:
-        namespace = endpoint["metadata"]["namespace"]
-        await self.kube.apply(get_stable_service(endpoint))
+        namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
+        services = await self.observer.names("Service", namespace, name)
+        await self.kube.apply(get_stable_service(endpoint), exists=name in services)
         wanted = calculate_serving_pods(fleets, pods)
         # Add before removing, so the Service never has fewer endpoints than needed.
         await self.kube.set_serving(
