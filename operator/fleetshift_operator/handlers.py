@@ -30,9 +30,17 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
 
 from fleetshift_operator import api, metrics
-from fleetshift_operator.kube import FIELD_MANAGER, Kube
+from fleetshift_operator.kube import (
+    FIELD_MANAGER,
+    DeploymentView,
+    Kube,
+    PodView,
+    deployment_view_of,
+    pod_view_of,
+)
 from fleetshift_operator.logs import LOGGER
 from fleetshift_operator.manifests import LABEL_ENDPOINT
+from fleetshift_operator.observe import IndexedObserver, Key
 from fleetshift_operator.reconcile import Outcome, calculate_next_wake, reconcile_endpoint
 from fleetshift_operator.settings import OperatorSettings
 
@@ -147,10 +155,21 @@ async def run_endpoint(
     name: str,
     stopped: kopf.DaemonStopped,
     memo: Any,
-    **_: Any,
+    **indexes: Any,
 ) -> None:
-    """Reconcile one Endpoint until it is deleted or the operator stops."""
+    """Reconcile one Endpoint until it is deleted or the operator stops. Its children
+    are observed from the watch-fed indexes below, which kopf passes by name (it starts
+    no handler before they hold the first listing), so a reconcile reads only the
+    Endpoint itself."""
     kube: Kube = memo["kube"]
+    observer = IndexedObserver(
+        indexes["fleet_deployments"],
+        indexes["fleet_pods"],
+        {
+            "Service": indexes["fleet_services"],
+            "HorizontalPodAutoscaler": indexes["fleet_hpas"],
+        },
+    )
     assert namespace is not None, "Endpoints are namespaced"
     wake = _wake(namespace, name)
     streak = _Streak(kube, namespace, name)
@@ -169,7 +188,11 @@ async def run_endpoint(
                 return
             with metrics.RECONCILE_SECONDS.time():
                 outcome = await reconcile_endpoint(
-                    kube, endpoint, now=datetime.datetime.now(datetime.UTC), settings=_SETTINGS
+                    kube,
+                    endpoint,
+                    now=datetime.datetime.now(datetime.UTC),
+                    settings=_SETTINGS,
+                    observer=observer,
                 )
         except Exception as error:  # every failure is reported and retried
             metrics.RECONCILES.labels("error").inc()
@@ -378,6 +401,12 @@ async def pod_changed(namespace: str | None, labels: Mapping[str, str], **_: Any
     _poke(namespace, labels.get(LABEL_ENDPOINT))
 
 
+@kopf.on.event("", "v1", "services", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def service_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    """A Service of an Endpoint changed or went: its Endpoint reconciles now."""
+    _poke(namespace, labels.get(LABEL_ENDPOINT))
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ENDPOINT: kopf.PRESENT})
 async def deployment_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     """A fleet changed (scaled, Ready count): its Endpoint reconciles now."""
@@ -393,3 +422,42 @@ async def endpoint_deleted(namespace: str | None, name: str, memo: Any, **_: Any
     metrics.forget(namespace, name)
     _WAKE.pop((namespace, name), None)
     _SEEN.pop((namespace, name), None)
+
+
+# -- watch-fed indexes of every Endpoint's children, keyed by (namespace, endpoint) ---------
+
+
+def _key(namespace: str | None, labels: Mapping[str, str]) -> Key:
+    return (namespace or "", labels.get(LABEL_ENDPOINT, ""))
+
+
+@kopf.index("apps", "v1", "deployments", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_deployments(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Key, DeploymentView]:
+    """Each Endpoint's fleet Deployments, as the planner needs them."""
+    return {_key(namespace, labels): deployment_view_of(body)}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_pods(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Key, PodView]:
+    """Each Endpoint's pods: readiness, serving label, failures."""
+    return {_key(namespace, labels): pod_view_of(body)}
+
+
+@kopf.index("", "v1", "services", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_services(
+    namespace: str | None, name: str | None, labels: Mapping[str, str], **_: Any
+) -> dict[Key, str]:
+    """Each Endpoint's Services (the GatewayAPI router retires those of gone fleets)."""
+    return {_key(namespace, labels): name or ""}
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_hpas(
+    namespace: str | None, name: str | None, labels: Mapping[str, str], **_: Any
+) -> dict[Key, str]:
+    """Each Endpoint's HPAs (those of fleets no longer autoscaled are deleted)."""
+    return {_key(namespace, labels): name or ""}
