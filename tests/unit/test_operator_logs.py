@@ -198,6 +198,11 @@ def _run_daemon(
             name="churn",
             stopped=cast(kopf.DaemonStopped, stopped),
             memo={"kube": kube},
+            # kopf's indexes of the Endpoint's children: unread, as reconcile is replaced.
+            fleet_deployments={},
+            fleet_pods={},
+            fleet_services={},
+            fleet_hpas={},
         )
     )
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
