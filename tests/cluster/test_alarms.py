@@ -243,7 +243,7 @@ def test_healthy_linear_rollout_promotes_step_by_step(
     set_spec(kube, NAME, namespace, update)
 
     wait_for(
-        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 2, green: 2},
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 4, green: 4},
         timeout=60,
         message="first step",
     )
