@@ -111,6 +111,10 @@ if phase == "Creating" or phase == "Updating" then
     hs.message = "Deploying " .. target .. " over " .. revision(status.activeRevision)
       .. ": " .. where(status)
   end
+  local degraded = condition(status, "Degraded")
+  if degraded ~= nil and degraded.status == "True" and degraded.message ~= nil then
+    hs.message = hs.message .. "; " .. degraded.message
+  end
   return hs
 end
 
