@@ -87,7 +87,9 @@ def _plan_first_deployment(draft: VariantDraft, strategy: DeploymentStrategy) ->
         return
     deadline = parse_time(status.deadline)
     started = parse_time(status.step.startedAt if status.step else None) or now
-    provisioning_over = (now - started).total_seconds() >= strategy.provisioning_timeout_seconds
+    provisioning_over = _provisioning_bounded(strategy) and (
+        (now - started).total_seconds() >= strategy.provisioning_timeout_seconds
+    )
     failure = fleet.failure if fleet is not None else None
     if not draft.paused and (provisioning_over or (deadline is not None and now >= deadline)):
         failure = failure or _not_ready_reason(draft, strategy, revision)
@@ -96,8 +98,17 @@ def _plan_first_deployment(draft: VariantDraft, strategy: DeploymentStrategy) ->
         draft.set_phase("Failed")
         draft.emit("CreateFailed", failure, warning=True)
         return
-    draft.wake_at(deadline)
-    draft.wake_in(max(0.0, strategy.provisioning_timeout_seconds - (now - started).total_seconds()))
+    if not draft.paused:
+        draft.wake_at(deadline)
+        left = strategy.provisioning_timeout_seconds - (now - started).total_seconds()
+        if _provisioning_bounded(strategy) and left > 0:
+            draft.wake_in(left)
+
+
+def _provisioning_bounded(strategy: DeploymentStrategy) -> bool:
+    """A provisioning timeout as long as the execution timeout leaves it to the deadline,
+    which then names itself."""
+    return strategy.provisioning_timeout_seconds < strategy.execution_timeout_seconds
 
 
 def _not_ready_reason(draft: VariantDraft, strategy: DeploymentStrategy, revision: str) -> str:
@@ -216,7 +227,12 @@ def _reason_to_roll_back(
     if deadline is not None and now >= deadline and not draft.paused:
         return "the deployment did not finish before maximumExecutionTimeoutSeconds", True
     step = status.step
-    if step is not None and step.stage == "Provisioning" and not draft.paused:
+    if (
+        step is not None
+        and step.stage == "Provisioning"
+        and _provisioning_bounded(strategy)
+        and not draft.paused
+    ):
         started = parse_time(step.startedAt) or now
         left = strategy.provisioning_timeout_seconds - (now - started).total_seconds()
         if left <= 0:
