@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,9 @@ from .codecs import (
     OipRequest,
     decode_in_pieces,
     encode_oip,
+    oip_model_name,
     parse_oip,
+    parse_oip_in_pieces,
     request_format,
     response_format,
 )
@@ -40,6 +43,7 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     NotAModelError,
+    NotReadyError,
     RequestError,
 )
 from .metrics import RuntimeMetrics, multiprocess_dir
@@ -132,7 +136,9 @@ class Runtime:
         self.metrics = metrics or RuntimeMetrics(
             settings.metric_labels(), max_model_labels=settings.max_model_labels
         )
-        self.pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="fleetshift")
+        self.pool = ThreadPoolExecutor(
+            settings.worker_threads, thread_name_prefix="fleetshift", initializer=_yield_to_the_loop
+        )
         """Large bodies and large predictions run here, off the event loop."""
         self.batcher = Batcher(
             settings.max_batch_rows, inline_rows=settings.inline_rows, executor=self.pool
@@ -445,6 +451,22 @@ class Runtime:
         self._record(label, status, started, model_seconds)
 
 
+WORKER_THREAD_NICENESS = 10
+"""How much lower the worker threads' CPU priority is than the event loop's."""
+
+
+def _yield_to_the_loop() -> None:
+    """Lower this worker thread's CPU priority (Linux schedules threads one by one).
+
+    On a full machine the event loop then gets a core as soon as a probe arrives, instead
+    of waiting for a thread that parses a large body to use up its time slice.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_THREAD_NICENESS)
+    except OSError:  # pragma: no cover - not permitted: keep the default priority
+        log.debug("could not lower the worker threads' priority", exc_info=True)
+
+
 def _decode_predict_encode(
     decode: Callable[[bytes, int], Rows],
     encode: Callable[[Predictions], bytes],
@@ -475,16 +497,12 @@ def _oip_off_the_loop(
     body: bytes, header: str, width: int, model: Model
 ) -> tuple[bytes, int, float]:
     """A large OIP request, in a worker thread: body, JSON header length, model seconds."""
-    request = parse_oip(body, header, width)
+    request = parse_oip_in_pieces(body, header, width)
     started = time.perf_counter()
     predictions = model.predict(request.rows)
     elapsed = time.perf_counter() - started
     payload, header_length = _encode_oip_answer(predictions, model, request)
     return payload, header_length, elapsed
-
-
-class NotReadyError(Exception):
-    """Single-model mode before the model is ready (503)."""
 
 
 def _status_for(error: Exception, request_id: bytes) -> tuple[int, str]:
@@ -500,23 +518,6 @@ def _status_for(error: Exception, request_id: bytes) -> tuple[int, str]:
         return 500, f"model could not be loaded: {error}"
     log.exception("request %s failed", request_id.decode(), exc_info=error)
     return 500, f"internal error ({type(error).__name__}); request id {request_id.decode()}"
-
-
-def oip_model_name(path: str) -> str:
-    """The model name in an OIP path (names may contain '/' in multi-model mode).
-
-    >>> oip_model_name("/v2/models/churn/versions/3/infer")
-    'churn'
-    >>> oip_model_name("/v2/models/Chicago_IL/model.ubj/infer")
-    'Chicago_IL/model.ubj'
-    """
-    name = path[len("/v2/models/") :]
-    for suffix in ("/infer", "/ready", ""):
-        if suffix and name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    head, marker, _version = name.rpartition("/versions/")
-    return head if marker else name
 
 
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024

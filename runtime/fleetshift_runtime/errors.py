@@ -42,3 +42,7 @@ class NotAModelError(ModelLoadError):
     def __init__(self, detail: str, public: str) -> None:
         super().__init__(detail)
         self.public = public
+
+
+class NotReadyError(Exception):
+    """Single-model mode before the model is ready (503)."""

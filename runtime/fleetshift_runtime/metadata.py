@@ -1,12 +1,13 @@
 """The cold routes: Open Inference Protocol metadata and readiness per model, OpenAPI docs.
 
 Imported on the first request that needs it (see ``Runtime.fastapi``), so importing
-FastAPI never delays the first prediction.
+FastAPI never delays the first prediction. It does not import ``app``: what it needs
+from the runtime is the :class:`Server` protocol.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,13 +15,44 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from . import __version__
-from .app import NotReadyError, Runtime, oip_model_name
-from .codecs import INPUT_NAME, OUTPUT_NAME
-from .errors import ModelLoadError, RequestError
+from .codecs import INPUT_NAME, OUTPUT_NAME, oip_model_name
+from .errors import ModelLoadError, NotReadyError, RequestError
 from .models.base import Model
+from .models.multi import ModelCache
+from .settings import RuntimeSettings
 
 
-def metadata_app(runtime: Runtime) -> FastAPI:
+class SingleModel(Protocol):
+    """Where single-model mode's model is in its life."""
+
+    @property
+    def status(self) -> str:
+        """``loading``, ``ready`` or ``failed``."""
+        ...
+
+
+class Server(Protocol):
+    """What the cold routes need from the runtime (``app.Runtime``), named here so that
+    this module does not import ``app``, which imports it."""
+
+    settings: RuntimeSettings
+    cache: ModelCache | None
+
+    @property
+    def single(self) -> SingleModel:
+        """Single-model mode's state."""
+        ...
+
+    async def resolve_model(self, name: str | None) -> Model:
+        """The model a request addresses."""
+        ...
+
+    def width_for(self, model: Model) -> int:
+        """The endpoint's input width for ``model``."""
+        ...
+
+
+def metadata_app(runtime: Server) -> FastAPI:
     """Metadata routes (cold paths) as a FastAPI app, with OpenAPI docs at /docs."""
     app = FastAPI(
         title="Fleetshift model runtime",

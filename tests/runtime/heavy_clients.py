@@ -1,7 +1,8 @@
 """Clients that loop maximum-size requests at a runtime until stopped (a separate process).
 
-``python heavy_clients.py URL CLIENTS BODY_FILE CONTENT_TYPE``: each client thread posts
-the body to ``URL/invocations`` on its own keep-alive connection, again and again. The
+``python heavy_clients.py URL CLIENTS BODY_FILE CONTENT_TYPE [PATH]``: each client thread
+posts the body to ``URL/PATH`` (``/invocations`` by default) on its own keep-alive
+connection, again and again. The
 process prints ``started`` once every client has sent its first request, and on SIGTERM
 prints the count of answers per status as JSON. It runs apart from the test so that
 its own work never slows the probe measurements.
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 def main() -> None:
     """Loop the requests until SIGTERM; print the status counts."""
     url, clients, body_file, content_type = sys.argv[1:5]
+    path = sys.argv[5] if len(sys.argv) > 5 else "/invocations"
     with open(body_file, "rb") as handle:
         body = handle.read()
     parts = urlsplit(url)
@@ -36,7 +38,7 @@ def main() -> None:
             )
             try:
                 while not stop.is_set():
-                    connection.request("POST", "/invocations", body, {"Content-Type": content_type})
+                    connection.request("POST", path, body, {"Content-Type": content_type})
                     if first:
                         first = False
                         sent.wait()
