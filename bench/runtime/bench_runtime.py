@@ -19,7 +19,9 @@
   per request from ``/proc`` (independent of wrk's and the background's share).
 - Sections (``--sections``): ``compare`` (vs MLServer, 1 core each), ``scaling`` (1
   worker on 1 core vs 2 workers on 2 cores, wrk unpinned), ``nodelay`` (stock ``uvicorn
-  --workers 2`` on the asyncio loop vs the runtime, c=1) and ``coldstart``.
+  --workers 2`` on the asyncio loop vs the runtime, c=1), ``coldstart`` and ``probes``
+  (``/ping`` latency while wrk keeps 8 maximum-size bodies, 6 MiB, in flight: the
+  probes a kubelet sends must keep answering).
 
 Prints a table (req/s, p50, p99), RSS, time to first prediction, and on its last line the
 ratios vs. MLServer. ``--save`` also writes JSON under ``bench/results/`` (gitignored).
@@ -488,6 +490,52 @@ def print_table(title: str, results: list[Result]) -> None:
               f"{r.load1:5.2f} {r.wrk_cores:9.2f}")  # fmt: skip
 
 
+MAX_BODY_BYTES = 6 * 1024 * 1024
+"""FLEETSHIFT_MAX_REQUEST_BYTES's default (SageMaker's limit)."""
+
+
+def max_size_bodies(rows: np.ndarray) -> dict[str, tuple[str, bytes]]:
+    """Bodies just under the size limit, by format: name -> (content type, body)."""
+    json_row = json.dumps([round(float(v), 6) for v in rows[0]])
+    csv_line = csv_body(rows[:1]) + b"\n"
+    jsonl_line = json_row.encode() + b"\n"
+    count = MAX_BODY_BYTES // (len(json_row) + 1) - 20
+    return {
+        "jsonlines": ("application/jsonlines", jsonl_line * (MAX_BODY_BYTES // len(jsonl_line))),
+        "csv": ("text/csv", csv_line * (MAX_BODY_BYTES // len(csv_line))),
+        "json": (JSON_TYPE, ('{"instances": [' + ",".join([json_row] * count) + "]}").encode()),
+    }
+
+
+def probe_under_load(
+    server: Server, content_type: str, body: bytes, *, seconds: int, workdir: Path
+) -> tuple[np.ndarray, Run]:
+    """``/ping`` latencies (ms), one probe every ~20 ms, while wrk (pinned to core 1)
+    keeps 8 copies of ``body`` in flight; and wrk's run."""
+    import http.client  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    outcome: list[Run] = []
+    url = f"http://127.0.0.1:{server.port}/invocations"
+    load = threading.Thread(target=lambda: outcome.append(run_wrk(
+        url, body, content_type, concurrency=8, seconds=seconds, core="1", workdir=workdir,
+        server=server)))  # fmt: skip
+    load.start()
+    time.sleep(1.0)  # let the 8 bodies get in flight
+    latencies = []
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    while load.is_alive():
+        started = time.perf_counter()
+        connection.request("GET", "/ping")
+        response = connection.getresponse()
+        response.read()
+        latencies.append((time.perf_counter() - started) * 1e3)
+        time.sleep(0.02)
+    connection.close()
+    load.join()
+    return np.array(latencies), outcome[0]
+
+
 def find(results: list[Result], server: str, protocol: str, rows: int, conc: int) -> Result | None:
     for r in results:
         if (r.server, r.protocol, r.rows, r.concurrency) == (server, protocol, rows, conc):
@@ -501,10 +549,11 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--rows", default="1,100")
     parser.add_argument(
-        "--sections", default="compare,scaling,nodelay,coldstart",
+        "--sections", default="compare,scaling,nodelay,coldstart,probes",
         help="compare: vs MLServer, 1 core each; scaling: 1 worker on 1 core vs 2 workers "
              "on 2 cores; nodelay: stock uvicorn --workers 2 vs the runtime at c=1; "
-             "coldstart: 5 starts of 1 worker, with and without the compiled trees",
+             "coldstart: 5 starts of 1 worker, with and without the compiled trees; "
+             "probes: /ping p50/p99 while wrk keeps 8 max-size bodies in flight",
     )  # fmt: skip
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument(
@@ -661,6 +710,21 @@ def main() -> int:
                 f"{np.median(times):.2f} s ({min(times):.2f}-{max(times):.2f}), RSS "
                 f"{rss:.1f} MB"
             )  # fmt: skip
+
+    if "probes" in sections:
+        with fleetshift(model, rows, workers=1, cores="0", name="probes-1w") as server:
+            for name, (content_type, body) in max_size_bodies(rows).items():
+                pings, run = probe_under_load(
+                    server, content_type, body, seconds=max(args.seconds, 8), workdir=workdir
+                )
+                line = (
+                    f"/ping under 8 clients of {len(body) / 2**20:.1f} MiB {name}: p50 "
+                    f"{np.percentile(pings, 50):.1f} p99 {np.percentile(pings, 99):.1f} max "
+                    f"{pings.max():.1f} ms over {len(pings)} probes ({run[0]:.1f} bodies/s, "
+                    f"{run[3]} wrk errors)"
+                )
+                log(f"  {line}")
+                summary.append(line)
 
     print()
     for name, facts in servers.items():
