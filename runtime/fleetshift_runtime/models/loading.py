@@ -8,9 +8,23 @@ from pathlib import Path
 
 from ..settings import RuntimeSettings
 from ..sources import fetch_model_file, source_options
-from .xgboost_model import XGBoostModel, load_xgboost, warm_up
+from .base import Model
+from .registry import ModelOptions, load_file
 
 log = logging.getLogger(__name__)
+
+
+def model_options(settings: RuntimeSettings, name: str) -> ModelOptions:
+    """The model part of the settings."""
+    return ModelOptions(
+        name=name,
+        allow_pickle=settings.allow_pickle,
+        threads=settings.threads_per_worker(),
+        fast_predict=settings.fast_predict,
+        compiled_predict=settings.compiled_predict,
+        compiled_cache=source_options(settings).cache_dir / "compiled",
+        trees_library=Path(settings.trees_library) if settings.trees_library else None,
+    )
 
 
 def load_model(
@@ -20,20 +34,12 @@ def load_model(
     settings: RuntimeSettings,
     sha256: str = "",
     within: Path | None = None,
-) -> XGBoostModel:
-    """Fetch ``uri``, load the model and run one warm-up prediction (``within``: see
-    :func:`~fleetshift_runtime.sources.fetch_model_file`)."""
+) -> Model:
+    """Fetch ``uri``, load the model with its format's loader and warm it up
+    (``within``: see :func:`~fleetshift_runtime.sources.fetch_model_file`)."""
     started = time.perf_counter()
     path = fetch_model_file(uri, source_options(settings), sha256=sha256, within=within)
-    model = load_xgboost(
-        path,
-        name=name,
-        allow_pickle=settings.allow_pickle,
-        threads=settings.threads_per_worker(),
-        fast_predict=settings.fast_predict,
-    )
-    warm_up(model)
-    model.load_seconds = time.perf_counter() - started
+    model = load_file(path, model_options(settings, name))
     declared = settings.num_features
     if declared is not None and declared != model.num_features:
         log.warning(
@@ -44,19 +50,11 @@ def load_model(
             declared,
         )
     log.info(
-        "loaded model %r (%s, %d features, %s) from %s in %.3fs",
+        "loaded model %r (%d features, %s) from %s in %.3fs",
         name,
-        model.source_format,
         model.num_features,
         model.predictor_name,
         path,
-        model.load_seconds,
+        time.perf_counter() - started,
     )
-    if settings.compiled_predict:
-        model.compile_in_background(
-            source_options(settings).cache_dir / "compiled",
-            forest_library=Path(settings.trees_library) if settings.trees_library else None,
-        )
-    else:
-        log.info("model %r: compiled trees off (FLEETSHIFT_COMPILED_PREDICT=false)", name)
     return model

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .base import BoosterError, Predictions, Rows
 from .booster import Booster, open_booster
 from .compiled import CompiledPredictor, UnsupportedModelError, compile_validated
 from .formats import ModelFormat, detect_format
+
+if TYPE_CHECKING:
+    from .registry import ModelOptions
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,25 @@ def load_xgboost(
         load_seconds=0.0,
     )
     model.load_seconds = time.perf_counter() - started
+    return model
+
+
+def load_xgboost_model(path: Path, fmt: ModelFormat, options: ModelOptions) -> XGBoostModel:
+    """The registry's loader for XGBoost's formats: load, warm up, and start building
+    the compiled trees in the background when they are on."""
+    del fmt  # load_xgboost reads the format from the bytes it reads anyway
+    model = load_xgboost(
+        path,
+        name=options.name,
+        allow_pickle=options.allow_pickle,
+        threads=options.threads,
+        fast_predict=options.fast_predict,
+    )
+    warm_up(model)
+    if options.compiled_predict:
+        model.compile_in_background(options.compiled_cache, forest_library=options.trees_library)
+    else:
+        log.info("model %r: compiled trees off (FLEETSHIFT_COMPILED_PREDICT=false)", model.name)
     return model
 
 
