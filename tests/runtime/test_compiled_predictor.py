@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fleetshift_runtime.models import compiled
-from fleetshift_runtime.models.compiled import UnsupportedModelError, compile_validated
+from fleetshift_runtime.models.compiled import UnsupportedModelError, compile_validated, ensemble
 from fleetshift_runtime.models.xgboost_model import load_xgboost
 from support.runtime_kit import (
     RuntimeProcess,
@@ -69,7 +69,7 @@ def test_compiled_trees_match_inplace_predict(tmp_path: Path, objective: str) ->
 def test_deep_trees_use_nested_ifs_and_match_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(compiled, "MAX_TABLE_DEPTH", 2)
+    monkeypatch.setattr(ensemble, "MAX_TABLE_DEPTH", 2)
     model = train_model(features=12, trees=30, depth=6)
     source, _ = compiled.generate_c(compiled.parse(model.native()))
     assert "static inline float tree_0" in source
@@ -221,7 +221,7 @@ def test_prebuilt_forest_library_matches_inplace_predict_without_a_compiler(
 def test_prebuilt_forest_library_refuses_trees_too_deep_for_tables(
     forest_library: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(compiled, "MAX_TABLE_DEPTH", 2)
+    monkeypatch.setattr(ensemble, "MAX_TABLE_DEPTH", 2)
     model = train_model(features=12, trees=30, depth=6)
     with pytest.raises(UnsupportedModelError, match="too deep for the prebuilt forest library"):
         compile_validated(model.native(), Path("/unused"), forest_library=forest_library)

@@ -63,3 +63,18 @@ def test_a_loader_plugged_into_the_registry_loads_its_format(
     )
     assert model.predictor_name == "stub"
     assert seen == [(tmp_path / "model.json", "json", "m")]
+
+
+def test_the_compiled_trees_keep_one_concern_per_module() -> None:
+    folder = PACKAGE / "models" / "compiled"
+    assert not (PACKAGE / "models" / "compiled.py").exists()
+    modules = {path.name: len(path.read_text().splitlines()) for path in folder.glob("*.py")}
+    assert set(modules) == {
+        "__init__.py",  # the validation against XGBoost
+        "__main__.py",  # the CLI that builds the prebuilt forest library
+        "ensemble.py",  # the booster's JSON dump, checked
+        "codegen.py",  # C for one model
+        "libraries.py",  # the ctypes interface
+        "build.py",  # compiling and the trust checks
+    }
+    assert max(modules.values()) < 250, modules
