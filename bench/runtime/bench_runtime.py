@@ -557,6 +557,12 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument(
+        "--before",
+        default="",
+        help="a runtime source folder (a checkout's runtime/) to measure in the same run as "
+        "fleetshift-1w-before, beside the current code (compare and probes sections)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=5, help="rounds per configuration; medians are reported"
     )
     parser.add_argument("--save", action="store_true", help="write bench/results/*.json")
@@ -601,6 +607,11 @@ def main() -> int:
                 targets.append(oip_target(ml, "predict", "1"))
             one = stack.enter_context(fleetshift(model, rows, workers=1, cores="0"))
             targets += [oip_target(one, "input-0", "1"), csv_target(one, "1")]
+            if args.before:
+                before = stack.enter_context(fleetshift(
+                    model, rows, workers=1, cores="0", name="fleetshift-1w-before",
+                    extra_env={"PYTHONPATH": args.before}))  # fmt: skip
+                targets += [oip_target(before, "input-0", "1"), csv_target(before, "1")]
             if forest_library is not None:  # the image's configuration: no compiler
                 image = stack.enter_context(fleetshift(
                     model, rows, workers=1, cores="0", name="fleetshift-1w-forest",
@@ -630,6 +641,16 @@ def main() -> int:
             if baked and prebuilt:
                 summary.append(f"forest library vs per-model build csv/{rows_}row/c8 "
                                f"{prebuilt.rps / baked.rps:.2f}x")  # fmt: skip
+        for protocol in ("oip", "csv"):
+            for rows_ in row_counts:
+                for conc in levels:
+                    now = find(results, "fleetshift-1w", protocol, rows_, conc)
+                    then = find(results, "fleetshift-1w-before", protocol, rows_, conc)
+                    if now and then:
+                        summary.append(
+                            f"now/before {protocol}/{rows_}row/c{conc} {now.rps / then.rps:.2f}x "
+                            f"(p99 {now.p99_ms:.2f} vs {then.p99_ms:.2f} ms)"
+                        )
         single = find(results, "fleetshift-1w", "csv", 1, 1)
         if single:
             summary.append(f"csv/1row/c1 vs raw inplace_predict {single.rps / raw_rate:.2f}x")
@@ -711,14 +732,17 @@ def main() -> int:
                 f"{rss:.1f} MB"
             )  # fmt: skip
 
-    if "probes" in sections:
-        with fleetshift(model, rows, workers=1, cores="0", name="probes-1w") as server:
+    probe_servers: dict[str, dict[str, str]] = {"probes-1w": {}}
+    if args.before:
+        probe_servers["probes-1w-before"] = {"PYTHONPATH": args.before}
+    for label, extra in probe_servers.items() if "probes" in sections else ():
+        with fleetshift(model, rows, workers=1, cores="0", name=label, extra_env=extra) as server:
             for name, (content_type, body) in max_size_bodies(rows).items():
                 pings, run = probe_under_load(
                     server, content_type, body, seconds=max(args.seconds, 8), workdir=workdir
                 )
                 line = (
-                    f"/ping under 8 clients of {len(body) / 2**20:.1f} MiB {name}: p50 "
+                    f"{label}: /ping under 8 clients of {len(body) / 2**20:.1f} MiB {name}: p50 "
                     f"{np.percentile(pings, 50):.1f} p99 {np.percentile(pings, 99):.1f} max "
                     f"{pings.max():.1f} ms over {len(pings)} probes ({run[0]:.1f} bodies/s, "
                     f"{run[3]} wrk errors)"
