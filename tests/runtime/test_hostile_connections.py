@@ -197,3 +197,19 @@ def test_slow_clients_cannot_use_up_the_file_descriptors(
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_the_limits_hold_in_every_worker_of_several(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: pytest.TempPathFactory
+) -> None:
+    path = churn_model.save(tmp_path / "model.ubj")  # type: ignore[operator]
+    server = start_runtime(
+        MODEL_URI=str(path), WORKERS="2", MAX_HEADER_BYTES="4096", HEADER_TIMEOUT_SECONDS="1"
+    )
+    for _ in range(6):  # connections land on either worker
+        with _connect(server) as sock:
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000)
+            assert _status(_read_until_closed(sock, timeout=10)) == 431
+        with _connect(server) as sock:
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+            assert _status(_read_until_closed(sock, timeout=10)) == 408
