@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -155,21 +156,27 @@ async def run_endpoint(
     name: str,
     stopped: kopf.DaemonStopped,
     memo: Any,
-    **indexes: Any,
+    **kwargs: Any,
 ) -> None:
-    """Reconcile one Endpoint until it is deleted or the operator stops. Its children
-    are observed from the watch-fed indexes below, which kopf passes by name (it starts
-    no handler before they hold the first listing), so a reconcile reads only the
-    Endpoint itself."""
+    """Reconcile one Endpoint until it is deleted or the operator stops.
+
+    Its children are observed from the watch-fed indexes below, which kopf passes by
+    name (it starts no handler before they hold the first listing). The Endpoint itself
+    is read from the apiserver after a reconcile that wrote its status (so the next one
+    starts from what was written), and otherwise taken from kopf's live ``body``, which
+    its watch keeps current: an Endpoint at rest costs no request per resync.
+    """
     kube: Kube = memo["kube"]
     observer = IndexedObserver(
-        indexes["fleet_deployments"],
-        indexes["fleet_pods"],
+        kwargs["fleet_deployments"],
+        kwargs["fleet_pods"],
         {
-            "Service": indexes["fleet_services"],
-            "HorizontalPodAutoscaler": indexes["fleet_hpas"],
+            "Service": kwargs["fleet_services"],
+            "HorizontalPodAutoscaler": kwargs["fleet_hpas"],
         },
     )
+    live: kopf.Body | None = kwargs.get("body")
+    fresh_read_needed = True
     assert namespace is not None, "Endpoints are namespaced"
     wake = _wake(namespace, name)
     streak = _Streak(kube, namespace, name)
@@ -177,7 +184,11 @@ async def run_endpoint(
         wake.clear()
         endpoint: dict[str, Any] | None = None
         try:
-            endpoint = await kube.get_endpoint(namespace, name)
+            if fresh_read_needed or live is None:
+                endpoint = await kube.get_endpoint(namespace, name)
+            else:
+                endpoint = json.loads(json.dumps(dict(live)))
+            fresh_read_needed = True
             if endpoint is None:
                 # Deleted (kopf stops this daemon next), or an API server that has just
                 # started and serves no custom resources yet: look again soon.
@@ -199,6 +210,7 @@ async def run_endpoint(
             delay = await streak.failed(error, endpoint)
         else:
             metrics.RECONCILES.labels("ok").inc()
+            fresh_read_needed = outcome.wrote_status
             streak.succeeded()
             _report(endpoint, outcome)
             _log_phase(outcome, streak.about)

@@ -46,6 +46,8 @@ class Outcome:
 
     plan: Plan
     previous_status: EndpointStatus
+    wrote_status: bool = True
+    """False when the status was already what the plan says (nothing was written)."""
 
 
 def observe_fleets(
@@ -148,9 +150,10 @@ async def reconcile_endpoint(
     plan = plan_endpoint(spec, status, observed, now)
     await apply_plan(kube, endpoint, spec, plan, deployments, pods, observer)
     written = plan.status.model_dump(mode="json", exclude_none=True)
-    if written != raw_status:
+    changed = written != raw_status
+    if changed:
         await kube.replace_status(namespace, name, written)
-    return Outcome(plan=plan, previous_status=status or EndpointStatus())
+    return Outcome(plan=plan, previous_status=status or EndpointStatus(), wrote_status=changed)
 
 
 def _ca_file(bundle: str) -> str:
