@@ -96,6 +96,34 @@ def response_format(accept: str, request: str) -> str:
     raise RequestError(406, f"cannot answer in {accept!r}; Accept one of {SUPPORTED}")
 
 
+FP32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_fp32(values: npt.NDArray[Any], noun: str) -> Rows:
+    """Rows as float32, in which the model computes, or a 400 naming the first finite
+    value that float32 cannot hold (it would silently become infinity).
+
+    >>> _as_fp32(np.array([[1.0, 1e39]]), "row")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fleetshift_runtime.errors.RequestError: row 1, column 2: 1e+39 is beyond FP32 (...
+    """
+    with np.errstate(over="ignore"):
+        rows = values.astype(np.float32, copy=False)
+    if rows is not values:
+        overflow = np.isinf(rows)
+        if overflow.any():
+            overflow &= np.isfinite(values)
+            if overflow.any():
+                r, c = (int(i) for i in np.argwhere(overflow)[0])
+                raise RequestError(
+                    400,
+                    f"{noun} {r + 1}, column {c + 1}: {values[r, c].item()!r} is beyond FP32 "
+                    f"(magnitudes up to {FP32_MAX:.2g}), in which the model computes",
+                )
+    return rows
+
+
 def _wrong_width(row: int, got: int, width: int, noun: str = "row") -> RequestError:
     return RequestError(
         400, f"{noun} {row} has {got} values; this endpoint takes {width} features per row"
@@ -124,8 +152,8 @@ def parse_csv(body: bytes, width: int) -> Rows:
             raise _wrong_width(1, cells, width)
         flat, rows = text, 1
     values = _parse_plain_numbers(flat)
-    if values is None or values.size != rows * width:
-        return _parse_csv_cells(text, width)
+    if values is None or values.size != rows * width or np.isinf(values).any():
+        return _parse_csv_cells(text, width)  # infinity here is an overflow: explained there
     return values.reshape(rows, width)
 
 
@@ -143,7 +171,8 @@ def _parse_plain_numbers(flat: bytes) -> Rows | None:
     if flat.translate(None, _NUMBER_BYTES):
         return None
     try:
-        return np.array(orjson.loads(b"[" + flat + b"]"), dtype=np.float32)
+        with np.errstate(over="ignore"):
+            return np.array(orjson.loads(b"[" + flat + b"]"), dtype=np.float32)
     except (orjson.JSONDecodeError, OverflowError, TypeError, ValueError):
         return None
 
@@ -176,7 +205,7 @@ def _parse_csv_cells(text: bytes, width: int) -> Rows:
     except ValueError:
         _explain_bad_cell(lines)
         raise  # pragma: no cover - _explain_bad_cell always raises here
-    return np.array(values, dtype=np.float32).reshape(len(lines), width)
+    return _as_fp32(np.array(values).reshape(len(lines), width), "row")
 
 
 def _explain_bad_cell(lines: list[str]) -> None:
@@ -215,25 +244,35 @@ def _check_width(rows: Rows, width: int) -> Rows:
 
 def _rows_slowly(instances: list[Any], width: int, where: str) -> Rows:
     matrix = np.empty((len(instances), width), dtype=np.float32)
-    for r, instance in enumerate(instances):
-        row = instance.get("features") if isinstance(instance, dict) else instance
-        if not isinstance(row, list):
-            raise RequestError(
-                400, f'{where} {r + 1} is not a list of numbers (or {{"features": [...]}})'
-            )
-        if len(row) != width:
-            raise _wrong_width(r + 1, len(row), width, "line" if where == "line" else "row")
-        for c, cell in enumerate(row):
-            if cell is None:
-                matrix[r, c] = np.nan
-            elif isinstance(cell, bool) or not isinstance(cell, int | float):
+    with np.errstate(over="ignore"):  # an overflow is found below and explained
+        for r, instance in enumerate(instances):
+            row = instance.get("features") if isinstance(instance, dict) else instance
+            if not isinstance(row, list):
                 raise RequestError(
-                    400,
-                    f"{where} {r + 1}, column {c + 1}: {orjson.dumps(cell).decode()[:40]} is "
-                    f"not a number",
+                    400, f'{where} {r + 1} is not a list of numbers (or {{"features": [...]}})'
                 )
-            else:
-                matrix[r, c] = cell
+            if len(row) != width:
+                raise _wrong_width(r + 1, len(row), width, "line" if where == "line" else "row")
+            for c, cell in enumerate(row):
+                if cell is None:
+                    matrix[r, c] = np.nan
+                elif isinstance(cell, bool) or not isinstance(cell, int | float):
+                    raise RequestError(
+                        400,
+                        f"{where} {r + 1}, column {c + 1}: {orjson.dumps(cell).decode()[:40]} "
+                        "is not a number",
+                    )
+                else:
+                    matrix[r, c] = cell
+    overflow = np.isinf(matrix)
+    if overflow.any():  # JSON holds no infinity: this one is an overflow
+        r, c = (int(i) for i in np.argwhere(overflow)[0])
+        row = instances[r].get("features") if isinstance(instances[r], dict) else instances[r]
+        raise RequestError(
+            400,
+            f"{where} {r + 1}, column {c + 1}: {row[c]!r} is beyond FP32 (magnitudes up to "
+            f"{FP32_MAX:.2g}), in which the model computes",
+        )
     return matrix
 
 
@@ -258,7 +297,7 @@ def _matrix(instances: Any, width: int, body: bytes, where: str) -> Rows:
                 raise RequestError(
                     400, f"rows must be flat lists of numbers; got a {array.ndim}-D array"
                 )
-            return _check_width(array.astype(np.float32, copy=False), width)
+            return _as_fp32(_check_width(array, width), where)
     return _rows_slowly(instances, width, where)
 
 
@@ -305,7 +344,7 @@ def parse_jsonlines(body: bytes, width: int) -> Rows:
             and array.ndim == 2
             and array.shape[1] == width
         ):
-            return array.astype(np.float32, copy=False)
+            return _as_fp32(array, "line")
     return _rows_slowly(rows, width, "line")
 
 
@@ -374,8 +413,7 @@ def _json_rows_in_pieces(body: bytes, width: int) -> Rows | None:
     values = _numbers_in_pieces(body, start, stop, nested=True)
     if values is None or values.shape[1] != width:
         return None
-    rows: Rows = values.astype(np.float32, copy=False)
-    return rows
+    return _as_fp32(values, "instance")
 
 
 def _numbers_in_pieces(body: bytes, start: int, stop: int, *, nested: bool) -> Any:

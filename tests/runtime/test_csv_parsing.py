@@ -41,9 +41,14 @@ def _reference(body: bytes, width: int) -> list[list[float]] | None:
             if "_" in cell:
                 return None
             try:
-                row.append(float(np.float32(float(cell))))
+                value = float(cell)
             except ValueError:
                 return None
+            with np.errstate(over="ignore"):
+                as_fp32 = float(np.float32(value))
+            if math.isinf(as_fp32) and math.isfinite(value):
+                return None  # beyond FP32, in which the model computes: a 400
+            row.append(as_fp32)
         rows.append(row)
     return rows
 
@@ -112,6 +117,16 @@ def test_a_blank_csv_cell_is_missing_not_minus_one(body: bytes) -> None:
 def test_a_blank_line_in_a_one_feature_body_is_a_400_not_a_missing_row() -> None:
     with pytest.raises(RequestError, match="line 2 is empty"):
         parse_csv(b"1\n \n2", 1)
+
+
+@pytest.mark.parametrize("body", [b"1,1e39,3", b"1,-3.5e38,3", b".5,1e39,3"])
+def test_a_number_beyond_fp32_is_a_400_not_infinity(body: bytes) -> None:
+    with pytest.raises(RequestError, match=r"row 1, column 2: .* is beyond FP32"):
+        parse_csv(body, 3)
+
+
+def test_an_explicit_infinity_is_infinity() -> None:
+    assert parse_csv(b"1,inf,-inf", 3).tolist() == [[1.0, math.inf, -math.inf]]
 
 
 def test_an_underscore_in_a_number_is_a_400_not_python_digit_grouping() -> None:

@@ -67,6 +67,9 @@ CASES = [
     Malformed("csv-non-numeric-cell", 400, "row 1, column 3: 'abc' is not a number", ("1,2,abc," + ",".join(["1"] * 17)).encode(), csv("")),
     Malformed("csv-header-row", 400, "header row", (",".join(f"f{i}" for i in range(20)) + f"\n{ROW}").encode(), csv("")),
     Malformed("csv-not-utf8", 400, "not UTF-8", b"\xff\xfe," + b",".join([b"1"] * 19), csv("")),
+    Malformed("csv-beyond-fp32", 400, "row 1, column 1: 1e+39 is beyond FP32", ("1e39," + ",".join(["1"] * 19)).encode(), csv("")),
+    Malformed("json-beyond-fp32", 400, "instance 1, column 2: 1e+39 is beyond FP32", json.dumps({"instances": [[1, 1e39, *[1] * 18]]}).encode(), JSON),
+    Malformed("jsonlines-beyond-fp32", 400, "line 1, column 1: -1e+39 is beyond FP32", json.dumps([-1e39, *[1] * 19]).encode(), JSONL),
     Malformed("csv-trailing-comma", 400, "row 1 has 21 values", (ROW + ",").encode(), csv("")),
     # --- content negotiation and size ---------------------------------------------------
     Malformed("missing-content-type", 415, "missing Content-Type", ROW.encode()),
