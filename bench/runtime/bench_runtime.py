@@ -494,21 +494,26 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 """FLEETSHIFT_MAX_REQUEST_BYTES's default (SageMaker's limit)."""
 
 
-def max_size_bodies(rows: np.ndarray) -> dict[str, tuple[str, bytes]]:
-    """Bodies just under the size limit, by format: name -> (content type, body)."""
+def max_size_bodies(rows: np.ndarray) -> dict[str, tuple[str, str, bytes]]:
+    """Bodies just under the size limit, by format: name -> (path, content type, body)."""
     json_row = json.dumps([round(float(v), 6) for v in rows[0]])
     csv_line = csv_body(rows[:1]) + b"\n"
     jsonl_line = json_row.encode() + b"\n"
     count = MAX_BODY_BYTES // (len(json_row) + 1) - 20
+    data = "[" + ",".join([json_row] * count) + "]"
+    tensor = {"name": "input-0", "shape": [count, FEATURES], "datatype": "FP32", "data": []}
+    oip = json.dumps({"inputs": [tensor]}).replace("[]", data, 1)
     return {
-        "jsonlines": ("application/jsonlines", jsonl_line * (MAX_BODY_BYTES // len(jsonl_line))),
-        "csv": ("text/csv", csv_line * (MAX_BODY_BYTES // len(csv_line))),
-        "json": (JSON_TYPE, ('{"instances": [' + ",".join([json_row] * count) + "]}").encode()),
-    }
+        "jsonlines": ("/invocations", "application/jsonlines",
+                      jsonl_line * (MAX_BODY_BYTES // len(jsonl_line))),
+        "csv": ("/invocations", "text/csv", csv_line * (MAX_BODY_BYTES // len(csv_line))),
+        "json": ("/invocations", JSON_TYPE, ('{"instances": ' + data + "}").encode()),
+        "oip-json": ("/v2/models/model/infer", JSON_TYPE, oip.encode()),
+    }  # fmt: skip
 
 
 def probe_under_load(
-    server: Server, content_type: str, body: bytes, *, seconds: int, workdir: Path
+    server: Server, path: str, content_type: str, body: bytes, *, seconds: int, workdir: Path
 ) -> tuple[np.ndarray, Run]:
     """``/ping`` latencies (ms), one probe every ~20 ms, while wrk (pinned to core 1)
     keeps 8 copies of ``body`` in flight; and wrk's run."""
@@ -516,7 +521,7 @@ def probe_under_load(
     import threading  # noqa: PLC0415
 
     outcome: list[Run] = []
-    url = f"http://127.0.0.1:{server.port}/invocations"
+    url = f"http://127.0.0.1:{server.port}{path}"
     load = threading.Thread(target=lambda: outcome.append(run_wrk(
         url, body, content_type, concurrency=8, seconds=seconds, core="1", workdir=workdir,
         server=server)))  # fmt: skip
@@ -737,9 +742,9 @@ def main() -> int:
         probe_servers["probes-1w-before"] = {"PYTHONPATH": args.before}
     for label, extra in probe_servers.items() if "probes" in sections else ():
         with fleetshift(model, rows, workers=1, cores="0", name=label, extra_env=extra) as server:
-            for name, (content_type, body) in max_size_bodies(rows).items():
+            for name, (path, content_type, body) in max_size_bodies(rows).items():
                 pings, run = probe_under_load(
-                    server, content_type, body, seconds=max(args.seconds, 8), workdir=workdir
+                    server, path, content_type, body, seconds=max(args.seconds, 8), workdir=workdir
                 )
                 line = (
                     f"{label}: /ping under 8 clients of {len(body) / 2**20:.1f} MiB {name}: p50 "
