@@ -71,7 +71,11 @@ class Batcher:
             _resolve(group, _run(group))
             return
         loop = asyncio.get_running_loop()
-        outcome = loop.run_in_executor(self._executor, _run, group)
+        try:
+            outcome = loop.run_in_executor(self._executor, _run, group)
+        except RuntimeError as error:  # the pool is shut down: the server is stopping
+            _resolve(group, error)
+            return
         outcome.add_done_callback(lambda done: _resolve(group, done.result()))
 
 
