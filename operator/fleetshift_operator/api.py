@@ -127,7 +127,32 @@ class TrafficRouting(_Model):
     )
 
 
-class BlueGreen(_Model):
+_PROVISIONING_WITHIN_DEADLINE = cel(
+    "!has(self.provisioningTimeoutSeconds) || !has(self.maximumExecutionTimeoutSeconds)"
+    " || self.provisioningTimeoutSeconds <= self.maximumExecutionTimeoutSeconds",
+    "provisioningTimeoutSeconds must not exceed maximumExecutionTimeoutSeconds",
+    ".provisioningTimeoutSeconds",
+)
+
+
+class _Deadlines(_Model):
+    """The two clocks every deployment runs against, whatever its strategy."""
+
+    maximumExecutionTimeoutSeconds: Annotated[
+        int, Field(ge=MIN_EXECUTION_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
+    ] = 3600
+    """The deadline of the whole deployment; past it the deployment rolls back. With
+    blue/green it must exceed the sum of all waits."""
+    provisioningTimeoutSeconds: Annotated[
+        int, Field(ge=MIN_PROVISIONING_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
+    ] = DEFAULT_PROVISIONING_TIMEOUT_SECONDS
+    """How long a new fleet (or batch) may take to become Ready; past it the deployment
+    rolls back (a first deployment fails) and says what held the pods (Pending,
+    Unschedulable, an image pull, a quota). At most ``maximumExecutionTimeoutSeconds``;
+    as long as it, the deadline alone applies."""
+
+
+class BlueGreen(_Deadlines):
     """Stand up a green fleet beside the blue one, then shift traffic to it."""
 
     trafficRouting: TrafficRouting = Field(default_factory=TrafficRouting)
@@ -135,29 +160,11 @@ class BlueGreen(_Model):
     terminationWaitSeconds: Annotated[int, Field(ge=0, le=MAX_WAIT_SECONDS)] = 0
     """How long blue is kept after green has all the traffic; a breach in this time
     still rolls back."""
-    maximumExecutionTimeoutSeconds: Annotated[
-        int, Field(ge=MIN_EXECUTION_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
-    ] = 3600
-    """The deadline of the whole deployment; past it the deployment rolls back.
-    It must exceed the sum of all waits."""
-    provisioningTimeoutSeconds: Annotated[
-        int, Field(ge=MIN_PROVISIONING_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
-    ] = DEFAULT_PROVISIONING_TIMEOUT_SECONDS
-    """How long a new fleet (or batch) may take to become Ready; past it the deployment
-    rolls back (a first deployment fails) and says what held the pods (Pending,
-    Unschedulable, an image pull, a quota). At most ``maximumExecutionTimeoutSeconds``."""
 
-    model_config = _rules(
-        cel(
-            "!has(self.provisioningTimeoutSeconds) || !has(self.maximumExecutionTimeoutSeconds)"
-            " || self.provisioningTimeoutSeconds <= self.maximumExecutionTimeoutSeconds",
-            "provisioningTimeoutSeconds must not exceed maximumExecutionTimeoutSeconds",
-            ".provisioningTimeoutSeconds",
-        ),
-    )
+    model_config = _rules(_PROVISIONING_WITHIN_DEADLINE)
 
 
-class Rolling(_Model):
+class Rolling(_Deadlines):
     """Replace capacity in batches, in place, instead of standing up a full green fleet."""
 
     maximumBatchSize: CapacitySize
@@ -166,24 +173,9 @@ class Rolling(_Model):
     """The bake after each batch."""
     rollbackMaximumBatchSize: CapacitySize | None = None
     """How much capacity a rollback restores per batch (default: all at once)."""
-    maximumExecutionTimeoutSeconds: Annotated[
-        int, Field(ge=MIN_EXECUTION_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
-    ] = 3600
-    """The deadline of the whole deployment; past it the deployment rolls back."""
-    provisioningTimeoutSeconds: Annotated[
-        int, Field(ge=MIN_PROVISIONING_TIMEOUT_SECONDS, le=MAX_EXECUTION_TIMEOUT_SECONDS)
-    ] = DEFAULT_PROVISIONING_TIMEOUT_SECONDS
-    """How long a new fleet (or batch) may take to become Ready; past it the deployment
-    rolls back (a first deployment fails) and says what held the pods (Pending,
-    Unschedulable, an image pull, a quota). At most ``maximumExecutionTimeoutSeconds``."""
 
     model_config = _rules(
-        cel(
-            "!has(self.provisioningTimeoutSeconds) || !has(self.maximumExecutionTimeoutSeconds)"
-            " || self.provisioningTimeoutSeconds <= self.maximumExecutionTimeoutSeconds",
-            "provisioningTimeoutSeconds must not exceed maximumExecutionTimeoutSeconds",
-            ".provisioningTimeoutSeconds",
-        ),
+        _PROVISIONING_WITHIN_DEADLINE,
         cel(
             "self.maximumBatchSize.type != 'CapacityPercent'"
             " || (self.maximumBatchSize.value >= 5 && self.maximumBatchSize.value <= 50)",

@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.resources.core_v1 import Pod
-from lightkube.types import PatchType
 
 from cli.argocd_health import evaluate_health
 from cli.helpers import (
@@ -28,6 +26,7 @@ from support.operator_process import (
     OperatorProcess,
     annotate,
     endpoint_manifest,
+    make_unready,
     read_endpoint,
     revision_of,
     set_spec,
@@ -157,32 +156,6 @@ def test_a_crash_looping_first_deployment_is_degraded(
     health = evaluate_health(failed)
     assert health["status"] == "Degraded"
     assert "CrashLoopBackOff" in health["message"]
-
-
-def make_unready(kube: Client, namespace: str, revision: str) -> None:
-    """Take every pod of a fleet out of Ready; kwok leaves pods marked custom alone."""
-    pods = kube.list(Pod, namespace=namespace, labels={"fleetshift.dev/revision": revision})
-    for pod in pods:
-        assert pod.metadata is not None and pod.metadata.name is not None
-        name = pod.metadata.name
-        kube.patch(
-            Pod,
-            name,
-            {"metadata": {"annotations": {"kwok.x-k8s.io/status": "custom"}}},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
-        conditions = [
-            {"type": "Ready", "status": "False"},
-            {"type": "ContainersReady", "status": "False"},
-        ]
-        kube.patch(
-            Pod.Status,
-            name,
-            {"status": {"conditions": conditions}},
-            namespace=namespace,
-            patch_type=PatchType.STRATEGIC,
-        )
 
 
 def test_a_blocked_rollback_is_degraded(

@@ -9,8 +9,6 @@ from typing import Any
 
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Pod
-from lightkube.types import PatchType
 
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.api import Variant
@@ -19,6 +17,7 @@ from support.operator_process import (
     OperatorProcess,
     deployments_of,
     endpoint_manifest,
+    make_unready,
     serving_by_revision,
     set_spec,
     status_of,
@@ -124,29 +123,6 @@ def test_adding_a_variant_serves_it_without_redeploying_the_champion(
     )
 
 
-def _make_unready(kube: Client, namespace: str, pod: Pod) -> None:
-    assert pod.metadata is not None and pod.metadata.name is not None
-    name = pod.metadata.name
-    kube.patch(
-        Pod,
-        name,
-        {"metadata": {"annotations": {"kwok.x-k8s.io/status": "custom"}}},
-        namespace=namespace,
-        patch_type=PatchType.MERGE,
-    )
-    conditions = [
-        {"type": kind, "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}
-        for kind in ("Ready", "ContainersReady")
-    ]
-    kube.patch(
-        Pod.Status,
-        name,
-        {"status": {"conditions": conditions}},
-        namespace=namespace,
-        patch_type=PatchType.STRATEGIC,
-    )
-
-
 def test_an_endpoint_whose_pods_all_go_unready_is_out_of_service_not_healthy(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
@@ -157,8 +133,7 @@ def test_an_endpoint_whose_pods_all_go_unready_is_out_of_service_not_healthy(
         timeout=60,
         message="InService",
     )
-    for pod in kube.list(Pod, namespace=namespace, labels={"fleetshift.dev/endpoint": NAME}):
-        _make_unready(kube, namespace, pod)
+    make_unready(kube, namespace, revision(main))
     wait_for(
         lambda: status_of(kube, NAME, namespace).get("phase") == "OutOfService",
         timeout=30,

@@ -156,3 +156,29 @@ def revision_of(spec: dict[str, Any]) -> str:
     """The revision the operator computes for the first variant of an Endpoint ``spec``
     (a plain dict)."""
     return calculate_revision(api.EndpointSpec.model_validate(spec).variants[0])
+
+
+def make_unready(kube: Client, namespace: str, revision: str) -> None:
+    """Take every pod of a fleet out of Ready; kwok leaves pods marked custom alone."""
+    pods = kube.list(Pod, namespace=namespace, labels={"fleetshift.dev/revision": revision})
+    for pod in pods:
+        assert pod.metadata is not None and pod.metadata.name is not None
+        name = pod.metadata.name
+        kube.patch(
+            Pod,
+            name,
+            {"metadata": {"annotations": {"kwok.x-k8s.io/status": "custom"}}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+        conditions = [
+            {"type": "Ready", "status": "False"},
+            {"type": "ContainersReady", "status": "False"},
+        ]
+        kube.patch(
+            Pod.Status,
+            name,
+            {"status": {"conditions": conditions}},
+            namespace=namespace,
+            patch_type=PatchType.STRATEGIC,
+        )

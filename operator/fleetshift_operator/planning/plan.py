@@ -32,6 +32,7 @@ from fleetshift_operator.api import (
 from fleetshift_operator.planning.context import Actions, VariantDraft
 from fleetshift_operator.planning.names import calculate_revision, fleet_name
 from fleetshift_operator.planning.status import (
+    ROLLOUT_FIELDS,
     SPLIT_TOLERANCE_POINTS,
     append_history,
     calculate_phase,
@@ -43,20 +44,6 @@ from fleetshift_operator.planning.strategy import strategy_for
 from fleetshift_operator.planning.times import format_time, parse_time, stamp_after
 from fleetshift_operator.planning.types import Event, FleetPlan, Observed, Plan
 from fleetshift_operator.planning.variant import plan_variant
-
-_MIGRATED = (
-    "activeRevision",
-    "candidateRevision",
-    "step",
-    "deploymentStartedAt",
-    "deadline",
-    "rollbackReason",
-    "rolledBackRevision",
-    "lastDeployment",
-    "alarms",
-    "inconclusiveStreak",
-    "rollbackCause",
-)
 
 
 def plan_endpoint(
@@ -124,7 +111,7 @@ def _adopt_endpoint_wide_status(status: EndpointStatus, spec: EndpointSpec) -> N
         VariantStatus(
             name=variant.name,
             phase=phase if phase != "Deleting" else None,
-            **{field: getattr(status, field) for field in _MIGRATED},
+            **{field: getattr(status, field) for field in ROLLOUT_FIELDS},
         )
         for variant in spec.variants
     ]

@@ -83,7 +83,7 @@ def focus_variant(variants: Sequence[VariantStatus]) -> VariantStatus | None:
     return variants[0] if variants else None
 
 
-_SUMMARY = (
+ROLLOUT_FIELDS = (
     "activeRevision",
     "candidateRevision",
     "greenTrafficPercent",
@@ -97,13 +97,14 @@ _SUMMARY = (
     "inconclusiveStreak",
     "rollbackCause",
 )
+"""The rollout fields a variant has and the endpoint's top level repeats."""
 
 
 def summarise(status: EndpointStatus) -> None:
     """Copy the focus variant's rollout fields to the top level."""
     focus = focus_variant(status.variants)
     status.variant = focus.name if focus else None
-    for field in _SUMMARY:
+    for field in ROLLOUT_FIELDS:
         value = getattr(focus, field) if focus is not None else None
         if value is None and field in ("greenTrafficPercent", "inconclusiveStreak"):
             value = 0
