@@ -8,7 +8,10 @@ import time
 from typing import Any
 
 from lightkube import Client
+from lightkube.models.core_v1 import ResourceQuotaSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import ResourceQuota
 
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.api import Variant
@@ -187,3 +190,42 @@ def test_green_pods_that_cannot_be_scheduled_show_at_once_and_roll_back_at_the_t
         timeout=30,
         message="the stuck green fleet deleted",
     )
+
+
+def test_green_pods_refused_by_a_quota_say_so_in_degraded(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    main = variant("main", "s3://models/churn/v1", replicas=2)
+    kube.create(endpoint_manifest(NAME, namespace, {"variants": [main]}))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="InService",
+    )
+    kube.create(
+        ResourceQuota(
+            metadata=ObjectMeta(name="two-pods", namespace=namespace),
+            spec=ResourceQuotaSpec(hard={"pods": "2"}),
+        )
+    )
+    wait_for(
+        lambda: any(
+            q.status and q.status.hard for q in kube.list(ResourceQuota, namespace=namespace)
+        ),
+        timeout=30,
+        message="the quota counted",
+    )
+    update = {**main, "model": {"uri": "s3://models/churn/v2"}}
+    set_spec(kube, NAME, namespace, {"variants": [update]})
+    wait_for(
+        lambda: (
+            "exceeded quota"
+            in condition(status_of(kube, NAME, namespace), "Degraded").get("message", "")
+        ),
+        timeout=30,
+        message="Degraded names the exceeded quota",
+    )
+    status = status_of(kube, NAME, namespace)
+    assert status["phase"] == "Updating"
+    assert condition(status, "Degraded")["reason"] == "PodsNotReady"
+    assert serving_by_revision(kube, namespace, NAME) == {revision(main): 2}
