@@ -38,6 +38,8 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
 """kwok's fake pod IPs: bookkeeping only, like ClusterIPs."""
 DEFAULT_NODES = 3
+CONTROLLER_MANAGER_QPS = 100
+"""Requests per second each controller of the controller-manager may make."""
 CUSTOM_STATUS = "custom"
 """Pods annotated ``kwok.x-k8s.io/status: custom`` keep the status someone else sets."""
 CRASHLOOP_IMAGE = "fleetshift.dev/kwok:crashloop"
@@ -389,6 +391,11 @@ class LocalCluster:
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
                 "--horizontal-pod-autoscaler-sync-period=5s",
                 "--node-monitor-grace-period=60s",
+                # The default 20 requests/s (burst 30) per controller, not the operator,
+                # bounds how fast 1,000 new Deployments get their pods; production
+                # control planes raise it too.
+                f"--kube-api-qps={CONTROLLER_MANAGER_QPS}",
+                f"--kube-api-burst={2 * CONTROLLER_MANAGER_QPS}",
                 "--v=1",
             ],
         )
