@@ -444,3 +444,55 @@ def test_endpoint_prometheus_over_tls_with_basic_auth_from_secrets(
         operator.stop()
         traffic.stop()
         prometheus.stop()
+
+
+def test_each_variant_is_judged_by_its_own_alarms(
+    kube: Client, namespace: str, stack: Stack
+) -> None:
+    alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
+    routing = {"type": "AllAtOnce", "waitIntervalSeconds": 6}
+
+    def two_variants(model_a: str, model_b: str) -> dict[str, Any]:
+        spec = make_spec(model_a, alarms, routing=routing)
+        spec["variants"] = [
+            {"name": "a", "model": {"uri": model_a}, "replicas": 2},
+            {"name": "b", "model": {"uri": model_b}, "replicas": 2},
+        ]
+        return spec
+
+    before = two_variants("s3://models/a/v1", "s3://models/b/v1")
+    kube.create(endpoint_manifest(NAME, namespace, before))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="both variants InService",
+    )
+    after = two_variants("s3://models/a/v2", "s3://models/b/v2")
+    a_old, b_old = (revision_of({"variants": [v]}) for v in before["variants"])
+    a_new, b_new = (revision_of({"variants": [v]}) for v in after["variants"])
+    stack.traffic.set(b_new, Behaviour(error_fraction=1.0))
+
+    set_spec(kube, NAME, namespace, after)
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        status = status_of(kube, NAME, namespace)
+        variants = {v["name"]: v for v in status.get("variants", [])}
+        done = (
+            status.get("observedGeneration") == 2
+            and status.get("phase") == "InService"
+            and all(v.get("candidateRevision") is None for v in variants.values())
+            and all(
+                v.get("lastDeployment", {}).get("revision") in (a_new, b_new)
+                for v in variants.values()
+            )
+        )
+        return variants if done and len(variants) == 2 else None
+
+    variants = wait_for(settled, timeout=90, message="both deployments ended")
+    assert variants["a"]["activeRevision"] == a_new
+    assert variants["a"]["lastDeployment"]["outcome"] == "Succeeded"
+    assert variants["b"]["activeRevision"] == b_old
+    assert variants["b"]["rolledBackRevision"] == b_new
+    assert variants["b"]["rollbackCause"]["name"] == "green-5xx"
+    assert set(deployments_of(kube, namespace, NAME)) == {a_new, b_old}
+    assert a_old != a_new

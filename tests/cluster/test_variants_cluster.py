@@ -229,3 +229,46 @@ def test_green_pods_refused_by_a_quota_say_so_in_degraded(
     assert status["phase"] == "Updating"
     assert condition(status, "Degraded")["reason"] == "PodsNotReady"
     assert serving_by_revision(kube, namespace, NAME) == {revision(main): 2}
+
+
+def test_a_10_percent_canary_on_3_replicas_reports_the_share_it_serves(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    canary = {
+        "blueGreen": {
+            "trafficRouting": {
+                "type": "Canary",
+                "canarySize": {"type": "CapacityPercent", "value": 10},
+                "waitIntervalSeconds": 300,
+            }
+        }
+    }
+    main = variant("main", "s3://models/churn/v1", replicas=3)
+    kube.create(
+        endpoint_manifest(NAME, namespace, {"variants": [main], "deploymentConfig": canary})
+    )
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="InService",
+    )
+    update = {**main, "model": {"uri": "s3://models/churn/v2"}}
+    set_spec(kube, NAME, namespace, {"variants": [update], "deploymentConfig": canary})
+    wait_for(
+        lambda: (
+            serving_by_revision(kube, namespace, NAME) == {revision(main): 3, revision(update): 1}
+        ),
+        timeout=60,
+        message="3 blue and 1 green pod serving",
+    )
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("greenTrafficPercent") == 25,
+        timeout=30,
+        message="status says 25%, the share served",
+    )
+    status = status_of(kube, NAME, namespace)
+    assert status["step"]["greenPercent"] == 10
+    assert status["fleets"]["green"]["requestedTrafficPercent"] == 10
+    split = condition(status, "TrafficSplit")
+    assert split["status"] == "False"
+    assert "asked 10%, serves 25%" in split["message"]
