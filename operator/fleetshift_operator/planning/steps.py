@@ -139,19 +139,23 @@ def calculate_rolling_targets(fleet_size: int, batch: int) -> list[int]:
 
 def _apportion(shares: Sequence[float], caps: Sequence[int], total: int) -> list[int] | None:
     """``total`` pods over backends in proportion to ``shares`` (summing to 1), each
-    between 1 and its cap; None when no such choice exists."""
+    between 1 and its cap, by largest remainder; None when no such choice exists."""
     if total < len(shares) or total > sum(caps):
         return None
     ideal = [share * total for share in shares]
     counts = [min(cap, max(1, math.floor(x))) for x, cap in zip(ideal, caps, strict=True)]
-    while sum(counts) < total:
-        room = [i for i in range(len(counts)) if counts[i] < caps[i]]
-        pick = max(room, key=lambda i: (ideal[i] - counts[i], -i))
-        counts[pick] += 1
-    while sum(counts) > total:
-        spare = [i for i in range(len(counts)) if counts[i] > 1]
-        pick = max(spare, key=lambda i: (counts[i] - ideal[i], i))
-        counts[pick] -= 1
+    by_remainder = sorted(range(len(counts)), key=lambda i: (counts[i] - ideal[i], i))
+    while (short := total - sum(counts)) > 0:
+        for i in by_remainder:
+            if short and counts[i] < caps[i]:
+                counts[i] += 1
+                short -= 1
+    by_excess = sorted(range(len(counts)), key=lambda i: (ideal[i] - counts[i], -i))
+    while (extra := sum(counts) - total) > 0:
+        for i in by_excess:
+            if extra and counts[i] > 1:
+                counts[i] -= 1
+                extra -= 1
     return counts
 
 
@@ -170,14 +174,28 @@ def split_error(counts: Sequence[int], shares: Sequence[float]) -> float:
     return max(abs(100 * n / served - 100 * s) for n, s in zip(counts, shares, strict=True))
 
 
+SPLIT_SEARCH = 200
+"""Serving totals up to this are all tried; above it only those near the most the Ready
+pods allow without capping a backend (there, whole pods are within half a point)."""
+SPLIT_SLACK_POINTS = 0.5
+"""Splits this close to the best one count as equally close; the most pods wins."""
+
+
+def _candidate_totals(shares: Sequence[float], caps: Sequence[int]) -> list[int]:
+    fewest, most = len(shares), sum(caps)
+    uncapped = math.floor(min(cap / share for cap, share in zip(caps, shares, strict=True)))
+    near = range(max(fewest, uncapped - 2 * fewest), min(most, uncapped + 2 * fewest) + 1)
+    return sorted(set(range(fewest, min(most, SPLIT_SEARCH) + 1)) | set(near) | {most})
+
+
 def calculate_split(weights: Sequence[float], ready: Sequence[int]) -> list[int]:
     """Serving pods per backend so that each backend's share of all serving pods is as
     close as whole pods allow to its share of ``weights``.
 
     A backend with weight 0, or without a Ready pod, serves with none (its share goes to
     the others: that is what the data plane does). Every other backend serves with at
-    least one pod and at most its Ready ones. Among the choices closest to the asked
-    shares, the one with the most serving pods wins.
+    least one pod and at most its Ready ones. Among the choices within half a point of
+    the closest, the one with the most serving pods wins.
 
     Worked examples:
 
@@ -201,6 +219,8 @@ def calculate_split(weights: Sequence[float], ready: Sequence[int]) -> list[int]
     [3, 0]
     >>> calculate_split([0, 0], [3, 3])
     [0, 0]
+    >>> calculate_split([1] * 20, [1000] * 20) == [1000] * 20
+    True
     """
     active = [i for i, (w, r) in enumerate(zip(weights, ready, strict=True)) if w > 0 and r > 0]
     result = [0] * len(weights)
@@ -209,16 +229,17 @@ def calculate_split(weights: Sequence[float], ready: Sequence[int]) -> list[int]
     total_weight = sum(weights[i] for i in active)
     shares = [weights[i] / total_weight for i in active]
     caps = [ready[i] for i in active]
-    best: tuple[float, int, list[int]] | None = None
-    for total in range(len(active), sum(caps) + 1):
+    scored = []
+    for total in _candidate_totals(shares, caps):
         counts = _apportion(shares, caps, total)
-        if counts is None:
-            continue
-        error = round(split_error(counts, shares), 9)
-        if best is None or error < best[0] or (error == best[0] and total > best[1]):
-            best = (error, total, counts)
-    assert best is not None
-    for i, count in zip(active, best[2], strict=True):
+        if counts is not None:
+            scored.append((split_error(counts, shares), total, counts))
+    closest = min(error for error, _, _ in scored)
+    _, _, best = max(
+        (entry for entry in scored if entry[0] <= closest + SPLIT_SLACK_POINTS),
+        key=lambda entry: entry[1],
+    )
+    for i, count in zip(active, best, strict=True):
         result[i] = count
     return result
 
