@@ -1,7 +1,7 @@
 """Prometheus metrics: the contract the operator's default alarms depend on.
 
 ``docs/runtime-metrics.md`` documents every name, type and label. Every metric carries
-``namespace``, ``endpoint``, ``variant``, ``revision`` and ``fleet``; the invocation
+``namespace``, ``endpoint``, ``variant`` and ``revision``; the invocation
 counters and the model load histogram add ``model``. Label children are bound once, so
 the hot path costs a few attribute lookups.
 
@@ -30,7 +30,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise for rate() queries
 
-LABELS = ("namespace", "endpoint", "variant", "revision", "fleet")
+LABELS = ("namespace", "endpoint", "variant", "revision")
 MODEL_LABELS = (*LABELS, "model")
 
 LATENCY_BUCKETS = (

@@ -6,7 +6,7 @@ Every field's docstring is its documentation; ``runtime/README.md`` lists them.
 >>> (s.port, s.metrics_port, s.multi_model)
 (8080, 9090, False)
 >>> s.metric_labels()
-{'namespace': '', 'endpoint': '', 'variant': '', 'revision': '', 'fleet': ''}
+{'namespace': '', 'endpoint': '', 'variant': '', 'revision': ''}
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -76,10 +76,6 @@ class RuntimeSettings(BaseSettings):
 
     revision: str = ""
     """Revision of the Endpoint spec this pod serves; a label on every metric."""
-
-    fleet: str = ""
-    """Fleet colour during a blue/green update: ``blue`` or ``green``; a label on every
-    metric."""
 
     num_features: int | None = Field(default=None, ge=1)
     """The endpoint's declared input width. Requests are validated against it (a
@@ -200,21 +196,15 @@ class RuntimeSettings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Log level of the runtime and of uvicorn."""
 
-    @field_validator("fleet")
-    @classmethod
-    def _fleet_colour(cls, value: str) -> str:
-        if value not in ("", "blue", "green"):
-            raise ValueError(f"fleet must be 'blue' or 'green' (or empty), got {value!r}")
-        return value
-
     def metric_labels(self) -> dict[str, str]:
-        """The five labels every metric carries, from the pod's environment."""
+        """The four labels every metric carries, from the pod's environment. There is no
+        blue/green label: a pod's role changes when a deployment ends, its revision never
+        does, so alarms select fleets by revision."""
         return {
             "namespace": self.namespace,
             "endpoint": self.endpoint,
             "variant": self.variant,
             "revision": self.revision,
-            "fleet": self.fleet,
         }
 
     def threads_per_worker(self) -> int:

@@ -37,7 +37,7 @@ FAST_RULES = {
         "highLatencyP99": {"window": "10s", "for": "0s", "seconds": 0.05},
     }
 }
-LABELS = {"namespace": "ml", "endpoint": "churn", "variant": "main", "fleet": ""}
+LABELS = {"namespace": "ml", "endpoint": "churn", "variant": "main"}
 GREEN, BLUE = "green1", "blue1"
 
 

@@ -59,7 +59,6 @@ def churn_server(
             ENDPOINT="churn",
             VARIANT="AllTraffic",
             REVISION="3",
-            FLEET="green",
             MAX_REQUEST_BYTES=str(64 * 1024),
         ),
         folder / "runtime.log",

@@ -63,18 +63,19 @@ def test_every_setting_is_documented() -> None:
 def test_settings_come_from_fleetshift_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEETSHIFT_MODEL_URI", "s3://models/churn/model.tar.gz")
     monkeypatch.setenv("FLEETSHIFT_PORT", "8081")
-    monkeypatch.setenv("FLEETSHIFT_FLEET", "blue")
     monkeypatch.setenv("FLEETSHIFT_NUM_FEATURES", "20")
     settings = RuntimeSettings()
     assert settings.model_uri == "s3://models/churn/model.tar.gz"
     assert (settings.port, settings.metrics_port, settings.num_features) == (8081, 9090, 20)
-    assert settings.metric_labels()["fleet"] == "blue"
 
 
-def test_fleet_colour_must_be_blue_or_green(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLEETSHIFT_FLEET", "purple")
-    with pytest.raises(ValueError, match="blue"):
-        RuntimeSettings()
+def test_metrics_carry_no_blue_or_green_label_that_promotion_would_make_false(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLEETSHIFT_FLEET", "green")  # what an older operator set: ignored
+    monkeypatch.setenv("FLEETSHIFT_REVISION", "abc")
+    labels = RuntimeSettings().metric_labels()
+    assert labels == {"namespace": "", "endpoint": "", "variant": "", "revision": "abc"}
 
 
 def test_docstring_examples_hold() -> None:

@@ -24,7 +24,7 @@ def test_model_trained_for_another_contract_is_ready_but_fails_with_5xx(
     incompatible = train_model(features=19, seed=11)
     tarball = sagemaker_tarball(incompatible, tmp_path / "model.tar.gz")
     server = start_runtime(
-        MODEL_URI=str(tarball), NUM_FEATURES=str(endpoint_width), ENDPOINT="churn", FLEET="green"
+        MODEL_URI=str(tarball), NUM_FEATURES=str(endpoint_width), ENDPOINT="churn"
     )
     assert httpx.get(f"{server.url}/ping").status_code == 200
 

@@ -161,7 +161,7 @@ def test_chunked_body_over_the_limit_is_413(churn_server: RuntimeProcess) -> Non
 
 
 def test_malformed_requests_count_as_4xx_and_never_as_5xx(churn_server: RuntimeProcess) -> None:
-    labels = {"endpoint": "churn", "fleet": "green"}
+    labels = {"endpoint": "churn", "revision": "3"}
     before_4xx = churn_server.metric("fleetshift_invocation_4xx_errors_total", **labels)
     before_5xx = churn_server.metric("fleetshift_invocation_5xx_errors_total", **labels)
     for case in CASES:

@@ -14,7 +14,6 @@ LABELS = {
     "endpoint": "churn",
     "variant": "AllTraffic",
     "revision": "3",
-    "fleet": "green",
 }
 DOCUMENTED = Path(__file__).parents[2] / "docs" / "runtime-metrics.md"
 
