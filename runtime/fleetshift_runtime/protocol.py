@@ -24,7 +24,6 @@ import asyncio
 import logging
 import resource
 import socket
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -87,10 +86,17 @@ def _response(status: int, reason: str) -> bytes:
 
 
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol that disables Nagle's algorithm and enforces the limits."""
+    """HttpToolsProtocol that disables Nagle's algorithm and enforces the limits.
+
+    The read timeouts cost a request nothing but two timestamps: one sweep per worker,
+    a few times a second, closes the connections whose clock ran out. (A timer armed and
+    cancelled per request cost ~10 µs of a 1-row request's ~90.)
+    """
 
     limits: ClassVar[ConnectionLimits | None] = None
     """Set by ``__main__``; a worker process of several reads its own settings."""
+
+    _sweeping: ClassVar[asyncio.AbstractEventLoop | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -103,10 +109,11 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             )
         self._limits = limits
         self._in_headers = True
+        self._in_body = False
         self._header_bytes = 0
         self._request_ended = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._waiting_since = time.monotonic()
+        self._since = self.loop.time()
+        """When the current phase (waiting for headers, or for the body) began."""
 
     # --- connection life ------------------------------------------------------------
 
@@ -116,15 +123,12 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+        self._since = self.loop.time()
+        if NoDelayHttpToolsProtocol._sweeping is not self.loop:
+            NoDelayHttpToolsProtocol._sweeping = self.loop
+            self._schedule_sweep()
         if len(self.connections) > self._limits.max_connections and not self._make_room():
             self._refuse(503, "the server is at its connection limit; retry shortly")
-            return
-        self._arm(self._limits.header_timeout, self._headers_too_slow)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the clocks, then let uvicorn clean up."""
-        self._disarm()
-        super().connection_lost(exc)
 
     def _make_room(self) -> bool:
         """Close the connection that has waited longest for its request headers."""
@@ -135,7 +139,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         ]
         if not idle:
             return False
-        oldest = min(idle, key=lambda c: c._waiting_since)
+        oldest = min(idle, key=lambda c: c._since)
         oldest._refuse(503, "closed to make room for another connection; retry")
         return True
 
@@ -143,42 +147,41 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         return self._in_headers and (self.cycle is None or self.cycle.response_complete)
 
     def _refuse(self, status: int, reason: str) -> None:
-        self._disarm()
         if not self.transport.is_closing():
             self.transport.write(_response(status, reason))
             self.transport.close()
 
-    # --- clocks ---------------------------------------------------------------------
+    # --- clocks: one sweep per worker -----------------------------------------------
 
-    def _arm(self, seconds: float, handler: Any) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, handler)
+    def _schedule_sweep(self) -> None:
+        limits = self._limits
+        every = min(1.0, limits.header_timeout / 4, limits.body_timeout / 4)
+        self.loop.call_later(every, self._sweep)
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            if isinstance(connection, NoDelayHttpToolsProtocol):
+                connection._check_clock(now)
+        self._schedule_sweep()
 
-    def _headers_too_slow(self) -> None:
-        self._timer = None
-        if self._waiting():
+    def _check_clock(self, now: float) -> None:
+        limits = self._limits
+        if self._waiting() and now - self._since > limits.header_timeout:
             self._refuse(
                 408,
-                f"request headers did not arrive within {self._limits.header_timeout:g} s "
+                f"request headers did not arrive within {limits.header_timeout:g} s "
                 "(FLEETSHIFT_HEADER_TIMEOUT_SECONDS)",
             )
-
-    def _body_too_slow(self) -> None:
-        self._timer = None
-        if self.cycle is not None and self.cycle.response_complete:
-            self.transport.close()  # answered already (a 413): stop reading the rest
-            return
-        if not self._in_headers and self.cycle is not None and self.cycle.more_body:
-            self._refuse(
-                408,
-                f"the request body did not arrive within {self._limits.body_timeout:g} s "
-                "(FLEETSHIFT_BODY_TIMEOUT_SECONDS)",
-            )
+        elif self._in_body and now - self._since > limits.body_timeout:
+            if self.cycle is not None and self.cycle.response_complete:
+                self.transport.close()  # answered already (a 413): stop reading the rest
+            else:
+                self._refuse(
+                    408,
+                    f"the request body did not arrive within {limits.body_timeout:g} s "
+                    "(FLEETSHIFT_BODY_TIMEOUT_SECONDS)",
+                )
 
     # --- parsing --------------------------------------------------------------------
 
@@ -208,21 +211,19 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         """The headers are in: the body clock starts."""
         self._in_headers = False
-        self._arm(self._limits.body_timeout, self._body_too_slow)
+        self._in_body = True
+        self._since = self.loop.time()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         """The body is in: no clock runs while the request is served."""
-        self._disarm()
+        self._in_body = False
         self._header_bytes = 0
         self._in_headers = True
         self._request_ended = True
-        self._waiting_since = time.monotonic()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         """The answer is out: the next request's headers have ``header_timeout``."""
+        self._since = self.loop.time()
         super().on_response_complete()
-        if not self.transport.is_closing() and self._in_headers:
-            self._waiting_since = time.monotonic()
-            self._arm(self._limits.header_timeout, self._headers_too_slow)

@@ -112,7 +112,7 @@ class RuntimeSettings(BaseSettings):
     fast path: a 100-row request is ~20 KB); larger ones in a worker thread, so the
     health probes keep answering while they are worked on."""
 
-    inline_rows: int = Field(default=1024, ge=1)
+    inline_rows: int = Field(default=8192, ge=1)
     """Coalesced predictions of more rows than this run in a worker thread, not on the
     event loop."""
 
