@@ -13,6 +13,7 @@ help:
 	@echo "make cluster       start the local control plane in the background (prints export KUBECONFIG=...)"
 	@echo "make cluster-down  stop it"
 	@echo "make demo          the guardrail walkthrough: canary and linear updates, live, with timelines"
+	@echo "make images        build the operator and runtime images with podman (no registry, no Docker)"
 
 venv: $(STAMP)
 
@@ -46,7 +47,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy $(PACKAGES) tests bench
 
-test: venv tools binaries runtime-test-tools lint typecheck
+test: venv tools binaries runtime-test-tools lint typecheck images
 	$(BIN)/python -m pytest
 
 # Only the tests that need no control plane: a quick loop while editing.
@@ -77,6 +78,13 @@ crds: venv
 # Run the operator from the venv against the current KUBECONFIG (e.g. after `make cluster`).
 operator: venv
 	$(BIN)/python -m fleetshift_operator
+
+# The operator and runtime images (fleetshift/operator:dev, fleetshift/runtime:dev), built with
+# podman on a base made from Debian's packages; nothing is done when their inputs are unchanged.
+# Tarballs for `ctr -n k8s.io images import` go to ~/.cache/fleetshift/images (docs/images.md).
+.PHONY: images
+images: venv
+	$(BIN)/fleetshift-images
 
 # --- runtime ---
 # The runtime's S3 tests run against VersityGW, an S3-compatible gateway built from Go
