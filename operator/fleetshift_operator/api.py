@@ -14,9 +14,18 @@ batches, termination wait, execution timeout); the casing is Kubernetes'.
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 GROUP = "fleetshift.dev"
 VERSION = "v1alpha1"
@@ -51,6 +60,37 @@ class _Model(BaseModel):
     """Base: unknown fields are an error, names are the Kubernetes ones."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+
+class _Status(_Model):
+    """Base of what the operator observed and decided: values, never changed in place.
+
+    The planner derives a new status with ``model_copy(update=...)``; ``frozen`` makes
+    any assignment to a field an error, so no code can edit a status it was given.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, use_attribute_docstrings=True, frozen=True
+    )
+
+
+def format_timestamp(moment: datetime.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, to the second: how every status time is written.
+
+    >>> format_timestamp(datetime.datetime(2026, 1, 2, 3, 4, 5, 999, tzinfo=datetime.UTC))
+    '2026-01-02T03:04:05Z'
+    """
+    return moment.astimezone(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    AfterValidator(lambda moment: moment.astimezone(datetime.UTC)),
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""A moment in status: a ``datetime`` (UTC) in Python, an RFC 3339 string in the object.
+The planner only stores whole seconds, so a status read back equals the one written."""
 
 
 def _rules(*rules: dict[str, str]) -> ConfigDict:
@@ -659,18 +699,18 @@ VariantPhase = Literal[
 ]
 
 
-class Condition(_Model):
+class Condition(_Status):
     """A ``metav1.Condition``."""
 
     type: str
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
-    lastTransitionTime: str
+    lastTransitionTime: Timestamp
     observedGeneration: int | None = None
 
 
-class FleetStatus(_Model):
+class FleetStatus(_Status):
     """One fleet (a Deployment) of one variant, as last observed."""
 
     revision: str
@@ -694,7 +734,7 @@ class FleetStatus(_Model):
     """Pods in service (Replicas router)."""
 
 
-class StepStatus(_Model):
+class StepStatus(_Status):
     """Where a deployment is in its sequence of traffic steps."""
 
     stage: Literal["Provisioning", "Baking", "TerminationWait", "RollingBack"] = "Provisioning"
@@ -707,9 +747,9 @@ class StepStatus(_Model):
     """The number of traffic steps of this deployment."""
     greenPercent: int = 0
     """The green share this step holds."""
-    startedAt: str | None = None
+    startedAt: Timestamp | None = None
     """When the step began (RFC 3339)."""
-    bakeUntil: str | None = None
+    bakeUntil: Timestamp | None = None
     """When the step's wait ends (RFC 3339)."""
     fleetSize: int | None = None
     """Blue's replicas when the deployment started (a rolling deployment shrinks
@@ -718,7 +758,7 @@ class StepStatus(_Model):
     """Blue replicas a rolling rollback restores up to in the current batch."""
 
 
-class DeploymentRecord(_Model):
+class DeploymentRecord(_Status):
     """One finished deployment."""
 
     variant: str | None = None
@@ -731,13 +771,13 @@ class DeploymentRecord(_Model):
     """How it ended."""
     reason: str = ""
     """Why, in a sentence."""
-    startedAt: str
+    startedAt: Timestamp
     """When it started."""
-    finishedAt: str
+    finishedAt: Timestamp
     """When it ended."""
 
 
-class AlarmStatus(_Model):
+class AlarmStatus(_Status):
     """The last evaluation of one alarm."""
 
     name: str
@@ -748,11 +788,42 @@ class AlarmStatus(_Model):
     """The value that decided it (the worst datapoint), if any."""
     reason: str = ""
     """Why, in a sentence."""
-    evaluatedAt: str
+    evaluatedAt: Timestamp
     """When it was evaluated."""
 
 
-class VariantStatus(_Model):
+class Rollout(_Status):
+    """The rollout fields a variant has and the endpoint's top level repeats."""
+
+    activeRevision: str | None = None
+    """The revision of the blue (serving) fleet."""
+    candidateRevision: str | None = None
+    """The revision being deployed to the green fleet, if any."""
+    greenTrafficPercent: int = 0
+    """The share of the variant's traffic its green fleet carries, as the data plane is
+    configured (``step.greenPercent`` is what the step asks for)."""
+    step: StepStatus | None = None
+    """Where the current deployment is."""
+    deploymentStartedAt: Timestamp | None = None
+    """When the current deployment started."""
+    deadline: Timestamp | None = None
+    """When the current deployment rolls back if it has not finished."""
+    rollbackReason: str | None = None
+    """Why the current deployment is being rolled back (kept until the rollback is done)."""
+    rolledBackRevision: str | None = None
+    """A revision that was rolled back; it is not tried again until the spec changes
+    or a retry is requested."""
+    lastDeployment: DeploymentRecord | None = None
+    """The last finished deployment."""
+    alarms: list[AlarmStatus] = Field(default_factory=list, max_length=10)
+    """The last verdict of each alarm, while a deployment is watched."""
+    inconclusiveStreak: int = 0
+    """Inconclusive evaluations in a row (for ``onInconclusive: RollBack``)."""
+    rollbackCause: AlarmStatus | None = None
+    """The alarm evaluation that caused the last automatic rollback, if one did."""
+
+
+class VariantStatus(Rollout):
     """One variant's rollout: each variant has its own revision and its own deployments."""
 
     name: str
@@ -760,49 +831,25 @@ class VariantStatus(_Model):
     phase: VariantPhase | None = None
     """Creating, InService, Updating, RollingBack, Failed, UpdateRollbackFailed or
     OutOfService (its active fleet has no Ready replica)."""
-    activeRevision: str | None = None
-    """The revision of the variant's blue (serving) fleet."""
-    candidateRevision: str | None = None
-    """The revision being deployed to its green fleet, if any."""
     weight: int = 0
     """The weight it was last planned with (kept while a removed variant drains)."""
     requestedTrafficPercent: int = 0
     """Its share of the endpoint's traffic by weight, among the variants that serve."""
     trafficPercent: int = 0
     """Its share of the endpoint's traffic as the data plane is configured."""
-    greenTrafficPercent: int = 0
-    """The share of the variant's traffic its green fleet carries, as configured."""
     readyReplicas: int = 0
     """Ready replicas of its active fleet."""
-    step: StepStatus | None = None
-    """Where its current deployment is."""
-    deploymentStartedAt: str | None = None
-    """When its current deployment started."""
-    deadline: str | None = None
-    """When its current deployment rolls back if it has not finished."""
-    rollbackReason: str | None = None
-    """Why its current deployment is being rolled back."""
-    rolledBackRevision: str | None = None
-    """A revision that was rolled back; not tried again until it changes or a retry."""
-    lastDeployment: DeploymentRecord | None = None
-    """Its last finished deployment."""
-    alarms: list[AlarmStatus] = Field(default_factory=list, max_length=10)
-    """The last verdict of each alarm for this variant, while a deployment is watched."""
-    inconclusiveStreak: int = 0
-    """Inconclusive evaluations in a row (for ``onInconclusive: RollBack``)."""
-    rollbackCause: AlarmStatus | None = None
-    """The alarm evaluation that caused its last automatic rollback, if one did."""
     waitingFor: str | None = None
     """What its new fleet's pods are waiting for (Unschedulable, a quota, an image pull)."""
 
 
-class EndpointStatus(_Model):
+class EndpointStatus(Rollout):
     """What the operator observed and decided. All rollout state lives here.
 
     ``variants`` holds each variant's rollout. The rollout fields at the top level
-    (``activeRevision`` to ``rollbackCause``) repeat those of one variant, named by
-    ``variant``: the first with a deployment in flight, else the first in the spec, so a
-    one-variant Endpoint reads as before.
+    (those of :class:`Rollout`) repeat those of one variant, named by ``variant``: the
+    first with a deployment in flight, else the first in the spec, so a one-variant
+    Endpoint reads as before.
     """
 
     phase: Phase | None = None
@@ -814,40 +861,14 @@ class EndpointStatus(_Model):
     """The variant the top-level rollout fields describe."""
     variants: list[VariantStatus] = Field(default_factory=list)
     """Every variant's rollout, in spec order (a removed variant last, while it drains)."""
-    activeRevision: str | None = None
-    """The revision of the blue (serving) fleets."""
-    candidateRevision: str | None = None
-    """The revision being deployed to the green fleets, if any."""
-    greenTrafficPercent: int = 0
-    """The share of the variant's traffic its green fleet carries, as the data plane is
-    configured (``step.greenPercent`` is what the step asks for)."""
     fleets: dict[str, FleetStatus] = Field(default_factory=dict)
     """Fleets by Deployment name, as last observed."""
-    step: StepStatus | None = None
-    """Where the current deployment is."""
-    deploymentStartedAt: str | None = None
-    """When the current deployment started."""
-    deadline: str | None = None
-    """When the current deployment rolls back if it has not finished."""
     paused: bool = False
     """True while a pause holds the deployment at its step."""
-    pausedAt: str | None = None
+    pausedAt: Timestamp | None = None
     """When the pause began; waits and the deadline are extended by its length."""
-    rollbackReason: str | None = None
-    """Why the current deployment is being rolled back (kept until the rollback is done)."""
-    rolledBackRevision: str | None = None
-    """A revision that was rolled back; it is not tried again until the spec changes
-    or a retry is requested."""
-    lastDeployment: DeploymentRecord | None = None
-    """The last finished deployment."""
     history: list[DeploymentRecord] = Field(default_factory=list, max_length=HISTORY_LIMIT)
     """The last 10 finished deployments, newest last."""
-    alarms: list[AlarmStatus] = Field(default_factory=list, max_length=10)
-    """The last verdict of each alarm, while a deployment is watched."""
-    inconclusiveStreak: int = 0
-    """Inconclusive evaluations in a row (for ``onInconclusive: RollBack``)."""
-    rollbackCause: AlarmStatus | None = None
-    """The alarm evaluation that caused the last automatic rollback, if one did."""
     handledActions: dict[str, str] = Field(default_factory=dict)
     """Request ids of abort/promote/retry annotations already acted on."""
     conditions: list[Condition] = Field(default_factory=list)

@@ -319,11 +319,13 @@ async def _report_failure(
         status="True",
         reason="ReconcileError",
         message=message,
-        lastTransitionTime=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        lastTransitionTime=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
         observedGeneration=(endpoint or {}).get("metadata", {}).get("generation"),
     )
     try:
-        await kube.merge_condition(namespace, name, condition.model_dump(exclude_none=True))
+        await kube.merge_condition(
+            namespace, name, condition.model_dump(mode="json", exclude_none=True)
+        )
     except Exception as error:  # the failure itself is already logged
         log.warning(
             "could not write the Degraded condition: %s",

@@ -70,10 +70,19 @@ class SimCluster:
         )
 
     def step(self, spec: EndpointSpec) -> Plan:
-        """One reconcile: plan, then make the fleets what the plan says (as apply_plan)."""
+        """One reconcile: plan, then make the fleets what the plan says (as apply_plan).
+
+        Every reconcile also checks two promises of the planner: the status it is given
+        is left as it was, and the status it plans reads back from its JSON unchanged
+        (times are whole seconds), so an operator that restarts resumes exactly."""
+        given = self.status.model_dump() if self.status is not None else None
         plan = plan_endpoint(spec, self.status, self.observe(spec), self.now)
+        after = self.status.model_dump() if self.status is not None else None
+        assert after == given, "the planner changed the status it was given"
         self.apply(plan)
-        self.status = EndpointStatus.model_validate(plan.status.model_dump(mode="json"))
+        written = EndpointStatus.model_validate(plan.status.model_dump(mode="json"))
+        assert written == plan.status, "the status read back differs from the one planned"
+        self.status = written
         self.last = plan
         return plan
 

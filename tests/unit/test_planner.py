@@ -39,7 +39,6 @@ from fleetshift_operator.planning.steps import (
     calculate_serving,
     calculate_steps,
 )
-from fleetshift_operator.planning.times import parse_time
 from fleetshift_operator.planning.types import Controls, FleetObservation, Observed, Plan
 
 T0 = datetime.datetime(2026, 11, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -263,7 +262,7 @@ def test_canary_worked_example_timeline() -> None:
     assert plan.status.step is not None
     assert (plan.status.step.index, plan.status.step.total) == (1, 2)
     assert green_share(plan) == 25
-    bake_until = parse_time(plan.status.step.bakeUntil)
+    bake_until = plan.status.step.bakeUntil
     assert bake_until == world.now + datetime.timedelta(seconds=60)
 
     world.advance(59)  # one second before the bake ends: nothing moves
@@ -475,7 +474,7 @@ def test_pause_holds_the_step_and_resume_extends_the_wait() -> None:
     spec = make_spec(model="s3://models/churn/v2")
     world.run_until(spec, 10)  # step 1 baking until t0+5+60
     assert world.status is not None and world.status.step is not None
-    bake_before = parse_time(world.status.step.bakeUntil)
+    bake_before = world.status.step.bakeUntil
     world.controls = Controls(paused=True)
     plan = world.run_until(spec, 300)
     assert plan.status.paused
@@ -486,7 +485,7 @@ def test_pause_holds_the_step_and_resume_extends_the_wait() -> None:
 
     assert not plan.status.paused
     assert plan.status.step is not None
-    bake_after = parse_time(plan.status.step.bakeUntil)
+    bake_after = plan.status.step.bakeUntil
     assert bake_before is not None and bake_after is not None
     assert (bake_after - bake_before).total_seconds() >= 300
     assert green_share(plan) == 25
@@ -614,7 +613,7 @@ def test_rollout_invariants(
         if current != previous_step and previous_bake is not None and status.step is not None:
             assert world.now >= previous_bake
         previous_step = current
-        previous_bake = parse_time(status.step.bakeUntil) if status.step else None
+        previous_bake = status.step.bakeUntil if status.step else None
 
         if status.phase == "InService" and status.candidateRevision is None:
             break

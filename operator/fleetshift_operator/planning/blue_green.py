@@ -11,10 +11,10 @@ Worked example (canary 25%, 4 replicas, wait 60 s, termination wait 120 s)::
 
 from __future__ import annotations
 
-from fleetshift_operator.api import BlueGreen, StepStatus
+from fleetshift_operator.api import BlueGreen
 from fleetshift_operator.planning.context import VariantDraft
 from fleetshift_operator.planning.steps import calculate_required_ready, calculate_steps
-from fleetshift_operator.planning.times import format_time, parse_time, stamp_after
+from fleetshift_operator.planning.times import after, format_time, whole_second
 from fleetshift_operator.planning.transitions import retire_blue
 
 
@@ -31,29 +31,28 @@ class BlueGreenStrategy:
         return True
 
     def advance(self, draft: VariantDraft) -> None:
-        status = draft.status
-        candidate, active = status.candidateRevision, status.activeRevision
+        candidate, active = draft.status.candidateRevision, draft.status.activeRevision
         assert candidate is not None and active is not None
-        step = status.step or StepStatus()
-        status.step = step
         size = draft.fleet_size(active)
         steps = calculate_steps(self.policy.trafficRouting, size)
-        step.total = len(steps)
+        draft.update_step(total=len(steps))
         green = draft.fleet(candidate)
         green_ready = green.ready if green is not None else 0
 
         if draft.actions.take("promote"):
             if green is not None and green_ready >= size:
                 draft.emit("Promoted", f"remaining waits skipped for {candidate}")
-                step.index, step.greenPercent = len(steps), 100
+                draft.update_step(index=len(steps), greenPercent=100)
                 retire_blue(draft)
                 return
             draft.emit("PromoteDeferred", "promote waits for every green replica to be Ready")
-        if not draft.paused and self._move(draft, step, steps, size, green_ready):
+        if not draft.paused and self._move(draft, steps, size, green_ready):
             retire_blue(draft)
             return
 
         # Never give green a share it lacks the Ready replicas for.
+        step = draft.status.step
+        assert step is not None
         percent = step.greenPercent if step.stage != "Provisioning" else 0
         if percent and green_ready < calculate_required_ready(size, percent):
             first = calculate_required_ready(size, steps[0])
@@ -67,42 +66,43 @@ class BlueGreenStrategy:
             draft.autoscaling(calculate_required_ready(size, percent)),
         )
         if step.stage in ("Baking", "TerminationWait") and not draft.paused:
-            draft.wake_at(parse_time(step.bakeUntil))
+            draft.wake_at(step.bakeUntil)
 
-    def _move(
-        self, draft: VariantDraft, step: StepStatus, steps: list[int], size: int, green_ready: int
-    ) -> bool:
-        """Advance ``step`` as far as it may go now; True once blue may retire."""
-        now = draft.now
-        until = parse_time(step.bakeUntil)
-        bake_over = until is None or now >= until
+    def _move(self, draft: VariantDraft, steps: list[int], size: int, green_ready: int) -> bool:
+        """Advance the step as far as it may go now; True once blue may retire."""
+        now, step = draft.now, draft.status.step
+        assert step is not None
+        bake_over = step.bakeUntil is None or now >= step.bakeUntil
         if step.stage == "Provisioning":
             if green_ready >= size:
-                self._enter_step(draft, step, steps, 1)
+                self._enter_step(draft, steps, 1)
         elif step.stage == "Baking" and bake_over and draft.alarms_allow_promotion():
             if step.index < len(steps):
                 if green_ready >= calculate_required_ready(size, steps[step.index]):
-                    self._enter_step(draft, step, steps, step.index + 1)
+                    self._enter_step(draft, steps, step.index + 1)
             else:
-                step.stage = "TerminationWait"
-                step.startedAt = format_time(now)
-                step.bakeUntil = stamp_after(now, self.policy.terminationWaitSeconds)
+                wait = self.policy.terminationWaitSeconds
+                step = draft.update_step(
+                    stage="TerminationWait", startedAt=whole_second(now), bakeUntil=after(now, wait)
+                )
+                assert step.bakeUntil is not None
                 draft.emit(
                     "TerminationWait",
                     f"green {draft.status.candidateRevision} has all traffic; blue "
-                    f"{draft.status.activeRevision} kept until {step.bakeUntil}",
+                    f"{draft.status.activeRevision} kept until {format_time(step.bakeUntil)}",
                 )
-                bake_over = self.policy.terminationWaitSeconds == 0
+                bake_over = wait == 0
         return step.stage == "TerminationWait" and bake_over and draft.alarms_allow_promotion()
 
-    def _enter_step(
-        self, draft: VariantDraft, step: StepStatus, steps: list[int], index: int
-    ) -> None:
-        step.stage = "Baking"
-        step.index = index
-        step.greenPercent = steps[index - 1]
-        step.startedAt = format_time(draft.now)
-        step.bakeUntil = stamp_after(draft.now, self.policy.trafficRouting.waitIntervalSeconds)
+    def _enter_step(self, draft: VariantDraft, steps: list[int], index: int) -> None:
+        now = draft.now
+        step = draft.update_step(
+            stage="Baking",
+            index=index,
+            greenPercent=steps[index - 1],
+            startedAt=whole_second(now),
+            bakeUntil=after(now, self.policy.trafficRouting.waitIntervalSeconds),
+        )
         draft.emit(
             "TrafficShifted",
             f"step {index}/{len(steps)}: green {draft.status.candidateRevision} carries "

@@ -1,27 +1,30 @@
-"""The state one variant's planning works on: a copy of its status, and what it plans.
+"""What one variant's planning works on: its status so far, and what it plans.
 
-:class:`VariantDraft` is the one mutable thing in the planner. It is created fresh
-for each variant of each plan and thrown away after; nothing outside the planner
-sees it.
+Statuses are values (frozen pydantic models): a transition derives a new one with
+:meth:`VariantDraft.update`, never edits one in place. :class:`VariantDraft` is the
+planner's one accumulator: it holds the variant's latest status and collects the
+fleets, events and records planned for it. It is created fresh for each variant of
+each plan and thrown away after; nothing outside the planner sees it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from fleetshift_operator.alarms.semantics import Verdict
 from fleetshift_operator.api import (
     HISTORY_LIMIT,
     DeploymentRecord,
     EndpointSpec,
+    StepStatus,
     Variant,
     VariantPhase,
     VariantStatus,
 )
 from fleetshift_operator.planning.names import calculate_revision
-from fleetshift_operator.planning.times import format_time
+from fleetshift_operator.planning.times import whole_second
 from fleetshift_operator.planning.types import (
     AutoscalingPlan,
     Controls,
@@ -123,10 +126,21 @@ class VariantDraft:
     def wake_in(self, seconds: float) -> None:
         self.wake_at(self.now + datetime.timedelta(seconds=seconds))
 
+    def update(self, **fields: Any) -> VariantStatus:
+        """The variant's status from now on: the current one with ``fields`` replaced."""
+        self.status = self.status.model_copy(update=fields)
+        return self.status
+
+    def update_step(self, **fields: Any) -> StepStatus:
+        """The current step (a new one if there is none) with ``fields`` replaced."""
+        step = (self.status.step or StepStatus()).model_copy(update=fields)
+        self.update(step=step)
+        return step
+
     def set_phase(self, phase: VariantPhase) -> None:
         if self.status.phase != phase:
             self.emit("PhaseChanged", f"{self.status.phase or 'New'} -> {phase}")
-        self.status.phase = phase
+        self.update(phase=phase)
 
     def record(
         self,
@@ -141,10 +155,10 @@ class VariantDraft:
             fromRevision=status.activeRevision if status.activeRevision != revision else None,
             outcome=outcome,
             reason=reason,
-            startedAt=status.deploymentStartedAt or format_time(self.now),
-            finishedAt=format_time(self.now),
+            startedAt=status.deploymentStartedAt or whole_second(self.now),
+            finishedAt=whole_second(self.now),
         )
-        status.lastDeployment = record
+        self.update(lastDeployment=record)
         self.records = [*self.records, record][-HISTORY_LIMIT:]
 
     def fleet_size(self, revision: str | None) -> int:

@@ -35,13 +35,13 @@ from fleetshift_operator.planning.status import (
     ROLLOUT_FIELDS,
     SPLIT_TOLERANCE_POINTS,
     append_history,
+    calculate_conditions,
     calculate_phase,
-    summarise,
-    write_conditions,
+    summary_fields,
 )
 from fleetshift_operator.planning.steps import calculate_split, share_percent
 from fleetshift_operator.planning.strategy import strategy_for
-from fleetshift_operator.planning.times import format_time, parse_time, stamp_after
+from fleetshift_operator.planning.times import after, whole_second
 from fleetshift_operator.planning.types import Event, FleetPlan, Observed, Plan
 from fleetshift_operator.planning.variant import plan_variant
 
@@ -49,16 +49,18 @@ from fleetshift_operator.planning.variant import plan_variant
 def plan_endpoint(
     spec: EndpointSpec, status: EndpointStatus | None, observed: Observed, now: datetime.datetime
 ) -> Plan:
-    """Decide the next step of every variant's rollout (see the module docstring)."""
-    current = (status or EndpointStatus()).model_copy(deep=True)
-    _adopt_endpoint_wide_status(current, spec)
+    """Decide the next step of every variant's rollout (see the module docstring).
+
+    ``status`` is a value: the plan holds a new one, and ``status`` is left as it was.
+    """
+    previous = _adopt_endpoint_wide_status(status or EndpointStatus(), spec)
     events: list[Event] = []
-    _handle_pause(current, observed.controls.paused, now, events)
-    actions = Actions(observed.controls, dict(current.handledActions))
+    pause = _handle_pause(previous, observed.controls.paused, now, events)
+    actions = Actions(observed.controls, dict(previous.handledActions))
     retry = actions.take("retry")
     strategy = strategy_for(spec)
 
-    known = {v.name: v for v in current.variants}
+    known = {v.name: v for v in pause.variants}
     drafts = []
     for variant in spec.variants:
         draft = VariantDraft(
@@ -67,47 +69,53 @@ def plan_endpoint(
             observed=observed,
             now=now,
             status=known.get(variant.name, VariantStatus(name=variant.name)),
-            paused=current.paused,
+            paused=pause.paused,
             actions=actions,
         )
         plan_variant(draft, strategy, retry)
-        draft.status.weight = variant.weight
+        draft.update(weight=variant.weight)
         drafts.append(draft)
         events += draft.events
 
-    draining = _draining(current.variants, spec, observed, drafts, events)
+    many = len(spec.variants) > 1
+    draining = _draining(pause.variants, spec, observed, drafts, events)
     fleets = [f for d in drafts for f in d.fleets] + [f for _, f in draining]
-    statuses = [d.status for d in drafts] + [v for v, _ in draining]
-    fleets, gaps = _split_traffic(fleets, statuses, observed, len(spec.variants) > 1)
-
-    previous_phase = current.phase
-    current.variants = statuses
-    current.fleets = _fleet_status(fleets, observed, single=len(statuses) == 1)
-    current.history = append_history(current.history, [r for d in drafts for r in d.records])
-    current.handledActions = actions.handled
-    current.phase = calculate_phase(statuses)
-    if len(spec.variants) > 1 and current.phase != previous_phase:
-        events.append(Event("PhaseChanged", f"{previous_phase or 'New'} -> {current.phase}"))
-    current.observedGeneration = observed.generation
-    summarise(current)
+    planned = [d.status for d in drafts] + [v for v, _ in draining]
+    fleets, statuses, gaps = _split_traffic(fleets, planned, observed, many)
+    phase = calculate_phase(statuses)
+    if many and phase != previous.phase:
+        events.append(Event("PhaseChanged", f"{previous.phase or 'New'} -> {phase}"))
+    decided = previous.model_copy(
+        update={
+            "phase": phase,
+            "observedGeneration": observed.generation,
+            "variants": statuses,
+            "fleets": _fleet_status(fleets, observed, single=len(statuses) == 1),
+            "history": append_history(previous.history, [r for d in drafts for r in d.records]),
+            "handledActions": actions.handled,
+            "paused": pause.paused,
+            "pausedAt": pause.paused_at,
+            **summary_fields(statuses),
+        }
+    )
     revisions = {v.name: calculate_revision(v) for v in spec.variants}
-    write_conditions(current, revisions, gaps, now, observed.generation)
+    conditions = calculate_conditions(decided, revisions, gaps, now, observed.generation)
     delays = [d.requeue_after for d in drafts if d.requeue_after is not None]
     return Plan(
         fleets=tuple(fleets),
-        status=current,
+        status=decided.model_copy(update={"conditions": conditions}),
         events=tuple(events),
         requeue_after=min(delays) if delays else None,
     )
 
 
-def _adopt_endpoint_wide_status(status: EndpointStatus, spec: EndpointSpec) -> None:
+def _adopt_endpoint_wide_status(status: EndpointStatus, spec: EndpointSpec) -> EndpointStatus:
     """A status written before variants had their own rollout holds it at the top
     level: give it to each variant, so an upgraded operator resumes where it was."""
     if status.variants or status.phase in (None, "Deleting"):
-        return
+        return status
     phase = status.phase
-    status.variants = [
+    variants = [
         VariantStatus(
             name=variant.name,
             phase=phase if phase != "Deleting" else None,
@@ -115,32 +123,48 @@ def _adopt_endpoint_wide_status(status: EndpointStatus, spec: EndpointSpec) -> N
         )
         for variant in spec.variants
     ]
+    return status.model_copy(update={"variants": variants})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pause:
+    """The pause after this plan, and the variants with their waits moved by its end."""
+
+    paused: bool
+    paused_at: datetime.datetime | None
+    variants: list[VariantStatus]
 
 
 def _handle_pause(
     status: EndpointStatus, paused: bool, now: datetime.datetime, events: list[Event]
-) -> None:
+) -> _Pause:
     if paused and not status.paused:
-        status.paused, status.pausedAt = True, format_time(now)
         events.append(Event("Paused", "deployment paused: steps are held, alarms still roll back"))
-    elif not paused and status.paused:
-        held = now - (parse_time(status.pausedAt) or now)
-        seconds = held.total_seconds()
-        for variant in status.variants:
-            deadline = parse_time(variant.deadline)
-            if deadline is not None:
-                variant.deadline = stamp_after(deadline, seconds)
-            step = variant.step
-            if step is not None and step.bakeUntil:
-                bake = parse_time(step.bakeUntil)
-                if bake is not None:
-                    step.bakeUntil = stamp_after(bake, seconds)
-            if step is not None and step.stage == "Provisioning" and step.startedAt:
-                began = parse_time(step.startedAt)
-                if began is not None:
-                    step.startedAt = stamp_after(began, seconds)
-        status.paused, status.pausedAt = False, None
-        events.append(Event("Resumed", f"deployment resumed after {int(seconds)}s"))
+        return _Pause(True, whole_second(now), status.variants)
+    if paused or not status.paused:
+        return _Pause(status.paused, status.pausedAt, status.variants)
+    seconds = (now - (status.pausedAt or now)).total_seconds()
+    events.append(Event("Resumed", f"deployment resumed after {int(seconds)}s"))
+    return _Pause(False, None, [_moved_by(v, seconds) for v in status.variants])
+
+
+def _moved_by(variant: VariantStatus, seconds: float) -> VariantStatus:
+    """``variant`` with its deadline, bake and provisioning start ``seconds`` later: a
+    pause does not count against them."""
+    step = variant.step
+    if step is not None:
+        step = step.model_copy(
+            update={
+                "bakeUntil": after(step.bakeUntil, seconds) if step.bakeUntil else None,
+                "startedAt": (
+                    after(step.startedAt, seconds)
+                    if step.stage == "Provisioning" and step.startedAt
+                    else step.startedAt
+                ),
+            }
+        )
+    deadline = after(variant.deadline, seconds) if variant.deadline else None
+    return variant.model_copy(update={"deadline": deadline, "step": step})
 
 
 def _draining(
@@ -197,9 +221,9 @@ def _split_traffic(
     variants: Sequence[VariantStatus],
     observed: Observed,
     many: bool,
-) -> tuple[list[FleetPlan], list[str]]:
-    """Serving pods (Replicas) or backend weights (GatewayAPI) for every fleet, the shares
-    they give written to ``variants``, and the gaps of more than 5 points from the asks."""
+) -> tuple[list[FleetPlan], list[VariantStatus], list[str]]:
+    """Serving pods (Replicas) or backend weights (GatewayAPI) for every fleet, the
+    variants with the shares they give, and the gaps of more than 5 points from the asks."""
     by_name = {v.name: v for v in variants}
     serving_any = any(v.activeRevision is not None for v in variants)
 
@@ -233,18 +257,27 @@ def _split_traffic(
     total_served, total_weight = sum(served), sum(weights)
     asked_weight = sum(v.weight for v in variants if eligible(v))
     gaps = []
+    shared = []
     for variant in variants:
         mine = [i for i, f in enumerate(fleets) if f.variant == variant.name]
         variant_served = sum(served[i] for i in mine)
-        variant.trafficPercent = share_percent(variant_served, total_served)
-        variant.requestedTrafficPercent = (
-            share_percent(variant.weight, asked_weight) if eligible(variant) else 0
-        )
         greens = [i for i in mine if fleets[i].role == "green"]
-        variant.greenTrafficPercent = share_percent(sum(served[i] for i in greens), variant_served)
         blue = next((fleets[i] for i in mine if fleets[i].role == "blue"), None)
         seen = observed.fleet(variant.name, blue.revision) if blue is not None else None
-        variant.readyReplicas = seen.ready if seen is not None else 0
+        shared.append(
+            variant.model_copy(
+                update={
+                    "trafficPercent": share_percent(variant_served, total_served),
+                    "requestedTrafficPercent": (
+                        share_percent(variant.weight, asked_weight) if eligible(variant) else 0
+                    ),
+                    "greenTrafficPercent": share_percent(
+                        sum(served[i] for i in greens), variant_served
+                    ),
+                    "readyReplicas": seen.ready if seen is not None else 0,
+                }
+            )
+        )
         if total_served == 0 or total_weight == 0:
             continue
         asked = 100 * sum(weights[i] for i in mine) / total_weight
@@ -264,7 +297,7 @@ def _split_traffic(
                     f"{round(got_green)}% ({served[i]} of {variant_served} serving pods); "
                     "more replicas give a finer split"
                 )
-    return fleets, gaps
+    return fleets, shared, gaps
 
 
 def _fleet_status(

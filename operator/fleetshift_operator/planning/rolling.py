@@ -8,14 +8,14 @@ shrinks green as blue becomes Ready.
 
 from __future__ import annotations
 
-from fleetshift_operator.api import Rolling, StepStatus
+from fleetshift_operator.api import Rolling
 from fleetshift_operator.planning.context import VariantDraft
 from fleetshift_operator.planning.steps import (
     calculate_batch,
     calculate_rolling_targets,
     share_percent,
 )
-from fleetshift_operator.planning.times import format_time, parse_time, stamp_after
+from fleetshift_operator.planning.times import after, whole_second
 from fleetshift_operator.planning.transitions import retire_blue
 
 
@@ -37,52 +37,53 @@ class RollingStrategy:
         self.provisioning_timeout_seconds = policy.provisioningTimeoutSeconds
 
     def advance(self, draft: VariantDraft) -> None:
-        status, now, rolling = draft.status, draft.now, self.policy
-        assert status.candidateRevision is not None
-        step = status.step or StepStatus()
-        status.step = step
-        size = step.fleetSize or draft.variant.replicas
-        step.fleetSize = size
+        now, rolling = draft.now, self.policy
+        candidate = draft.status.candidateRevision
+        assert candidate is not None
+        current = draft.status.step
+        size = (current.fleetSize if current else None) or draft.variant.replicas
         batch = calculate_batch(rolling.maximumBatchSize.type, rolling.maximumBatchSize.value, size)
         targets = calculate_rolling_targets(size, batch)
-        step.total = len(targets)
+        step = draft.update_step(fleetSize=size, total=len(targets))
         draft.actions.take("promote")  # rolling batches are not skipped: capacity must move
         index = max(1, step.index)
-        green = draft.fleet(status.candidateRevision)
+        green = draft.fleet(candidate)
         green_ready = green.ready if green is not None else 0
 
         if not draft.paused:
             if step.stage == "Provisioning" and green_ready >= targets[index - 1]:
-                step.stage, step.index = "Baking", index
-                step.greenPercent = share_percent(targets[index - 1], size)
-                step.startedAt = format_time(now)
-                step.bakeUntil = stamp_after(now, rolling.waitIntervalSeconds)
+                step = draft.update_step(
+                    stage="Baking",
+                    index=index,
+                    greenPercent=share_percent(targets[index - 1], size),
+                    startedAt=whole_second(now),
+                    bakeUntil=after(now, rolling.waitIntervalSeconds),
+                )
                 draft.emit(
                     "BatchShifted",
                     f"batch {index}/{len(targets)}: {targets[index - 1]} of {size} replicas on "
-                    f"{status.candidateRevision}",
+                    f"{candidate}",
                 )
             elif step.stage == "Baking":
-                until = parse_time(step.bakeUntil)
+                until = step.bakeUntil
                 if (until is None or now >= until) and draft.alarms_allow_promotion():
                     if index >= len(targets):
                         retire_blue(draft)
                         return
-                    step.stage, step.index = "Provisioning", index + 1
-                    step.startedAt = format_time(now)
                     index += 1
+                    step = draft.update_step(
+                        stage="Provisioning", index=index, startedAt=whole_second(now)
+                    )
 
         done = targets[index - 2] if step.stage == "Provisioning" and index >= 2 else 0
         if step.stage == "Baking":
             done = targets[index - 1]
         _pair(draft, green=targets[index - 1], blue=size - done, green_serving=done, size=size)
         if step.stage == "Baking" and not draft.paused:
-            draft.wake_at(parse_time(step.bakeUntil))
+            draft.wake_at(step.bakeUntil)
 
     def roll_back(self, draft: VariantDraft) -> bool:
-        status = draft.status
-        step = status.step or StepStatus()
-        status.step = step
+        step = draft.update_step()
         size = step.fleetSize or draft.variant.replicas
         rollback_size = self.policy.rollbackMaximumBatchSize
         batch = (
@@ -90,19 +91,21 @@ class RollingStrategy:
             if rollback_size is not None
             else size
         )
-        blue = draft.fleet(status.activeRevision)
+        blue = draft.fleet(draft.status.activeRevision)
         blue_ready = blue.ready if blue is not None else 0
         if step.stage != "RollingBack":
-            step.stage = "RollingBack"
-            step.rollbackReplicas = min(size, (blue.replicas if blue else 0) + batch)
+            step = draft.update_step(
+                stage="RollingBack",
+                rollbackReplicas=min(size, (blue.replicas if blue else 0) + batch),
+            )
         target = step.rollbackReplicas or size
         if blue_ready >= target and target < size:
             target = min(size, target + batch)
-            step.rollbackReplicas = target
+            draft.update_step(rollbackReplicas=target)
         if blue_ready >= size:
-            step.greenPercent = 0
+            draft.update_step(greenPercent=0)
             return True
         green_serving = max(0, size - blue_ready)
         _pair(draft, green=green_serving, blue=target, green_serving=green_serving, size=size)
-        step.greenPercent = share_percent(green_serving, size)
+        draft.update_step(greenPercent=share_percent(green_serving, size))
         return False

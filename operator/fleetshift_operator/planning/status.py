@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from fleetshift_operator.api import (
     HISTORY_LIMIT,
@@ -13,9 +13,10 @@ from fleetshift_operator.api import (
     DeploymentRecord,
     EndpointStatus,
     Phase,
+    Rollout,
     VariantStatus,
 )
-from fleetshift_operator.planning.times import format_time
+from fleetshift_operator.planning.times import whole_second
 
 IN_FLIGHT: tuple[Phase, ...] = ("Creating", "Updating", "RollingBack", "UpdateRollbackFailed")
 """Phases in which a deployment (or its rollback) is still moving: the operator polls."""
@@ -83,34 +84,28 @@ def focus_variant(variants: Sequence[VariantStatus]) -> VariantStatus | None:
     return variants[0] if variants else None
 
 
-ROLLOUT_FIELDS = (
-    "activeRevision",
-    "candidateRevision",
-    "greenTrafficPercent",
-    "step",
-    "deploymentStartedAt",
-    "deadline",
-    "rollbackReason",
-    "rolledBackRevision",
-    "lastDeployment",
-    "alarms",
-    "inconclusiveStreak",
-    "rollbackCause",
-)
+ROLLOUT_FIELDS = tuple(Rollout.model_fields)
 """The rollout fields a variant has and the endpoint's top level repeats."""
 
 
-def summarise(status: EndpointStatus) -> None:
-    """Copy the focus variant's rollout fields to the top level."""
-    focus = focus_variant(status.variants)
-    status.variant = focus.name if focus else None
+def summary_fields(variants: Sequence[VariantStatus]) -> dict[str, Any]:
+    """The top-level fields that repeat the focus variant's rollout.
+
+    >>> V = VariantStatus
+    >>> fields = summary_fields([V(name="a", activeRevision="r1"), V(name="b")])
+    >>> fields["variant"], fields["activeRevision"], fields["alarms"]
+    ('a', 'r1', [])
+    """
+    focus = focus_variant(variants)
+    fields: dict[str, Any] = {"variant": focus.name if focus else None}
     for field in ROLLOUT_FIELDS:
         value = getattr(focus, field) if focus is not None else None
         if value is None and field in ("greenTrafficPercent", "inconclusiveStreak"):
             value = 0
         if value is None and field == "alarms":
             value = []
-        setattr(status, field, value)
+        fields[field] = value
+    return fields
 
 
 def append_history(
@@ -132,7 +127,7 @@ def set_condition(  # noqa: PLR0917 - a condition is these seven things
     """``conditions`` with ``kind`` set; its transition time moves only when its status does."""
     previous = next((c for c in conditions if c.type == kind), None)
     changed = previous is None or previous.status != status
-    stamp = format_time(now) if changed or previous is None else previous.lastTransitionTime
+    stamp = whole_second(now) if changed or previous is None else previous.lastTransitionTime
     updated = Condition(
         type=kind,
         status=status,
@@ -203,14 +198,15 @@ def _degradation(
     return None
 
 
-def write_conditions(
+def calculate_conditions(
     status: EndpointStatus,
     spec_revisions: dict[str, str],
     split_gaps: Sequence[str],
     now: datetime.datetime,
     generation: int,
-) -> None:
-    """Ready, Progressing, Degraded and TrafficSplit, from the variants' status."""
+) -> list[Condition]:
+    """Ready, Progressing, Degraded and TrafficSplit, from the variants' status
+    (``status.conditions`` are the previous ones: a time moves only on a change)."""
     phase = status.phase
     many = len(spec_revisions) > 1
     conditions = status.conditions
@@ -293,4 +289,4 @@ def write_conditions(
             now,
             generation,
         )
-    status.conditions = conditions
+    return conditions

@@ -1,34 +1,32 @@
-"""Time at the edge: ``datetime`` inside the planner, RFC 3339 strings only in status."""
+"""Time in the planner: ``datetime`` throughout, whole seconds in status.
+
+Status fields are :data:`~fleetshift_operator.api.Timestamp` (a ``datetime``); the
+string form exists only when the status is written (``model_dump(mode="json")``) and
+in messages. A stored moment is a whole second, so a status read back from the
+apiserver equals the one planned: a start is rounded down, a wait's end up.
+"""
 
 from __future__ import annotations
 
 import datetime
 
+from fleetshift_operator.api import format_timestamp
 
-def format_time(moment: datetime.datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, to the second.
+format_time = format_timestamp
+"""How a moment reads in an event message (RFC 3339, UTC, to the second)."""
 
-    >>> format_time(datetime.datetime(2026, 1, 2, 3, 4, 5, 999, tzinfo=datetime.UTC))
-    '2026-01-02T03:04:05Z'
+
+def whole_second(moment: datetime.datetime) -> datetime.datetime:
+    """Round down to a whole second: when something started.
+
+    >>> whole_second(datetime.datetime(2026, 1, 1, 0, 0, 1, 999_999)).second
+    1
     """
-    return moment.astimezone(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime.datetime | None:
-    """The inverse of :func:`format_time` (None stays None).
-
-    >>> parse_time("2026-01-02T03:04:05Z").isoformat()
-    '2026-01-02T03:04:05+00:00'
-    >>> parse_time(None) is None
-    True
-    """
-    if not text:
-        return None
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return moment.replace(microsecond=0)
 
 
 def ceil_second(moment: datetime.datetime) -> datetime.datetime:
-    """Round up to a whole second, so a stored time is never earlier than meant.
+    """Round up to a whole second, so a stored end is never earlier than meant.
 
     >>> ceil_second(datetime.datetime(2026, 1, 1, 0, 0, 1, 5)).second
     2
@@ -38,10 +36,10 @@ def ceil_second(moment: datetime.datetime) -> datetime.datetime:
     return moment
 
 
-def stamp_after(now: datetime.datetime, seconds: float) -> str:
-    """The status string of ``now`` plus ``seconds``, rounded up to a whole second.
+def after(now: datetime.datetime, seconds: float) -> datetime.datetime:
+    """``now`` plus ``seconds``, rounded up to a whole second: when a wait ends.
 
-    >>> stamp_after(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC), 1.5)
+    >>> format_time(after(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC), 1.5))
     '2026-01-01T00:00:02Z'
     """
-    return format_time(ceil_second(now + datetime.timedelta(seconds=seconds)))
+    return ceil_second(now + datetime.timedelta(seconds=seconds))

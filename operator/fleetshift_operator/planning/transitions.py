@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from fleetshift_operator.api import VariantStatus
 from fleetshift_operator.planning.context import VariantDraft
 
+NO_DEPLOYMENT = {
+    "rollbackReason": None,
+    "candidateRevision": None,
+    "step": None,
+    "deploymentStartedAt": None,
+    "deadline": None,
+    "waitingFor": None,
+}
+"""The fields of a deployment in hand, as they read when there is none."""
 
-def clear_deployment(status: VariantStatus) -> None:
+
+def clear_deployment(draft: VariantDraft) -> None:
     """Forget the deployment in hand (its record is already written)."""
-    status.rollbackReason = None
-    status.candidateRevision = None
-    status.step = None
-    status.deploymentStartedAt = None
-    status.deadline = None
-    status.waitingFor = None
+    draft.update(**NO_DEPLOYMENT)
 
 
 def serve_blue(draft: VariantDraft, *, spec_size: bool = False) -> None:
@@ -35,8 +39,6 @@ def retire_blue(draft: VariantDraft) -> None:
     size = green.replicas if green is not None and green.replicas else draft.variant.replicas
     draft.plan_fleet(candidate, "blue", size, 100, draft.autoscaling())
     draft.record(candidate, "Succeeded", f"all traffic on {candidate}; {old} retired")
-    status.activeRevision = candidate
-    status.rolledBackRevision = None
-    clear_deployment(status)
+    draft.update(activeRevision=candidate, rolledBackRevision=None, **NO_DEPLOYMENT)
     draft.set_phase("InService")
     draft.emit("DeploymentSucceeded", f"revision {candidate} is serving; {old} retired")

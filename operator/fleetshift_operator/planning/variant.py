@@ -29,7 +29,7 @@ from fleetshift_operator.api import AlarmStatus, StepStatus
 from fleetshift_operator.planning.context import VariantDraft
 from fleetshift_operator.planning.steps import calculate_required_ready
 from fleetshift_operator.planning.strategy import DeploymentStrategy
-from fleetshift_operator.planning.times import format_time, parse_time, stamp_after
+from fleetshift_operator.planning.times import after, whole_second
 from fleetshift_operator.planning.transitions import clear_deployment, serve_blue
 
 ROLLBACK_RETRY_SECONDS = 5
@@ -37,20 +37,21 @@ ROLLBACK_RETRY_SECONDS = 5
 
 def plan_variant(draft: VariantDraft, strategy: DeploymentStrategy, retry: bool) -> None:
     """Decide the next step of one variant's rollout (see the module docstring)."""
-    status, revision = draft.status, draft.revision
-    if retry and status.rolledBackRevision == revision:
-        status.rolledBackRevision = None
+    revision = draft.revision
+    if retry and draft.status.rolledBackRevision == revision:
+        draft.update(rolledBackRevision=None)
         draft.emit("RetryRequested", f"retrying revision {revision}")
 
-    if status.activeRevision is None:
+    if draft.status.activeRevision is None:
         _plan_first_deployment(draft, strategy)
         return
-    if status.candidateRevision is not None:
+    if draft.status.candidateRevision is not None:
         _plan_deployment(draft, strategy)
-        if status.candidateRevision is not None:
+        if draft.status.candidateRevision is not None:
             return
-        if revision in (status.activeRevision, status.rolledBackRevision):
+        if revision in (draft.status.activeRevision, draft.status.rolledBackRevision):
             return  # the deployment ended in this plan; blue is planned
+    status = draft.status
     if revision not in (status.activeRevision, status.rolledBackRevision):
         draft.fleets.clear()
         _start_deployment(draft, strategy)
@@ -63,30 +64,34 @@ def plan_variant(draft: VariantDraft, strategy: DeploymentStrategy, retry: bool)
 
 
 def _plan_first_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
-    status, revision, now = draft.status, draft.revision, draft.now
-    if status.candidateRevision != revision:
-        if status.candidateRevision is not None:
-            draft.emit("Superseded", f"revision {status.candidateRevision} replaced by {revision}")
-        status.candidateRevision = revision
-        status.deploymentStartedAt = format_time(now)
-        status.deadline = stamp_after(now, strategy.execution_timeout_seconds)
-        status.step = StepStatus(stage="Provisioning", startedAt=format_time(now))
-        status.waitingFor = None
+    revision, now = draft.revision, draft.now
+    if draft.status.candidateRevision != revision:
+        if draft.status.candidateRevision is not None:
+            draft.emit(
+                "Superseded", f"revision {draft.status.candidateRevision} replaced by {revision}"
+            )
+        draft.update(
+            candidateRevision=revision,
+            deploymentStartedAt=whole_second(now),
+            deadline=after(now, strategy.execution_timeout_seconds),
+            step=StepStatus(stage="Provisioning", startedAt=whole_second(now)),
+            waitingFor=None,
+        )
         draft.set_phase("Creating")
     fleet = draft.fleet(revision)
     draft.plan_fleet(revision, "blue", draft.variant.replicas, 100, draft.autoscaling())
-    if status.phase == "Failed":
+    if draft.status.phase == "Failed":
         return
-    status.waitingFor = fleet.waiting if fleet is not None else None
+    status = draft.update(waitingFor=fleet.waiting if fleet is not None else None)
     if fleet is not None and fleet.ready >= draft.variant.replicas:
         draft.record(revision, "Succeeded", "variant created" if draft.many else "endpoint created")
-        status.activeRevision = revision
-        clear_deployment(status)
+        draft.update(activeRevision=revision)
+        clear_deployment(draft)
         draft.set_phase("InService")
         draft.emit("InService", f"revision {revision} is serving")
         return
-    deadline = parse_time(status.deadline)
-    started = parse_time(status.step.startedAt if status.step else None) or now
+    deadline = status.deadline
+    started = (status.step.startedAt if status.step else None) or now
     provisioning_over = _provisioning_bounded(strategy) and (
         (now - started).total_seconds() >= strategy.provisioning_timeout_seconds
     )
@@ -140,27 +145,29 @@ def _plan_steady(draft: VariantDraft) -> None:
 
 
 def _start_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
-    status, now, revision = draft.status, draft.now, draft.revision
-    status.candidateRevision = revision
-    status.deploymentStartedAt = format_time(now)
-    status.deadline = stamp_after(now, strategy.execution_timeout_seconds)
-    status.inconclusiveStreak = 0
-    status.alarms = []
-    status.rollbackCause = None
-    status.waitingFor = None
-    size = draft.fleet_size(status.activeRevision)
-    status.step = StepStatus(
-        stage="Provisioning",
-        index=0,
-        total=0,
-        greenPercent=0,
-        fleetSize=size,
-        startedAt=format_time(now),
+    now, revision = draft.now, draft.revision
+    active = draft.status.activeRevision
+    draft.update(
+        candidateRevision=revision,
+        deploymentStartedAt=whole_second(now),
+        deadline=after(now, strategy.execution_timeout_seconds),
+        inconclusiveStreak=0,
+        alarms=[],
+        rollbackCause=None,
+        waitingFor=None,
+        step=StepStatus(
+            stage="Provisioning",
+            index=0,
+            total=0,
+            greenPercent=0,
+            fleetSize=draft.fleet_size(active),
+            startedAt=whole_second(now),
+        ),
     )
     draft.set_phase("Updating")
     draft.emit(
         "DeploymentStarted",
-        f"deploying revision {revision} over {status.activeRevision}: green fleet provisioning",
+        f"deploying revision {revision} over {active}: green fleet provisioning",
     )
 
 
@@ -184,19 +191,19 @@ def _plan_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
         return
     strategy.advance(draft)
     if not draft.paused:
-        draft.wake_at(parse_time(status.deadline))
+        draft.wake_at(draft.status.deadline)
 
 
 def _supersede(draft: VariantDraft, strategy: DeploymentStrategy) -> bool:
     """A new revision mid-deployment: blue takes everything back and the old green goes.
     True when the new revision starts deploying now."""
-    status, revision = draft.status, draft.revision
-    candidate = status.candidateRevision
+    revision = draft.revision
+    candidate = draft.status.candidateRevision
     assert candidate is not None
     draft.record(candidate, "Superseded", f"replaced by revision {revision}")
     draft.emit("Superseded", f"revision {candidate} superseded by {revision}")
-    clear_deployment(status)
-    if revision in (status.activeRevision, status.rolledBackRevision):
+    clear_deployment(draft)
+    if revision in (draft.status.activeRevision, draft.status.rolledBackRevision):
         _plan_steady(draft)
         return False
     _start_deployment(draft, strategy)
@@ -209,21 +216,21 @@ def _reason_to_roll_back(
     """Why the deployment must roll back now (and whether that is a warning), if it must:
     an abort, an alarm, a green fleet that cannot run, the deadline, or green capacity
     that did not become Ready within ``provisioningTimeoutSeconds``."""
-    status, now = draft.status, draft.now
+    now = draft.now
     if draft.actions.take("abort"):
         return "aborted on request", False
     cause = _judge_alarms(draft)
     if cause is not None:
-        status.rollbackCause = cause
+        draft.update(rollbackCause=cause)
         return f"alarm {cause.name}: {cause.reason}", True
     policy = draft.spec.deploymentConfig.autoRollback
     if policy is not None:
         draft.wake_in(policy.pollIntervalSeconds)
-    green = draft.fleet(status.candidateRevision)
+    green = draft.fleet(draft.status.candidateRevision)
     if green is not None and green.failure:
         return f"green fleet cannot run ({green.failure})", True
-    status.waitingFor = green.waiting if green is not None else None
-    deadline = parse_time(status.deadline)
+    status = draft.update(waitingFor=green.waiting if green is not None else None)
+    deadline = status.deadline
     if deadline is not None and now >= deadline and not draft.paused:
         return "the deployment did not finish before maximumExecutionTimeoutSeconds", True
     step = status.step
@@ -233,7 +240,7 @@ def _reason_to_roll_back(
         and _provisioning_bounded(strategy)
         and not draft.paused
     ):
-        started = parse_time(step.startedAt) or now
+        started = step.startedAt or now
         left = strategy.provisioning_timeout_seconds - (now - started).total_seconds()
         if left <= 0:
             assert status.candidateRevision is not None
@@ -248,11 +255,10 @@ def _rollback(
     """Traffic back to blue (the strategy says how fast); green goes once blue is whole.
     A blue fleet that cannot take the traffic keeps green serving, and the rollback is
     retried (``UpdateRollbackFailed``)."""
-    status = draft.status
+    status = draft.update(rollbackReason=reason)
     candidate = status.candidateRevision
     rolling = draft.spec.deploymentConfig.rolling is not None
     blue = draft.fleet(status.activeRevision)
-    status.rollbackReason = reason
     if blue is None or (blue.ready == 0 and not rolling):
         _keep_current(draft)
         if status.phase != "UpdateRollbackFailed":
@@ -267,13 +273,13 @@ def _rollback(
     if status.phase != "RollingBack":
         draft.set_phase("RollingBack")
         draft.emit("RollbackStarted", f"rolling back {candidate}: {reason}", warning=warning)
-        status.rolledBackRevision = candidate
+        draft.update(rolledBackRevision=candidate)
         draft.record(candidate or "", "RolledBack", reason)
     if strategy.roll_back(draft):
         draft.fleets.clear()
         serve_blue(draft)
-        if status.step is not None:
-            status.step.greenPercent = 0
+        if draft.status.step is not None:
+            draft.update_step(greenPercent=0)
 
 
 def _keep_current(draft: VariantDraft) -> None:
@@ -298,15 +304,14 @@ def _keep_current(draft: VariantDraft) -> None:
 def _finish_rollback(draft: VariantDraft) -> None:
     """Blue is whole: plan it alone; once no green fleet is left, the variant is back
     in service on blue."""
-    status = draft.status
-    candidate = status.candidateRevision
+    candidate, active = draft.status.candidateRevision, draft.status.activeRevision
     draft.fleets.clear()
     serve_blue(draft)
     if draft.fleet(candidate) is not None:
         return
-    clear_deployment(status)
+    clear_deployment(draft)
     draft.set_phase("InService")
-    draft.emit("RolledBack", f"revision {candidate} rolled back; {status.activeRevision} serving")
+    draft.emit("RolledBack", f"revision {candidate} rolled back; {active} serving")
 
 
 def _judge_alarms(draft: VariantDraft) -> AlarmStatus | None:
@@ -317,30 +322,28 @@ def _judge_alarms(draft: VariantDraft) -> AlarmStatus | None:
     RollBack`` enough of them in a row roll back too, and the cause says so.
     """
     results = draft.observed.alarms_of(draft.name)
-    status = draft.status
     if results is None:
         return None
-    stamp = format_time(draft.now)
+    stamp = whole_second(draft.now)
     recorded = [
         AlarmStatus(
             name=r.name, verdict=r.verdict, value=r.value, reason=r.reason, evaluatedAt=stamp
         )
         for r in results
     ]
-    status.alarms = recorded
     by_name = {a.name: a for a in recorded}
     decisive = [r for r in results if r.fatal] or [r for r in results if r.verdict == "Breaching"]
     if decisive:
         draft.alarm_verdict = decisive[0].verdict
-        status.inconclusiveStreak = 0
+        draft.update(alarms=recorded, inconclusiveStreak=0)
         return by_name[decisive[0].name]
     unclear = [r for r in results if r.verdict in ("Inconclusive", "Error")]
     if not unclear:
         draft.alarm_verdict = "Healthy"
-        status.inconclusiveStreak = 0
+        draft.update(alarms=recorded, inconclusiveStreak=0)
         return None
     draft.alarm_verdict = "Inconclusive"
-    status.inconclusiveStreak += 1
+    status = draft.update(alarms=recorded, inconclusiveStreak=draft.status.inconclusiveStreak + 1)
     policy = draft.spec.deploymentConfig.autoRollback
     if (
         policy is not None
