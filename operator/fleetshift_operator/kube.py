@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lightkube import AsyncClient, codecs
@@ -300,12 +300,7 @@ def pod_view_of(body: Mapping[str, Any]) -> PodView:
         waiting = (container.get("state") or {}).get("waiting")
         if waiting is not None and waiting.get("reason") in _WAITING_FAILURES:
             failure = f"{waiting['reason']} in pod {metadata.get('name', '?')}"
-    unscheduled = None
-    for condition in conditions:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            reason = condition.get("reason") or "Unschedulable"
-            message = condition.get("message")
-            unscheduled = f"{reason}: {message}" if message else reason
+    unscheduled = _condition_says(conditions, "PodScheduled", "False", "Unschedulable")
     return PodView(
         name=metadata.get("name") or "",
         variant=labels.get(LABEL_VARIANT, ""),
@@ -319,6 +314,25 @@ def pod_view_of(body: Mapping[str, Any]) -> PodView:
     )
 
 
+def _condition_says(
+    conditions: Sequence[Mapping[str, Any]], kind: str, state: str, default: str | None = None
+) -> str | None:
+    """``reason: message`` of the last condition ``kind`` in ``state``, if there is one.
+
+    >>> _condition_says([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+    ...     "message": "0/3 nodes are available"}], "PodScheduled", "False")
+    'Unschedulable: 0/3 nodes are available'
+    >>> _condition_says([{"type": "PodScheduled", "status": "True"}], "PodScheduled", "False")
+    """
+    said = None
+    for condition in conditions:
+        if condition.get("type") == kind and condition.get("status") == state:
+            reason = condition.get("reason") or default or kind
+            message = condition.get("message")
+            said = f"{reason}: {message}" if message else reason
+    return said
+
+
 def deployment_view_of(body: Mapping[str, Any]) -> DeploymentView:
     """A fleet Deployment as the API serves it, condensed.
 
@@ -330,12 +344,7 @@ def deployment_view_of(body: Mapping[str, Any]) -> DeploymentView:
     metadata = body.get("metadata") or {}
     labels = metadata.get("labels") or {}
     status = body.get("status") or {}
-    waiting = None
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
-            reason = condition.get("reason") or "ReplicaFailure"
-            message = condition.get("message")
-            waiting = f"{reason}: {message}" if message else reason
+    waiting = _condition_says(status.get("conditions") or [], "ReplicaFailure", "True")
     return DeploymentView(
         name=metadata.get("name") or "",
         variant=labels.get(LABEL_VARIANT, ""),

@@ -41,6 +41,23 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
 
+def create_in_service(
+    kube: Client, namespace: str, main: dict[str, Any], policy: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Create a one-variant Endpoint (with ``policy`` as its deploymentConfig) and wait
+    for it to serve; returns the spec, for edits."""
+    spec: dict[str, Any] = {"variants": [main]}
+    if policy is not None:
+        spec["deploymentConfig"] = policy
+    kube.create(endpoint_manifest(NAME, namespace, spec))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="InService",
+    )
+    return spec
+
+
 def test_the_smallest_endpoint_is_served_under_a_sagemaker_variant_name(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
@@ -130,12 +147,7 @@ def test_an_endpoint_whose_pods_all_go_unready_is_out_of_service_not_healthy(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
     main = variant("main", "s3://models/churn/v1", replicas=2)
-    kube.create(endpoint_manifest(NAME, namespace, {"variants": [main]}))
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
-        timeout=60,
-        message="InService",
-    )
+    create_in_service(kube, namespace, main)
     make_unready(kube, namespace, revision(main))
     wait_for(
         lambda: status_of(kube, NAME, namespace).get("phase") == "OutOfService",
@@ -153,14 +165,7 @@ def test_green_pods_that_cannot_be_scheduled_show_at_once_and_roll_back_at_the_t
 ) -> None:
     policy = {"blueGreen": {"provisioningTimeoutSeconds": 15}}
     main = variant("main", "s3://models/churn/v1", replicas=2)
-    kube.create(
-        endpoint_manifest(NAME, namespace, {"variants": [main], "deploymentConfig": policy})
-    )
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
-        timeout=60,
-        message="InService",
-    )
+    create_in_service(kube, namespace, main, policy)
     stuck = {**main, "model": {"uri": "s3://models/churn/v2"}, "nodeSelector": {"no": "such-node"}}
     set_spec(kube, NAME, namespace, {"variants": [stuck], "deploymentConfig": policy})
     started = time.monotonic()
@@ -196,12 +201,7 @@ def test_green_pods_refused_by_a_quota_say_so_in_degraded(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
     main = variant("main", "s3://models/churn/v1", replicas=2)
-    kube.create(endpoint_manifest(NAME, namespace, {"variants": [main]}))
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
-        timeout=60,
-        message="InService",
-    )
+    create_in_service(kube, namespace, main)
     kube.create(
         ResourceQuota(
             metadata=ObjectMeta(name="two-pods", namespace=namespace),
@@ -244,14 +244,7 @@ def test_a_10_percent_canary_on_3_replicas_reports_the_share_it_serves(
         }
     }
     main = variant("main", "s3://models/churn/v1", replicas=3)
-    kube.create(
-        endpoint_manifest(NAME, namespace, {"variants": [main], "deploymentConfig": canary})
-    )
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
-        timeout=60,
-        message="InService",
-    )
+    create_in_service(kube, namespace, main, canary)
     update = {**main, "model": {"uri": "s3://models/churn/v2"}}
     set_spec(kube, NAME, namespace, {"variants": [update], "deploymentConfig": canary})
     wait_for(
