@@ -11,6 +11,7 @@ PACKAGES := operator/fleetshift_operator runtime/fleetshift_runtime devcluster/f
 help:
 	@echo "make test          set everything up (venv, packages, binaries, Prometheus), lint, run all tests"
 	@echo "make cluster       start the local control plane in the background (prints export KUBECONFIG=...)"
+	@echo "make cluster NODE=real   the same plus a real node, inside a network namespace (root)"
 	@echo "make cluster-down  stop it"
 	@echo "make demo          the guardrail walkthrough: canary and linear updates, live, with timelines"
 	@echo "make images        build the operator and runtime images with podman (no registry, no Docker)"
@@ -54,8 +55,20 @@ test: venv tools binaries runtime-test-tools lint typecheck images
 test-fast: venv
 	$(BIN)/python -m pytest -m "not cluster"
 
+# NODE=real adds a real node (containerd, kubelet, kube-proxy, CoreDNS) inside a network
+# namespace; it needs root and builds its binaries on first use (docs/real-node.md).
+NODE ?= kwok
 cluster: venv tools binaries
-	@$(BIN)/fleetshift-cluster up
+	@if [ "$(NODE)" = real ]; then \
+	  missing=""; \
+	  command -v iptables >/dev/null || missing="$$missing iptables"; \
+	  [ -e /usr/include/seccomp.h ] || missing="$$missing libseccomp-dev"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "[tools] installing from Debian:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi; \
+	fi
+	@$(BIN)/fleetshift-cluster up --node $(NODE)
 
 cluster-down: venv
 	@$(BIN)/fleetshift-cluster down

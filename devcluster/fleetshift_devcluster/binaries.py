@@ -35,6 +35,13 @@ ETCD_VERSION = "v3.5.35"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
 GATEWAY_API_VERSION = "v1.6.3"  # v1.7 needs Go 1.27
+# The real node (``fleetshift-cluster up --node real``). containerd 2.x because 1.x leaves pod
+# CPU and memory at 0 in the kubelet's stats/summary (what metrics-server reads).
+CONTAINERD_VERSION = "v2.2.9"
+RUNC_VERSION = "v1.3.7"
+CNI_PLUGINS_VERSION = "v1.9.0"
+COREDNS_VERSION = "v1.15.0"
+CRICTL_VERSION = "v1.34.0"  # the module proxy refuses v1.35.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,25 +68,94 @@ ETCD = Binary("etcd", "etcd", ETCD_VERSION, ("--version",))
 KWOK = Binary("kwok", "kwok", KWOK_VERSION, ("--version",))
 HELM = Binary("helm", "helm", HELM_VERSION, ("version", "--short"))
 
+KUBELET = Binary("kubelet", "k8s", KUBERNETES_VERSION, ("--version",))
+KUBE_PROXY = Binary("kube-proxy", "k8s", KUBERNETES_VERSION, ("--version",))
+CONTAINERD = Binary("containerd", "containerd", CONTAINERD_VERSION, ("--version",))
+CTR = Binary("ctr", "containerd", CONTAINERD_VERSION, ("--version",))
+CONTAINERD_SHIM = Binary("containerd-shim-runc-v2", "containerd", CONTAINERD_VERSION, ("-v",))
+RUNC = Binary("runc", "runc", RUNC_VERSION, ("--version",))
+CNI_BRIDGE = Binary("bridge", "cni-plugins", CNI_PLUGINS_VERSION, ())
+CNI_HOST_LOCAL = Binary("host-local", "cni-plugins", CNI_PLUGINS_VERSION, ())
+CNI_LOOPBACK = Binary("loopback", "cni-plugins", CNI_PLUGINS_VERSION, ())
+CNI_PORTMAP = Binary("portmap", "cni-plugins", CNI_PLUGINS_VERSION, ())
+COREDNS = Binary("coredns", "coredns", COREDNS_VERSION, ("-version",))
+CRICTL = Binary("crictl", "crictl", CRICTL_VERSION, ("--version",))
+
 CONTROL_PLANE = (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, ETCD, KWOK)
 ALL = (*CONTROL_PLANE, KUBECTL, HELM)
+CNI_PLUGINS = (CNI_BRIDGE, CNI_HOST_LOCAL, CNI_LOOPBACK, CNI_PORTMAP)
+REAL_NODE = (
+    KUBELET,
+    KUBE_PROXY,
+    CONTAINERD,
+    CTR,
+    CONTAINERD_SHIM,
+    RUNC,
+    *CNI_PLUGINS,
+    COREDNS,
+    CRICTL,
+)
+"""What ``up --node real`` needs beside :data:`ALL`; built only when asked for."""
 
 _COMMANDS = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
 _WRAPPED = {"k8s": "k8s.io/kubernetes", "etcd": "go.etcd.io/etcd/server/v3"}
 _GO_INSTALL = {
     "kwok": ("sigs.k8s.io/kwok/cmd/kwok", "kwok"),
     "helm": ("helm.sh/helm/v3/cmd/helm", "helm"),
+    "containerd": ("github.com/containerd/containerd/v2/cmd/containerd", "containerd"),
+    "ctr": ("github.com/containerd/containerd/v2/cmd/ctr", "ctr"),
+    "containerd-shim-runc-v2": (
+        "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+        "containerd-shim-runc-v2",
+    ),
+    "runc": ("github.com/opencontainers/runc", "runc"),
+    "coredns": ("github.com/coredns/coredns", "coredns"),
+    "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", "crictl"),
+    **{
+        name: (f"github.com/containernetworking/plugins/plugins/{kind}/{name}", name)
+        for kind, name in (
+            ("main", "bridge"),
+            ("ipam", "host-local"),
+            ("main", "loopback"),
+            ("meta", "portmap"),
+        )
+    },
 }
+_CNI_VERSION_STAMP = (
+    "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion="
+    + CNI_PLUGINS_VERSION
+)
 # Version stamps a release build sets and `go install` does not.
 _VERSION_LDFLAGS = {
     "helm": f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+    **dict.fromkeys(
+        ("containerd", "ctr", "containerd-shim-runc-v2"),
+        f"-X github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION}",
+    ),
+    "runc": f"-X main.version={RUNC_VERSION.removeprefix('v')}",
+    "crictl": f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRICTL_VERSION}",
+    **dict.fromkeys(("bridge", "host-local", "loopback", "portmap"), _CNI_VERSION_STAMP),
 }
+# Build tags and cgo, as the projects' own release builds use them. runc needs cgo and
+# libseccomp (Debian's libseccomp-dev) for its seccomp filters.
+_BUILD_TAGS = {
+    **dict.fromkeys(
+        ("containerd", "ctr", "containerd-shim-runc-v2"), "no_btrfs no_devmapper no_zfs"
+    ),
+    "runc": "seccomp",
+}
+_CGO = {"runc"}
+
+
+_EVERY = (*ALL, *REAL_NODE)
 
 
 class BuildError(RuntimeError):
@@ -252,15 +328,22 @@ def _build_from_wrapper(
     wrapper = target / "wrapper"
     wrapper.mkdir(parents=True, exist_ok=True)
     gomod = wrapper / "go.mod"
+    # Every command the module provides is imported, so one `go mod tidy` resolves them
+    # all; a cache made before a command was added gets the import and a new tidy.
+    tools = (
+        "//go:build tools\n\npackage tools\n\nimport (\n"
+        + "".join(
+            f'\t_ "{_COMMANDS[b.name]}"\n' for b in _EVERY if b.component == binaries[0].component
+        )
+        + ")\n"
+    )
+    tools_go = wrapper / "tools.go"
     if not (wrapper / "go.sum").exists():
         gomod.write_text("module fleetshift.dev/binaries\n")
         upstream = _module_gomod(module, version, wrapper)
         gomod.write_text(wrapper_gomod(module, version, upstream))
-        (wrapper / "tools.go").write_text(
-            "//go:build tools\n\npackage tools\n\nimport (\n"
-            + "".join(f'\t_ "{_COMMANDS[b.name]}"\n' for b in binaries)
-            + ")\n"
-        )
+    if not (wrapper / "go.sum").exists() or not tools_go.exists() or tools_go.read_text() != tools:
+        tools_go.write_text(tools)
         _progress(f"resolving the modules of {module}@{version} (go mod tidy)")
         _run_go(["mod", "tidy"], wrapper)
     for binary in binaries:
@@ -300,15 +383,17 @@ def _go_install(binary: Binary) -> None:
     target.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     _progress(f"go install {package}@{binary.version}")
+    tags = _BUILD_TAGS.get(binary.name)
     _run_go(
         [
             "install",
             "-trimpath",
+            *([f"-tags={tags}"] if tags else []),
             f"-ldflags=-s -w {_VERSION_LDFLAGS.get(binary.name, '')}".strip(),
             f"{package}@{binary.version}",
         ],
         target,
-        env={"GOBIN": str(target)},
+        env={"GOBIN": str(target), "CGO_ENABLED": "1" if binary.name in _CGO else "0"},
     )
     built = target / built_name
     if built_name != binary.name:
@@ -382,10 +467,10 @@ def ensure(binaries: tuple[Binary, ...] = ALL) -> dict[str, Path]:
     return found
 
 
-def main() -> int:
-    """Entry point: ``python -m fleetshift_devcluster.binaries``."""
+def main(extra: tuple[Binary, ...] = ()) -> int:
+    """Entry point: ``python -m fleetshift_devcluster.binaries``; ``extra`` is built too."""
     try:
-        paths = ensure()
+        paths = ensure((*ALL, *extra))
     except BuildError as error:
         _progress(f"error: {error}")
         return 1

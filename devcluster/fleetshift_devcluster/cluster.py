@@ -209,9 +209,14 @@ class LocalCluster:
         """The admin kubeconfig (group ``system:masters``)."""
         return self.folder / "admin.kubeconfig"
 
+    api_host = "127.0.0.1"
+    """Where the apiserver listens (the real node's cluster: its node IP)."""
+    node_kind = "kwok"
+    """What plays the nodes: ``kwok``, or ``real`` (see :mod:`fleetshift_devcluster.realnode`)."""
+
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.api_host}:{self.ports['apiserver']}"
 
     @property
     def keys(self) -> pki.Pki:
@@ -226,6 +231,7 @@ class LocalCluster:
     def save(self) -> None:
         state = {
             "folder": str(self.folder),
+            "node": self.node_kind,
             "ports": self.ports,
             "nodes": self.nodes,
             "processes": [dataclasses.asdict(p) for p in self.processes],
@@ -239,6 +245,10 @@ class LocalCluster:
         if not path.exists():
             raise ClusterError(f"no cluster state in {folder} (expected {STATE_FILE})")
         state = json.loads(path.read_text())
+        if state.get("node", "kwok") == "real" and cls is LocalCluster:
+            from fleetshift_devcluster.realnode import RealNodeCluster  # noqa: PLC0415
+
+            return RealNodeCluster.load(folder)
         return cls(
             folder=Path(state["folder"]),
             ports={k: int(v) for k, v in state["ports"].items()},
@@ -251,15 +261,16 @@ class LocalCluster:
     def start(self, timeout: float = 120.0) -> None:
         """Start every process, register fake nodes, and wait until pods can run."""
         started = time.monotonic()
-        paths = binaries.ensure(binaries.CONTROL_PLANE)
+        paths = binaries.ensure(self._binaries())
         self.folder.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
             self.ports[name] = free_port()
-        keys = pki.write_pki(self.folder / "pki")
+        keys = self._write_pki()
         self._write_kubeconfigs(keys)
         deadline = started + timeout
         try:
+            self._prepare()
             self._start_etcd(paths["etcd"])
             self._wait_http(f"http://127.0.0.1:{self.ports['etcd']}/health", deadline, "etcd")
             self._start_apiserver(paths["kube-apiserver"], keys)
@@ -270,6 +281,7 @@ class LocalCluster:
             self._register_nodes()
             self._wait_nodes_ready(deadline)
             self._wait_default_service_account(deadline)
+            self._start_node(paths, deadline)
         except BaseException:
             self.stop()
             raise
@@ -309,6 +321,23 @@ class LocalCluster:
         """Ports of this cluster that something still listens on."""
         return [port for port in self.ports.values() if not port_is_free(port)]
 
+    # -- what a real node changes (see realnode.RealNodeCluster) ---------------------------
+
+    def _binaries(self) -> tuple[binaries.Binary, ...]:
+        return binaries.CONTROL_PLANE
+
+    def _clients(self) -> tuple[pki.ClientIdentity, ...]:
+        return pki.CLIENTS
+
+    def _write_pki(self) -> pki.Pki:
+        return pki.write_pki(self.folder / "pki")
+
+    def _prepare(self) -> None:
+        """Before the first process starts."""
+
+    def _start_node(self, paths: dict[str, Path], deadline: float) -> None:
+        """After the control plane and kwok are up."""
+
     # -- helpers -----------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -317,7 +346,7 @@ class LocalCluster:
         self.save()
 
     def _write_kubeconfigs(self, keys: pki.Pki) -> None:
-        for identity in pki.CLIENTS:
+        for identity in self._clients():
             document = kubeconfig_for(
                 server=self.server,
                 ca=keys.ca_cert,
@@ -348,30 +377,30 @@ class LocalCluster:
         )
 
     def _start_apiserver(self, apiserver: Path, keys: pki.Pki) -> None:
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(apiserver),
-                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.ports['apiserver']}",
-                f"--tls-cert-file={keys.serving_cert}",
-                f"--tls-private-key-file={keys.serving_key}",
-                f"--client-ca-file={keys.ca_cert}",
-                f"--service-account-key-file={keys.service_account_pub}",
-                f"--service-account-signing-key-file={keys.service_account_key}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                "--authorization-mode=Node,RBAC",
-                "--anonymous-auth=false",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--allow-privileged=true",
-                "--endpoint-reconciler-type=none",
-                "--enable-priority-and-fairness=false",
-                "--storage-media-type=application/vnd.kubernetes.protobuf",
-                "--v=1",
-            ],
-        )
+        self._spawn("kube-apiserver", self._apiserver_args(apiserver, keys))
+
+    def _apiserver_args(self, apiserver: Path, keys: pki.Pki) -> list[str]:
+        return [
+            str(apiserver),
+            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.ports['apiserver']}",
+            f"--tls-cert-file={keys.serving_cert}",
+            f"--tls-private-key-file={keys.serving_key}",
+            f"--client-ca-file={keys.ca_cert}",
+            f"--service-account-key-file={keys.service_account_pub}",
+            f"--service-account-signing-key-file={keys.service_account_key}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=Node,RBAC",
+            "--anonymous-auth=false",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",
+            "--enable-priority-and-fairness=false",
+            "--storage-media-type=application/vnd.kubernetes.protobuf",
+            "--v=1",
+        ]
 
     def _start_controller_manager(self, binary: Path, keys: pki.Pki) -> None:
         kubeconfig = self.folder / f"{pki.CONTROLLER_MANAGER.file_stem}.kubeconfig"

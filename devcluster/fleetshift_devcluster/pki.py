@@ -38,6 +38,17 @@ CONTROLLER_MANAGER = ClientIdentity("controller-manager", "system:kube-controlle
 SCHEDULER = ClientIdentity("scheduler", "system:kube-scheduler")
 KWOK = ClientIdentity("kwok", "fleetshift-kwok", ("system:masters",))
 CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+# The real node's identities (``up --node real``).
+KUBE_PROXY = ClientIdentity("kube-proxy", "system:kube-proxy")
+APISERVER_KUBELET_CLIENT = ClientIdentity(
+    "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
+)
+COREDNS = ClientIdentity("coredns", "system:fleetshift-coredns")
+
+
+def node_client(node_name: str) -> ClientIdentity:
+    """The kubelet's identity, as the Node authorizer expects it."""
+    return ClientIdentity("kubelet", f"system:node:{node_name}", ("system:nodes",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +149,17 @@ def _sign(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def write_pki(folder: Path) -> Pki:
-    """Create the CA, serving, client and service-account keys in ``folder``."""
+def write_pki(
+    folder: Path,
+    *,
+    clients: tuple[ClientIdentity, ...] = CLIENTS,
+    ip_addresses: tuple[str, ...] = ("127.0.0.1",),
+) -> Pki:
+    """Create the CA, serving, client and service-account keys in ``folder``.
+
+    ``ip_addresses`` go in the serving certificate (the real node adds its node IP and the
+    ``kubernetes`` Service's ClusterIP).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     pki = Pki(folder)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -160,13 +180,14 @@ def write_pki(folder: Path) -> Pki:
             x509.DNSName("kubernetes"),
             x509.DNSName("kubernetes.default"),
             x509.DNSName("kubernetes.default.svc"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.DNSName("kubernetes.default.svc.cluster.local"),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses),
         ),
     )
     _write_key(pki.serving_key, serving_key)
     _write_cert(pki.serving_cert, serving_cert)
 
-    for identity in CLIENTS:
+    for identity in clients:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _sign(
             _name(identity.user, identity.groups),
