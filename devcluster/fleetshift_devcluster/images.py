@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -493,7 +494,17 @@ def prune(keep: Iterable[str]) -> list[str]:
 def build_images(
     specs: Iterable[ImageSpec] = IMAGES, *, force: bool = False, install: bool = True
 ) -> list[Built]:
-    """Build (or find up to date) each image and its tarball; return what there is."""
+    """Build (or find up to date) each image and its tarball; return what there is.
+
+    One build at a time per state folder: a second caller (a test session beside
+    ``make images``) waits for the first, then finds the images up to date."""
+    state_dir().mkdir(parents=True, exist_ok=True)
+    with (state_dir() / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_images(list(specs), force=force, install=install)
+
+
+def _build_images(specs: list[ImageSpec], *, force: bool, install: bool) -> list[Built]:
     if install:
         ensure_tools()
     base, _ = ensure_base(force=force)
