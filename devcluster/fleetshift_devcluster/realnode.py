@@ -142,6 +142,12 @@ class RealNodeCluster(LocalCluster):
 
     def _prepare(self) -> None:
         check_host()
+        others = sorted(str(p) for p in CGROUP_ROOT.glob(f"*/{KUBELET_CGROUP}"))
+        if others:
+            raise ClusterError(
+                f"another kubelet's pod cgroups exist ({others[0]}): one real node per machine; "
+                "stop the other with `fleetshift-cluster down --folder <its folder>`"
+            )
         if netns.netns_exists(self.netns):
             raise ClusterError(
                 f"the network namespace {self.netns} exists already: "
@@ -285,21 +291,38 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
 
     def _import_images(self, ctr: Path, deadline: float) -> None:
         archive = nodeimages.write_node_images(self.node_dir / "images.tar")
-        command = [str(ctr), f"--address={self.containerd_socket}", "--namespace=k8s.io"]
         last = ""
         while time.monotonic() < deadline:
             self._check_processes("containerd")
-            done = subprocess.run(
-                [*command, "images", "import", str(archive)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode == 0:
+            try:
+                self.import_image(archive, ctr)
+            except ClusterError as error:
+                last = str(error)
+                time.sleep(0.2)
+            else:
                 return
-            last = done.stderr.strip()
-            time.sleep(0.2)
         raise ClusterError(f"could not import the node's images into containerd: {last}")
+
+    def import_image(self, archive: Path, ctr: Path | None = None) -> None:
+        """``ctr -n k8s.io images import archive`` (OCI or docker-archive) into the node."""
+        ctr = ctr or binaries.find(binaries.CTR)
+        if ctr is None:
+            raise ClusterError("ctr is not built: fleetshift-cluster binaries --node real")
+        done = subprocess.run(
+            [
+                str(ctr),
+                f"--address={self.containerd_socket}",
+                "--namespace=k8s.io",
+                "images",
+                "import",
+                str(archive),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ClusterError(f"ctr images import {archive}: {done.stderr.strip()}")
 
     def _start_kubelet(self, kubelet: Path) -> None:
         keys = self.keys
@@ -359,27 +382,48 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
 
     def stop(self) -> None:
         """Delete workloads, stop every process, and remove every trace of the node."""
-        started = time.monotonic()
+        if not (
+            netns.netns_exists(self.netns)
+            or netns.mounts_under(self.folder)
+            or any(p.running() for p in self.processes)
+        ):
+            # The node never started (or is gone): there is nothing of ours to clean.
+            super().stop()
+            return
+        phases: list[str] = []
+        mark = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            phases.append(f"{name} {now - mark:.1f}s")
+            mark = now
+
         if self.alive_process("kube-apiserver") and self.alive_process("kubelet"):
             try:
                 self._delete_workloads(timeout=60)
             except Exception as error:  # stopping goes on whatever happens
                 _progress(f"could not delete workloads cleanly: {error}")
+        phase("workloads")
         self._remove_sandboxes()
+        phase("sandboxes")
         node = [p for p in self.processes if p.name in NODE_PROCESSES]
         stop_processes(list(reversed(node)), grace=15)
         self.processes = [p for p in self.processes if p.name not in NODE_PROCESSES]
         kill_processes_of(self.folder)
+        phase("node")
         super().stop()
         if self._caller is not None:
             self._caller.close()
             self._caller = None
+        phase("control plane")
         left = netns.unmount_all_under(self.folder)
         if left:
             _progress(f"still mounted: {left}")
         remove_kubelet_cgroups()
         netns.delete_netns(self.netns)
-        _progress(f"stopped in {time.monotonic() - started:.1f}s")
+        phase("mounts, cgroups, namespace")
+        _progress("stopped: " + ", ".join(phases))
 
     def alive_process(self, name: str) -> bool:
         return any(p.name == name and p.running() for p in self.processes)

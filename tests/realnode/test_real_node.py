@@ -4,13 +4,17 @@ session's cluster, so it stays last in this module."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fleetshift_devcluster import netns
+import numpy as np
+import pytest
+
+from fleetshift_devcluster import images, netns
 from fleetshift_devcluster.nodeimages import PROBE_IMAGE
 from fleetshift_devcluster.realnode import (
     KUBELET_CGROUP,
@@ -22,6 +26,7 @@ from fleetshift_devcluster.realnode import (
 )
 from fleetshift_devcluster.wait import wait_for
 from realnode.conftest import RealNode, host_network_state
+from support.runtime_kit import csv_body, train_model
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -213,6 +218,86 @@ def test_cluster_dns_names_services_and_in_cluster_clients_reach_the_apiserver(
     )
     version = json.loads(finished_output(real_node, node_namespace, "incluster"))
     assert version["gitVersion"] == "v1.35.4"
+
+
+def test_the_runtime_image_serves_xgboosts_predictions_as_a_restricted_pod(
+    real_node: RealNode, node_namespace: str, tmp_path: Path
+) -> None:
+    """The image `make images` built, imported into containerd, in a namespace that enforces
+    the restricted Pod Security Standard, behind a ClusterIP."""
+    tarball = images.tarball_path(images.RUNTIME)
+    if not tarball.exists():
+        pytest.skip(f"no runtime image tarball at {tarball}: `make images` builds it")
+    real_node.cluster.import_image(tarball)
+    real_node.kubectl(
+        "label", "namespace", node_namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    model = train_model()
+    saved = model.save(tmp_path / "model.ubj")
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "model"},
+        "binaryData": {"model.ubj": base64.b64encode(saved.read_bytes()).decode()},
+    }
+    create(real_node, node_namespace, configmap)
+    deployment = serving_deployment("runtime", 1)
+    spec = deployment["spec"]["template"]["spec"]
+    spec["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    spec["volumes"] = [
+        {"name": "model", "configMap": {"name": "model"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    spec["containers"][0] = {
+        "name": "runtime",
+        "image": "fleetshift/runtime:dev",
+        "imagePullPolicy": "Never",
+        "env": [{"name": "FLEETSHIFT_MODEL_URI", "value": "/models/model.ubj"}],
+        "ports": [{"containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/ping", "port": 8080}, "periodSeconds": 1},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "model", "mountPath": "/models", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    create(real_node, node_namespace, deployment)
+    create(real_node, node_namespace, service("runtime"))
+    wait_for(
+        lambda: any(
+            is_ready(p)
+            for p in items(
+                real_node.kubectl(
+                    "get", "pods", "-n", node_namespace, "-l", "app=runtime", "-o", "json"
+                )
+            )
+        ),
+        timeout=120,
+        message="the runtime pod Ready",
+    )
+    cluster_ip = real_node.get("service", "runtime", node_namespace)["spec"]["clusterIP"]
+
+    def predict() -> str:
+        request = urllib.request.Request(
+            f"http://{cluster_ip}/invocations",
+            data=csv_body(model.rows),
+            headers={"Content-Type": "text/csv"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            text: str = reply.read().decode()
+            return text
+
+    caller = netns.NetnsCaller(real_node.cluster.netns)
+    try:
+        answer = caller.call(predict)
+    finally:
+        caller.close()
+    scores = np.array([float(line) for line in answer.split()], dtype=np.float32)
+    np.testing.assert_allclose(scores, model.expected(), rtol=0, atol=1e-6)
 
 
 def test_down_removes_every_process_mount_namespace_and_rule(real_node: RealNode) -> None:
