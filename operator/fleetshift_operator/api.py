@@ -302,8 +302,53 @@ class TemplateAlarm(_Model):
     )
 
 
+LATENCY_BUCKET_BOUNDS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+    0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75,
+    1.0, 1.5, 2.5, 5.0,
+)  # fmt: skip
+"""The runtime's model-latency histogram buckets, in seconds (a test holds them equal)."""
+
+
+class ComparisonAlarm(_Model):
+    """Green against blue on the same traffic since the deployment began, by an
+    always-valid sequential test (``alarms/sequential.py``): Healthy once the evidence
+    says green fails no more than ``marginPercent`` points more often than blue,
+    Breaching once it says green fails more than that, Inconclusive (the step holds)
+    while the traffic is too thin to tell. It may be read every poll: a green worse by
+    more than the margin is promoted at most ``100 - confidencePercent`` percent of
+    the time."""
+
+    metric: Literal["ErrorRate", "SlowRequests"] = "ErrorRate"
+    """``ErrorRate``: the share of invocations answered with a 5xx. ``SlowRequests``:
+    the share whose model latency exceeds ``latencyThresholdSeconds`` (the p-quantile
+    is under the threshold exactly when at most 1 - p of the requests are slower)."""
+    marginPercent: float = Field(default=1.0, gt=0, lt=100)
+    """How much worse green may be, in percentage points of the rate."""
+    confidencePercent: float = Field(default=95.0, ge=50, le=99.99)
+    """The confidence of every verdict, at every poll at once."""
+    latencyThresholdSeconds: float | None = None
+    """The latency a slow request exceeds (``SlowRequests`` only): one of the runtime's
+    histogram bucket bounds, so that it is counted exactly."""
+
+    model_config = _rules(
+        cel(
+            "self.metric != 'SlowRequests' || has(self.latencyThresholdSeconds)",
+            "SlowRequests needs latencyThresholdSeconds",
+        ),
+        cel(
+            "!has(self.latencyThresholdSeconds) || self.latencyThresholdSeconds in "
+            f"[{', '.join(str(b) for b in LATENCY_BUCKET_BOUNDS)}]",
+            "latencyThresholdSeconds must be one of the runtime's latency buckets: "
+            + ", ".join(str(b) for b in LATENCY_BUCKET_BOUNDS),
+            ".latencyThresholdSeconds",
+        ),
+    )
+
+
 class Alarm(_Model):
-    """One alarm: a named alerting rule, an inline query, or a template."""
+    """One alarm: a named alerting rule, an inline query, a template, or a comparison
+    of green with blue."""
 
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=_NAME_RULE)]
     """The alarm's name, shown in status and Events."""
@@ -313,12 +358,14 @@ class Alarm(_Model):
     """Breach on an inline PromQL expression."""
     template: TemplateAlarm | None = None
     """Breach on a ready-made expression over the runtime's metrics."""
+    comparison: ComparisonAlarm | None = None
+    """Promote only when the traffic shows green is not worse than blue."""
 
     model_config = _rules(
         cel(
             "(has(self.prometheusRule) ? 1 : 0) + (has(self.query) ? 1 : 0)"
-            " + (has(self.template) ? 1 : 0) == 1",
-            "an alarm needs exactly one of prometheusRule, query or template",
+            " + (has(self.template) ? 1 : 0) + (has(self.comparison) ? 1 : 0) == 1",
+            "an alarm needs exactly one of prometheusRule, query, template or comparison",
         ),
     )
 

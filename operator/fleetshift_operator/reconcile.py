@@ -253,6 +253,7 @@ async def observe_alarms(  # noqa: PLR0917 - what one evaluation needs
                 variant=variant.name,
                 revision=variant.candidateRevision,
                 blue_revision=variant.activeRevision,
+                since=variant.deploymentStartedAt,
             )
             previous = {a.name: a.verdict for a in variant.alarms}
             sources = [make_alarm_source(alarm, context, client) for alarm in policy.alarms]

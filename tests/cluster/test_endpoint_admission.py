@@ -333,12 +333,32 @@ INVALID += [
     (
         "alarm of two kinds",
         alarms({**ERRORS, "prometheusRule": {"alertName": "X"}}),
-        "an alarm needs exactly one of prometheusRule, query or template",
+        "an alarm needs exactly one of prometheusRule, query, template or comparison",
     ),
     (
         "alarm of no kind",
         alarms({"name": "empty"}),
-        "an alarm needs exactly one of prometheusRule, query or template",
+        "an alarm needs exactly one of prometheusRule, query, template or comparison",
+    ),
+    (
+        "slow-request comparison without a threshold",
+        alarms({"name": "slow", "comparison": {"metric": "SlowRequests"}}),
+        "SlowRequests needs latencyThresholdSeconds",
+    ),
+    (
+        "latency threshold between the runtime's buckets",
+        alarms(
+            {
+                "name": "slow",
+                "comparison": {"metric": "SlowRequests", "latencyThresholdSeconds": 0.12},
+            }
+        ),
+        "latencyThresholdSeconds must be one of the runtime's latency buckets",
+    ),
+    (
+        "comparison with no margin",
+        alarms({"name": "worse", "comparison": {"marginPercent": 0}}),
+        "greater than 0",
     ),
     (
         "more datapoints than periods",
@@ -462,6 +482,28 @@ OPTIONAL_BLOCKS: list[tuple[str, Spec]] = [
         },
     ),
     ("autoRollback alone", {"deploymentConfig": {"autoRollback": {"alarms": [ERRORS]}}}),
+    (
+        "a comparison alarm with its defaults",
+        {"deploymentConfig": {"autoRollback": {"alarms": [{"name": "w", "comparison": {}}]}}},
+    ),
+    (
+        "a slow-request comparison",
+        {
+            "deploymentConfig": {
+                "autoRollback": {
+                    "alarms": [
+                        {
+                            "name": "slow",
+                            "comparison": {
+                                "metric": "SlowRequests",
+                                "latencyThresholdSeconds": 0.1,
+                            },
+                        }
+                    ]
+                }
+            }
+        },
+    ),
     ("an empty traffic block", {"traffic": {}}),
     ("the Replicas router named", {"traffic": {"router": "Replicas"}}),
     (

@@ -120,3 +120,10 @@ def test_the_traffic_a_bake_needs_at_a_one_point_margin(
     rate: float, blue_share: float, needed: int
 ) -> None:
     assert trials_to_promote(rate, margin=0.01, confidence=0.95, blue_share=blue_share) == needed
+
+
+def test_the_latency_thresholds_admission_allows_are_the_runtimes_buckets() -> None:
+    from fleetshift_operator.api import LATENCY_BUCKET_BOUNDS  # noqa: PLC0415
+    from fleetshift_runtime.metrics import LATENCY_BUCKETS  # noqa: PLC0415
+
+    assert tuple(LATENCY_BUCKET_BOUNDS) == tuple(LATENCY_BUCKETS)

@@ -25,6 +25,8 @@ class AlarmContext:
     """The green (candidate) revision."""
     blue_revision: str
     """The blue (active) revision of the same variant."""
+    since: datetime.datetime | None = None
+    """When the variant's deployment began: comparisons count traffic from here."""
 
     def render(self, text: str) -> str:
         """``text`` with its variables filled; unknown ``$names`` are left as they are.

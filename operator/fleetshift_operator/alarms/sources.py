@@ -10,7 +10,7 @@ from fleetshift_operator.alarms.semantics import Verdict, evaluate
 from fleetshift_operator.api import PrometheusRuleAlarm, QueryAlarm
 
 
-def _failure(name: str, error: PrometheusError) -> AlarmResult:
+def failure_result(name: str, error: PrometheusError) -> AlarmResult:
     if error.kind == "invalid":
         return AlarmResult(name, "Error", None, f"invalid query: {error}", fatal=True)
     if error.kind == "unreachable":
@@ -33,7 +33,7 @@ class QuerySource:
         try:
             self.prometheus.instant(self.query)
         except PrometheusError as error:
-            return _failure(self.name, error)
+            return failure_result(self.name, error)
         return None
 
     def evaluate(self, previous: Verdict | None, now: datetime.datetime) -> AlarmResult:
@@ -47,7 +47,7 @@ class QuerySource:
                 worst_is_max=alarm.comparison in (">=", ">"),
             )
         except PrometheusError as error:
-            return _failure(self.name, error)
+            return failure_result(self.name, error)
         judged = evaluate(
             slots,
             alarm.threshold,
@@ -74,7 +74,7 @@ class PrometheusRuleSource:
         try:
             known = self.prometheus.alert_rule_exists(self.alert)
         except PrometheusError as error:
-            return _failure(self.name, error)
+            return failure_result(self.name, error)
         if not known:
             return AlarmResult(
                 self.name,
@@ -92,7 +92,7 @@ class PrometheusRuleSource:
         try:
             firing = self.prometheus.firing(self.alert, self.matchers)
         except PrometheusError as error:
-            return _failure(self.name, error)
+            return failure_result(self.name, error)
         if firing:
             return AlarmResult(
                 self.name,

@@ -1,0 +1,124 @@
+"""The comparison alarm: green against blue on the same traffic, read from Prometheus.
+
+Counts come from the runtime's counters (``docs/runtime-metrics.md``) over the window
+since the variant's deployment began, for both revisions in one query each; the
+decision is :func:`~fleetshift_operator.alarms.sequential.compare_rates`. No data is
+zero traffic, which is Inconclusive: the step holds, it is never promoted on nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+
+from fleetshift_operator.alarms.base import AlarmContext, AlarmResult
+from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusError
+from fleetshift_operator.alarms.semantics import Verdict
+from fleetshift_operator.alarms.sequential import Counts, Evidence, compare_rates
+from fleetshift_operator.alarms.sources import failure_result
+from fleetshift_operator.api import ComparisonAlarm
+
+_SELECTOR = (
+    'namespace="${namespace}",endpoint="${endpoint}",revision=~"${revision}|${blueRevision}"'
+)
+
+
+def comparison_queries(alarm: ComparisonAlarm, window_seconds: int) -> tuple[str, str]:
+    """The PromQL of (trials, failures) by revision over the last ``window_seconds``.
+
+    >>> trials, failures = comparison_queries(ComparisonAlarm(), 90)
+    >>> print(failures.replace(_SELECTOR, "..."))
+    sum by (revision) (increase(fleetshift_invocation_5xx_errors_total{...}[90s]))
+    >>> slow = ComparisonAlarm(metric="SlowRequests", latencyThresholdSeconds=0.1)
+    >>> trials, failures = comparison_queries(slow, 90)
+    >>> "_count{" in trials, 'le="0.1"' in failures, failures.startswith("sum by (revision) (")
+    (True, True, True)
+    """
+    window = f"[{window_seconds}s]"
+
+    def counted(metric: str, extra: str = "") -> str:
+        return f"sum by (revision) (increase({metric}{{{_SELECTOR}{extra}}}{window}))"
+
+    if alarm.metric == "ErrorRate":
+        return (
+            counted("fleetshift_invocations_total"),
+            counted("fleetshift_invocation_5xx_errors_total"),
+        )
+    histogram = "fleetshift_model_latency_seconds"
+    trials = counted(f"{histogram}_count")
+    # prometheus_client writes a bucket bound as Python's repr of the float ("0.1", "1.0").
+    fast = counted(f"{histogram}_bucket", f',le="{float(alarm.latencyThresholdSeconds or 0)!r}"')
+    return trials, f"{trials} - {fast}"
+
+
+def describe(evidence: Evidence, green: Counts, blue: Counts, margin_percent: float) -> str:
+    """The evidence in one line, for status and ``kubectl fleetshift watch``.
+
+    >>> e = Evidence("Healthy", 0.002, 0.002, -0.0051, 0.0095)
+    >>> print(describe(e, Counts(2000, 4), Counts(8000, 16), 1.0))  # doctest: +ELLIPSIS
+    green 0.20% of 2000, blue 0.20% of 8000: green - blue in [-0.51, +0.95] points, margin 1: ...
+    """
+    verdicts = {"Healthy": "not worse", "Breaching": "worse", "Inconclusive": "too little traffic"}
+    return (
+        f"green {100 * evidence.green_rate:.2f}% of {green.trials}, "
+        f"blue {100 * evidence.blue_rate:.2f}% of {blue.trials}: green - blue in "
+        f"[{100 * evidence.low:+.2f}, {100 * evidence.high:+.2f}] points, "
+        f"margin {margin_percent:g}: {verdicts[evidence.verdict]}"
+    )
+
+
+class ComparisonSource:
+    """Green against blue, every poll (see the module docstring)."""
+
+    def __init__(
+        self, name: str, alarm: ComparisonAlarm, context: AlarmContext, prometheus: Prometheus
+    ) -> None:
+        self.name = name
+        self.alarm = alarm
+        self.context = context
+        self.prometheus = prometheus
+
+    def validate(self) -> AlarmResult | None:
+        try:
+            for query in comparison_queries(self.alarm, 60):
+                self.prometheus.instant(self.context.render(query))
+        except PrometheusError as error:
+            return failure_result(self.name, error)
+        return None
+
+    def _counts(self, window_seconds: int) -> dict[str, Counts]:
+        trials_query, failures_query = comparison_queries(self.alarm, window_seconds)
+        trials = self._by_revision(trials_query)
+        failures = self._by_revision(failures_query)
+        counts = {}
+        for revision in (self.context.revision, self.context.blue_revision):
+            # increase() extrapolates: round, and never more failures than trials.
+            total = max(0, round(trials.get(revision, 0.0)))
+            counts[revision] = Counts(total, min(total, max(0, round(failures.get(revision, 0.0)))))
+        return counts
+
+    def _by_revision(self, query: str) -> dict[str, float]:
+        values = {}
+        for series in self.prometheus.instant(self.context.render(query)):
+            value = float(series["value"][1])
+            if not math.isnan(value):
+                values[series["metric"].get("revision", "")] = value
+        return values
+
+    def evaluate(self, previous: Verdict | None, now: datetime.datetime) -> AlarmResult:
+        since = self.context.since or now
+        window_seconds = max(1, math.ceil((now - since).total_seconds()))
+        try:
+            counts = self._counts(window_seconds)
+        except PrometheusError as error:
+            return failure_result(self.name, error)
+        green, blue = counts[self.context.revision], counts[self.context.blue_revision]
+        evidence = compare_rates(
+            green, blue, self.alarm.marginPercent / 100, self.alarm.confidencePercent / 100
+        )
+        return AlarmResult(
+            self.name,
+            evidence.verdict,
+            round(100 * evidence.high, 2),
+            describe(evidence, green, blue, self.alarm.marginPercent),
+        )

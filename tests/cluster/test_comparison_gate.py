@@ -1,0 +1,177 @@
+"""The comparison alarm on a real Prometheus: a canary holds while its traffic is too thin
+to judge, ships once the counts show green is not worse than blue, and rolls back a
+green that fails more often or answers slower.
+
+The counts come from the traffic simulator (``support.traffic``), which spreads its
+requests over the Service's Ready endpoints and exports them under the runtime's metric
+names, so each fleet's numbers are its share of the real routing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import Client
+
+from fleetshift_devcluster.cluster import LocalCluster
+from fleetshift_devcluster.prometheus import LocalPrometheus
+from fleetshift_devcluster.wait import wait_for
+from support.operator_process import (
+    OperatorProcess,
+    deployments_of,
+    endpoint_manifest,
+    revision_of,
+    set_spec,
+    status_of,
+)
+from support.specs import endpoint_spec
+from support.traffic import Behaviour, TrafficSimulator
+
+NAME = "churn"
+REQUESTS_PER_SECOND = 400
+HALF = {"type": "Canary", "canarySize": {"type": "CapacityPercent", "value": 50}}
+
+
+@dataclasses.dataclass
+class Gate:
+    traffic: TrafficSimulator
+    operator: OperatorProcess
+
+
+@pytest.fixture
+def gate(
+    cluster: LocalCluster,
+    namespace: str,
+    endpoint_crd: str,
+    tmp_path: Path,
+    prometheus_factory: Callable[[dict[str, object]], LocalPrometheus],
+) -> Iterator[Gate]:
+    traffic = TrafficSimulator(
+        cluster.kubeconfig, namespace, NAME, requests_per_second=REQUESTS_PER_SECOND
+    )
+    traffic.start()
+    prometheus = prometheus_factory(
+        {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "fleetshift", "static_configs": [{"targets": [traffic.target]}]}
+            ],
+        }
+    )
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        extra_env={"FLEETSHIFT_PROMETHEUS_URL": prometheus.url},
+    )
+    operator.start()
+    yield Gate(traffic, operator)
+    operator.stop()
+    traffic.stop()
+
+
+def spec(model: str, comparison: dict[str, Any]) -> dict[str, Any]:
+    alarms = [{"name": "not-worse", "comparison": comparison}]
+    return endpoint_spec(
+        model,
+        routing={**HALF, "waitIntervalSeconds": 2},
+        termination=0,
+        timeout=1800,
+        auto_rollback={"alarms": alarms, "pollIntervalSeconds": 1},
+    )
+
+
+def verdicts_seen(kube: Client, namespace: str, seen: list[tuple[str, str]]) -> dict[str, Any]:
+    """The status, after noting the comparison's verdict and evidence in ``seen``."""
+    status = status_of(kube, NAME, namespace)
+    for alarm in status.get("alarms") or []:
+        pair = (alarm["verdict"], alarm.get("reason", ""))
+        if not seen or seen[-1] != pair:
+            seen.append(pair)
+    return status
+
+
+def test_a_canary_holds_on_thin_traffic_then_ships_when_green_is_not_worse(
+    kube: Client, namespace: str, gate: Gate
+) -> None:
+    errors = {"metric": "ErrorRate", "marginPercent": 5}
+    base = spec("s3://models/churn/v1", errors)
+    update = spec("s3://models/churn/v2", errors)
+    blue, green = revision_of(base), revision_of(update)
+    gate.traffic.set(blue, Behaviour(error_fraction=0.05))
+    gate.traffic.set(green, Behaviour(error_fraction=0.05))
+    kube.create(endpoint_manifest(NAME, namespace, base))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="baseline InService",
+    )
+
+    set_spec(kube, NAME, namespace, update)
+    seen: list[tuple[str, str]] = []
+    wait_for(
+        lambda: (
+            (s := verdicts_seen(kube, namespace, seen)).get("phase") == "InService"
+            and s.get("activeRevision") == green
+        ),
+        timeout=180,
+        interval=0.5,
+        message="green shipped",
+    )
+
+    verdicts = [verdict for verdict, _ in seen]
+    assert "Inconclusive" in verdicts, seen
+    assert verdicts.index("Inconclusive") < verdicts.index("Healthy"), seen
+    assert "Breaching" not in verdicts, seen
+    thin = next(reason for verdict, reason in seen if verdict == "Inconclusive")
+    assert "too little traffic" in thin
+    healthy = next(reason for verdict, reason in seen if verdict == "Healthy")
+    assert "not worse" in healthy and "margin 5" in healthy
+    assert status_of(kube, NAME, namespace)["lastDeployment"]["outcome"] == "Succeeded"
+
+
+@pytest.mark.parametrize(
+    ("comparison", "worse"),
+    [
+        ({"metric": "ErrorRate", "marginPercent": 2}, Behaviour(error_fraction=0.3)),
+        (
+            {"metric": "SlowRequests", "latencyThresholdSeconds": 0.1, "marginPercent": 2},
+            Behaviour(latency_seconds=0.25),
+        ),
+    ],
+    ids=["more-errors", "slower"],
+)
+def test_a_green_worse_than_blue_is_rolled_back_by_the_comparison(
+    kube: Client, namespace: str, gate: Gate, comparison: dict[str, Any], worse: Behaviour
+) -> None:
+    base = spec("s3://models/churn/v1", comparison)
+    update = spec("s3://models/churn/v2", comparison)
+    blue, green = revision_of(base), revision_of(update)
+    gate.traffic.set(green, worse)
+    kube.create(endpoint_manifest(NAME, namespace, base))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="baseline InService",
+    )
+
+    set_spec(kube, NAME, namespace, update)
+
+    def rolled_back() -> bool:
+        status = status_of(kube, NAME, namespace)
+        return (
+            status.get("phase") == "InService"
+            and status.get("activeRevision") == blue
+            and (status.get("lastDeployment") or {}).get("outcome") == "RolledBack"
+            and set(deployments_of(kube, namespace, NAME)) == {blue}
+        )
+
+    wait_for(rolled_back, timeout=120, message="rolled back to blue")
+    cause = status_of(kube, NAME, namespace)["rollbackCause"]
+    assert cause["name"] == "not-worse" and cause["verdict"] == "Breaching"
+    assert cause["reason"].endswith(": worse")
+    assert gate.traffic.served.get(green, 0) > 0
