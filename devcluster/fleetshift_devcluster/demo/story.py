@@ -103,7 +103,9 @@ def calculate_story(policies: tuple[str, ...]) -> list[Scenario]:
 
 def get_endpoint(name: str, model_uri: str, policy: str, options: DemoOptions) -> dict[str, Any]:
     """The Endpoint manifest of the story: 3 replicas, a canary of one instance or
-    linear steps of a third, and alarms on the green fleet's 5xx share and p99.
+    linear steps of a third, alarms on the green fleet's 5xx share and p99, and a
+    comparison of its 5xx share with blue's that holds each step until the traffic shows
+    green is not worse.
 
     >>> e = get_endpoint("churn", "file:///m.tar.gz", "Linear", DemoOptions(Path(".")))
     >>> e["spec"]["deploymentConfig"]["blueGreen"]["trafficRouting"]["linearStepSize"]
@@ -166,6 +168,12 @@ def get_endpoint(name: str, model_uri: str, policy: str, options: DemoOptions) -
                                 "evaluationPeriods": 3,
                                 "datapointsToAlarm": 3,
                             },
+                        },
+                        {
+                            # Ships a step only once the traffic shows green is not
+                            # worse than blue: a canary of thin traffic holds.
+                            "name": "not-worse-than-blue",
+                            "comparison": {"metric": "ErrorRate", "marginPercent": 5},
                         },
                     ],
                 },
