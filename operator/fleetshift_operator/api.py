@@ -457,6 +457,20 @@ class DeploymentConfig(_Model):
 # -- variants ------------------------------------------------------------------------------
 
 
+class MultiModel(_Model):
+    """Many models under one prefix (SageMaker's multi-model endpoint): a request names
+    its model with ``X-Amzn-SageMaker-Target-Model`` (a path under ``model.uri``); each
+    replica loads a model on its first request for it and evicts the least recently used.
+    Adding a model is copying it under the prefix: no redeploy."""
+
+    maxLoadedModels: Annotated[int, Field(ge=1, le=10000)] = 32
+    """The most models one replica keeps in memory."""
+    memoryBudgetMiB: Annotated[int, Field(ge=16, le=1048576)] = 1024
+    """The memory one replica gives loaded models, estimated by their file sizes; the
+    least recently used are evicted to stay within it. Keep it under the container's
+    memory limit."""
+
+
 class ModelSource(_Model):
     """Where the model artifact is and what it is."""
 
@@ -467,8 +481,14 @@ class ModelSource(_Model):
     are recognised by the runtime."""
     sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = None
     """Optional checksum the runtime verifies after download."""
+    multiModel: MultiModel | None = None
+    """Serve every model under ``uri`` (then a prefix), picked per request."""
 
     model_config = _rules(
+        cel(
+            "!has(self.multiModel) || !has(self.sha256)",
+            "sha256 names one artifact; a multiModel prefix holds many, so it takes none",
+        ),
         cel(
             "self.uri.startsWith('s3://') || self.uri.startsWith('http://')"
             " || self.uri.startsWith('https://') || self.uri.startsWith('file://')"

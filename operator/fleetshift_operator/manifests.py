@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetshift_operator.api import Variant
+from fleetshift_operator.api import MultiModel, Variant
 from fleetshift_operator.planning.names import fleet_name
 from fleetshift_operator.planning.types import AutoscalingPlan, FleetPlan
 
@@ -88,6 +88,7 @@ def get_deployment(
     ]
     if variant.model.sha256:
         env.append({"name": "FLEETSHIFT_MODEL_SHA256", "value": variant.model.sha256})
+    env += _multi_model_env(variant.model.multiModel)
     env += [e.model_dump(exclude_none=True) for e in variant.env]
     container: Manifest = {
         "name": "runtime",
@@ -234,6 +235,24 @@ def get_hpa(endpoint: Manifest, fleet: FleetPlan, scaling: AutoscalingPlan) -> M
             },
         },
     }
+
+
+def _multi_model_env(multi: MultiModel | None) -> list[Manifest]:
+    """The runtime's settings for a multi-model prefix (none for one model).
+
+    >>> [e["value"] for e in _multi_model_env(MultiModel(maxLoadedModels=5))]
+    ['true', '5', '1073741824']
+    """
+    if multi is None:
+        return []
+    return [
+        {"name": "FLEETSHIFT_MULTI_MODEL", "value": "true"},
+        {"name": "FLEETSHIFT_MAX_LOADED_MODELS", "value": str(multi.maxLoadedModels)},
+        {
+            "name": "FLEETSHIFT_MODEL_MEMORY_BUDGET_BYTES",
+            "value": str(multi.memoryBudgetMiB * 1024 * 1024),
+        },
+    ]
 
 
 def _quantity(value: float) -> str:

@@ -341,6 +341,22 @@ INVALID += [
         "an alarm needs exactly one of prometheusRule, query, template or comparison",
     ),
     (
+        "a checksum on a multi-model prefix",
+        set_in(
+            variant,
+            "model",
+            {"uri": "s3://models/houses/", "sha256": "a" * 64, "multiModel": {}},
+        ),
+        "a multiModel prefix holds many, so it takes none",
+    ),
+    (
+        "a multi-model budget under 16 MiB",
+        set_in(
+            variant, "model", {"uri": "s3://models/houses/", "multiModel": {"memoryBudgetMiB": 1}}
+        ),
+        "greater than or equal to 16",
+    ),
+    (
         "slow-request comparison without a threshold",
         alarms({"name": "slow", "comparison": {"metric": "SlowRequests"}}),
         "SlowRequests needs latencyThresholdSeconds",
@@ -503,6 +519,10 @@ OPTIONAL_BLOCKS: list[tuple[str, Spec]] = [
                 }
             }
         },
+    ),
+    (
+        "a multi-model prefix",
+        {"variants": [{"name": "AllTraffic", "model": {"uri": "s3://m/", "multiModel": {}}}]},
     ),
     ("an empty traffic block", {"traffic": {}}),
     ("the Replicas router named", {"traffic": {"router": "Replicas"}}),

@@ -34,10 +34,19 @@ def calculate_revision(variant: Variant) -> str:
     True
     >>> len(calculate_revision(one))
     10
+
+    Pinned, so that a field added to the API without care shows here:
+
+    >>> calculate_revision(Variant(name="main", model=ModelSource(uri="s3://m/1"), replicas=3))
+    '827f538525'
     """
     pod = variant.model_dump(mode="json", include=set(_POD_FIELDS))
-    if not pod.get("podAnnotations"):  # a field added later leaves revisions as they were
+    # Fields added later leave revisions as they were while unset: an operator upgrade
+    # must not redeploy every Endpoint.
+    if not pod.get("podAnnotations"):
         pod.pop("podAnnotations", None)
+    if pod["model"].get("multiModel") is None:
+        pod["model"].pop("multiModel", None)
     digest = hashlib.sha256(json.dumps([pod], sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
