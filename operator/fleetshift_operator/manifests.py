@@ -266,29 +266,55 @@ def _quantity(value: float) -> str:
     return f"{round(value * 1000)}m"
 
 
+TARGET_VARIANT_HEADER = "X-Amzn-SageMaker-Target-Variant"
+"""SageMaker's ``TargetVariant``: a request with it goes to that variant alone."""
+
+
 def get_http_route(
     endpoint: Manifest, fleets: list[FleetPlan], routing: dict[str, Any]
 ) -> Manifest:
     """An ``HTTPRoute`` whose backends are the fleets' Services, with exact weights: each
-    fleet's ``route_weight`` (its variant's weight times its share of the variant).
+    fleet's ``route_weight`` (its variant's weight times its share of the variant). Then
+    one rule per variant for requests that name it in ``X-Amzn-SageMaker-Target-Variant``
+    (SageMaker's ``TargetVariant``): that variant's fleets only, split as its current step
+    splits them, whatever its weight. A header match is more specific than none, so
+    these rules win for the requests they match.
 
     >>> from fleetshift_operator.planning.types import FleetPlan
     >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
     >>> plan = [FleetPlan("a", "r1", "blue", 2, 75, route_weight=60),
-    ...         FleetPlan("a", "r2", "green", 2, 25, route_weight=20)]
-    >>> [b["weight"] for b in get_http_route(ep, plan, {})["spec"]["rules"][0]["backendRefs"]]
-    [60, 20]
+    ...         FleetPlan("a", "r2", "green", 2, 25, route_weight=20),
+    ...         FleetPlan("b", "r3", "blue", 1, 100, route_weight=0)]
+    >>> rules = get_http_route(ep, plan, {})["spec"]["rules"]
+    >>> [b["weight"] for b in rules[0]["backendRefs"]]
+    [60, 20, 0]
+    >>> rules[2]["matches"][0]["headers"]
+    [{'type': 'Exact', 'name': 'X-Amzn-SageMaker-Target-Variant', 'value': 'b'}]
+    >>> [(b["name"], b["weight"]) for b in rules[2]["backendRefs"]]
+    [('churn-b-r3', 100)]
     """
     metadata = endpoint["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
-    backends = [
-        {"name": fleet_name(name, f.variant, f.revision), "port": 80, "weight": f.route_weight}
-        for f in fleets
-    ]
-    spec: Manifest = {
-        "parentRefs": routing.get("parentRefs", []),
-        "rules": [{"backendRefs": backends}],
-    }
+
+    def backend(fleet: FleetPlan, weight: int) -> Manifest:
+        return {
+            "name": fleet_name(name, fleet.variant, fleet.revision),
+            "port": 80,
+            "weight": weight,
+        }
+
+    rules: list[Manifest] = [{"backendRefs": [backend(f, f.route_weight) for f in fleets]}]
+    for variant in dict.fromkeys(f.variant for f in fleets):
+        header = {"type": "Exact", "name": TARGET_VARIANT_HEADER, "value": variant}
+        rules.append(
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": [header]}],
+                "backendRefs": [
+                    backend(f, f.traffic_percent) for f in fleets if f.variant == variant
+                ],
+            }
+        )
+    spec: Manifest = {"parentRefs": routing.get("parentRefs", []), "rules": rules}
     if routing.get("hostnames"):
         spec["hostnames"] = routing["hostnames"]
     return {

@@ -415,6 +415,20 @@ def test_ab_variants_share_traffic_by_their_weights(
     }
     wait_for(lambda: weights() == expected, timeout=30, message=f"route weights {expected}")
 
+    # SageMaker's TargetVariant: a request naming a variant goes to that variant alone.
+    route = kube.get(HTTPRoute, NAME, namespace=namespace).to_dict()  # type: ignore[no-untyped-call]
+    pinned = {
+        rule["matches"][0]["headers"][0]["value"]: [b["name"] for b in rule["backendRefs"]]
+        for rule in route["spec"]["rules"][1:]
+    }
+    assert pinned == {
+        "current": [f"{NAME}-current-{current_revision}"],
+        "challenger": [f"{NAME}-challenger-{challenger_revision}"],
+    }
+    assert {
+        h["name"] for rule in route["spec"]["rules"][1:] for h in rule["matches"][0]["headers"]
+    } == {"X-Amzn-SageMaker-Target-Variant"}
+
 
 def hpa_minimums(kube: Client, namespace: str) -> dict[str, int]:
     return {
