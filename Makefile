@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PACKAGES := operator/fleetshift_operator runtime/fleetshift_runtime devcluster/fleetshift_devcluster
 
-.PHONY: help venv tools binaries lint typecheck test test-fast cluster cluster-down demo clean crds operator
+.PHONY: help venv tools binaries realnode-tools realnode-binaries lint typecheck test test-fast cluster cluster-down demo clean crds operator
 
 help:
 	@echo "make test          set everything up (venv, packages, binaries, Prometheus), lint, run all tests"
@@ -39,6 +39,23 @@ tools:
 binaries: venv
 	$(BIN)/fleetshift-cluster binaries
 
+# The real node's (docs/real-node.md): iptables for kube-proxy, libseccomp-dev to build runc,
+# conntrack for kube-proxy's UDP clean-up; then kubelet, kube-proxy, containerd, runc, the CNI
+# plugins, CoreDNS and crictl from Go modules (~10 min once on 2 cores).
+realnode-tools:
+	@missing=""; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	command -v conntrack >/dev/null || missing="$$missing conntrack"; \
+	[ -e /usr/include/seccomp.h ] || missing="$$missing libseccomp-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "[tools] installing from Debian:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+realnode-binaries: venv realnode-tools
+	$(BIN)/fleetshift-cluster binaries --node real
+
 # lint-imports holds the layers in .importlinter (pure planner, operator and runtime apart).
 lint: venv
 	$(BIN)/ruff check .
@@ -48,8 +65,9 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy $(PACKAGES) tests bench
 
-test: venv tools binaries runtime-test-tools lint typecheck images
-	$(BIN)/python -m pytest
+# FLEETSHIFT_REALNODE=1: the real-node tier (tests/realnode) runs too.
+test: venv tools binaries realnode-binaries runtime-test-tools lint typecheck images
+	FLEETSHIFT_REALNODE=1 $(BIN)/python -m pytest
 
 # Only the tests that need no control plane: a quick loop while editing.
 test-fast: venv
@@ -59,15 +77,7 @@ test-fast: venv
 # namespace; it needs root and builds its binaries on first use (docs/real-node.md).
 NODE ?= kwok
 cluster: venv tools binaries
-	@if [ "$(NODE)" = real ]; then \
-	  missing=""; \
-	  command -v iptables >/dev/null || missing="$$missing iptables"; \
-	  [ -e /usr/include/seccomp.h ] || missing="$$missing libseccomp-dev"; \
-	  if [ -n "$$missing" ]; then \
-	    echo "[tools] installing from Debian:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	  fi; \
-	fi
+	@if [ "$(NODE)" = real ]; then $(MAKE) --no-print-directory realnode-binaries; fi
 	@$(BIN)/fleetshift-cluster up --node $(NODE)
 
 cluster-down: venv

@@ -410,13 +410,17 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
         node = [p for p in self.processes if p.name in NODE_PROCESSES]
         stop_processes(list(reversed(node)), grace=15)
         self.processes = [p for p in self.processes if p.name not in NODE_PROCESSES]
-        kill_processes_of(self.folder)
         phase("node")
+        # The state folder goes next: 3 s of grace, not 10 (the apiserver, its kubelet gone,
+        # would use them all).
+        stop_processes(list(reversed(self.processes)), grace=3)
         super().stop()
         if self._caller is not None:
             self._caller.close()
             self._caller = None
-        phase("control plane")
+        # Shims outlive containerd; a container process may outlive its shim.
+        kill_processes_of(self.folder)
+        phase("control plane, shims")
         left = netns.unmount_all_under(self.folder)
         if left:
             _progress(f"still mounted: {left}")
@@ -448,7 +452,9 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
         while time.monotonic() < deadline:
             listed = self.request("GET", f"/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE_NAME}")
             assert isinstance(listed, dict)
-            if not listed.get("items") and not self._sandboxes():
+            # Stopped sandboxes are torn down (network, mounts); the kubelet removes them only
+            # in its next garbage collection, up to a minute later: _remove_sandboxes does.
+            if not listed.get("items") and not self._sandboxes(ready_only=True):
                 return
             time.sleep(0.3)
         raise ClusterError(f"pods on {NODE_NAME} were not gone after {timeout:.0f}s")
@@ -465,8 +471,8 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
             check=False,
         )
 
-    def _sandboxes(self) -> list[str]:
-        done = self._crictl("pods", "--quiet")
+    def _sandboxes(self, *, ready_only: bool = False) -> list[str]:
+        done = self._crictl("pods", "--quiet", *(["--state=ready"] if ready_only else []))
         if done is None or done.returncode != 0:
             return []
         return done.stdout.split()
