@@ -574,6 +574,14 @@ class Resources(_Model):
     """Upper bounds."""
 
 
+class Shadow(_Model):
+    """A shadow variant (SageMaker's shadow test): it sees copies of production requests
+    and its answers are thrown away, so it never reaches or slows a caller."""
+
+    samplingPercent: Annotated[int, Field(ge=1, le=100)] = 100
+    """The share of production requests copied to it."""
+
+
 class Variant(_Model):
     """A production variant: one model served by one fleet of replicas."""
 
@@ -601,9 +609,14 @@ class Variant(_Model):
     """Annotations on the serving pods (for a service mesh, a log shipper, or the local
     demo's launcher). A change rolls out like any other change of the pods."""
     weight: Annotated[int, Field(ge=0, le=1000)] = 1
-    """The variant's relative share of the endpoint's traffic (A/B)."""
+    """The variant's relative share of the endpoint's traffic (A/B); a shadow's is not
+    used (it takes no share, only copies)."""
     autoscaling: Autoscaling | None = None
     """Autoscaling of this variant's fleet."""
+    shadow: Shadow | None = None
+    """Make this a shadow: copies of production requests, answers discarded. It is
+    deployed and rolled out like any variant, but serves no caller. Mirrored by the
+    GatewayAPI router (an ``HTTPRoute`` ``RequestMirror``)."""
 
 
 # -- traffic routers -------------------------------------------------------------------------
@@ -713,6 +726,12 @@ class EndpointSpec(_Model):
         cel(
             "self.variants.exists(v, !has(v.weight) || v.weight > 0)",
             "at least one variant needs a weight above 0 to take the traffic",
+            ".variants",
+        ),
+        cel(
+            "self.variants.exists(v, !has(v.shadow) && (!has(v.weight) || v.weight > 0))",
+            "a shadow only sees copies: at least one variant that is not a shadow must take"
+            " the traffic (a weight above 0)",
             ".variants",
         ),
         cel(

@@ -278,7 +278,9 @@ def get_http_route(
     one rule per variant for requests that name it in ``X-Amzn-SageMaker-Target-Variant``
     (SageMaker's ``TargetVariant``): that variant's fleets only, split as its current step
     splits them, whatever its weight. A header match is more specific than none, so
-    these rules win for the requests they match.
+    these rules win for the requests they match. A shadow variant takes no share and no
+    rule of its own: the default rule mirrors ``samplingPercent`` of the requests to its
+    fleet with the larger share (a ``RequestMirror`` filter; answers are discarded).
 
     >>> from fleetshift_operator.planning.types import FleetPlan
     >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
@@ -292,6 +294,10 @@ def get_http_route(
     [{'type': 'Exact', 'name': 'X-Amzn-SageMaker-Target-Variant', 'value': 'b'}]
     >>> [(b["name"], b["weight"]) for b in rules[2]["backendRefs"]]
     [('churn-b-r3', 100)]
+    >>> ep["spec"] = {"variants": [{"name": "b", "shadow": {"samplingPercent": 10}}]}
+    >>> rules = get_http_route(ep, plan, {})["spec"]["rules"]
+    >>> len(rules), rules[0]["filters"][0]["requestMirror"]
+    (2, {'backendRef': {'name': 'churn-b-r3', 'port': 80}, 'percent': 10})
     """
     metadata = endpoint["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
@@ -303,14 +309,32 @@ def get_http_route(
             "weight": weight,
         }
 
-    rules: list[Manifest] = [{"backendRefs": [backend(f, f.route_weight) for f in fleets]}]
-    for variant in dict.fromkeys(f.variant for f in fleets):
+    sampling = {
+        v["name"]: (v["shadow"] or {}).get("samplingPercent", 100)
+        for v in endpoint.get("spec", {}).get("variants", [])
+        if "shadow" in v and v["shadow"] is not None
+    }
+    serving = [f for f in fleets if f.variant not in sampling]
+    default: Manifest = {"backendRefs": [backend(f, f.route_weight) for f in serving]}
+    mirrors = []
+    for shadow, percent in sampling.items():
+        mine = [f for f in fleets if f.variant == shadow]
+        if mine:
+            target = max(mine, key=lambda f: f.traffic_percent)
+            ref = {"name": fleet_name(name, shadow, target.revision), "port": 80}
+            mirrors.append(
+                {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
+            )
+    if mirrors:
+        default["filters"] = mirrors
+    rules: list[Manifest] = [default]
+    for variant in dict.fromkeys(f.variant for f in serving):
         header = {"type": "Exact", "name": TARGET_VARIANT_HEADER, "value": variant}
         rules.append(
             {
                 "matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": [header]}],
                 "backendRefs": [
-                    backend(f, f.traffic_percent) for f in fleets if f.variant == variant
+                    backend(f, f.traffic_percent) for f in serving if f.variant == variant
                 ],
             }
         )

@@ -341,6 +341,16 @@ INVALID += [
         "an alarm needs exactly one of prometheusRule, query, template or comparison",
     ),
     (
+        "only shadow variants",
+        set_in(variant, "shadow", {"samplingPercent": 50}),
+        "at least one variant that is not a shadow must take the traffic",
+    ),
+    (
+        "a shadow sampling nothing",
+        set_in(variant, "shadow", {"samplingPercent": 0}),
+        "greater than or equal to 1",
+    ),
+    (
         "a checksum on a multi-model prefix",
         set_in(
             variant,

@@ -11,6 +11,7 @@ import functools
 import urllib.request
 from typing import Any
 
+import pytest
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
@@ -428,6 +429,57 @@ def test_ab_variants_share_traffic_by_their_weights(
     assert {
         h["name"] for rule in route["spec"]["rules"][1:] for h in rule["matches"][0]["headers"]
     } == {"X-Amzn-SageMaker-Target-Variant"}
+
+
+@pytest.mark.parametrize("router", ["Replicas", "GatewayAPI"])
+def test_a_shadow_variant_is_deployed_but_serves_no_caller(
+    kube: Client,
+    namespace: str,
+    gateway_api_crds: list[str],
+    operator_process: OperatorProcess,
+    router: str,
+) -> None:
+    spec = spec_with()
+    main = spec["variants"][0]
+    shadow = {
+        "name": "shadow",
+        "model": {"uri": "s3://models/churn/v2"},
+        "replicas": 2,
+        "shadow": {"samplingPercent": 20},
+    }
+    traffic: dict[str, Any] = {"router": router}
+    if router == "GatewayAPI":
+        traffic["gatewayAPI"] = {"parentRefs": [{"name": "public"}]}
+    kube.create(
+        endpoint_manifest(NAME, namespace, {**spec, "variants": [main, shadow], "traffic": traffic})
+    )
+    main_revision = revision_of({"variants": [main]})
+    shadow_revision = revision_of({"variants": [shadow]})
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="InService with its shadow",
+    )
+    assert set(deployments_of(kube, namespace, NAME)) == {main_revision, shadow_revision}
+    shares = {v["name"]: v["trafficPercent"] for v in status_of(kube, NAME, namespace)["variants"]}
+    assert shares == {"main": 100, "shadow": 0}
+    if router == "Replicas":
+        assert serving_by_revision(kube, namespace, NAME) == {main_revision: 4}
+        return
+    route = kube.get(HTTPRoute, NAME, namespace=namespace).to_dict()  # type: ignore[no-untyped-call]
+    default = route["spec"]["rules"][0]
+    assert [b["name"] for b in default["backendRefs"]] == [f"{NAME}-main-{main_revision}"]
+    (mirror,) = default["filters"]
+    assert mirror["type"] == "RequestMirror"
+    assert mirror["requestMirror"]["percent"] == 20
+    target = mirror["requestMirror"]["backendRef"]
+    assert (target["kind"], target["name"], target["port"]) == (
+        "Service",
+        f"{NAME}-shadow-{shadow_revision}",
+        80,
+    )
+    pinned = [r["matches"][0]["headers"][0]["value"] for r in route["spec"]["rules"][1:]]
+    assert pinned == ["main"], "a shadow cannot be targeted"
 
 
 def hpa_minimums(kube: Client, namespace: str) -> dict[str, int]:

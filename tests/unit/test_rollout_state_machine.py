@@ -29,6 +29,7 @@ from fleetshift_operator.api import (
     ModelSource,
     ParentReference,
     Rolling,
+    Shadow,
     TemplateAlarm,
     Traffic,
     TrafficRouting,
@@ -48,6 +49,8 @@ class RolloutMachine(RuleBasedStateMachine):
         self.cluster = SimCluster()
         self.variants: dict[str, tuple[int, int, int]] = {"main": (1, 2, 1)}
         """name -> (model version, replicas, weight)"""
+        self.shadows: set[str] = set()
+        """Variants that only see copies of the traffic."""
         self.policy = "canary"
         self.router = "Replicas"
         self.alarmed = False
@@ -60,11 +63,16 @@ class RolloutMachine(RuleBasedStateMachine):
                 model=ModelSource(uri=f"s3://m/{name}/v{model}"),
                 replicas=replicas,
                 weight=weight,
+                shadow=Shadow(samplingPercent=10) if name in self.shadows else None,
             )
             for name, (model, replicas, weight) in self.variants.items()
         ]
-        if not any(v.weight for v in variants):
-            variants[0] = variants[0].model_copy(update={"weight": 1})
+        # Admission: a variant that is not a shadow takes the traffic.
+        if all(v.shadow is not None for v in variants):
+            variants[0] = variants[0].model_copy(update={"shadow": None})
+        if not any(v.weight for v in variants if v.shadow is None):
+            first = next(i for i, v in enumerate(variants) if v.shadow is None)
+            variants[first] = variants[first].model_copy(update={"weight": 1})
         alarms = (
             AutoRollback(
                 alarms=[Alarm(name="e", template=TemplateAlarm(kind="GreenErrorRate", threshold=5))]
@@ -148,6 +156,12 @@ class RolloutMachine(RuleBasedStateMachine):
         self.variants[name] = (model, replicas, weight)
         self.reconcile()
 
+    @rule(data=st.data())
+    def make_a_variant_a_shadow_or_not(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.variants)))
+        self.shadows ^= {name}
+        self.reconcile()
+
     @rule(policy=st.sampled_from(POLICIES), alarmed=st.booleans())
     def change_the_policy(self, policy: str, alarmed: bool) -> None:
         self.policy, self.alarmed = policy, alarmed
@@ -206,6 +220,21 @@ class RolloutMachine(RuleBasedStateMachine):
         assert plan is not None
         for name in {f.variant for f in plan.fleets}:
             assert sum(plan.traffic(name).values()) == 100
+
+    @invariant()
+    def a_shadow_serves_no_caller(self) -> None:
+        plan = self.cluster.last
+        assert plan is not None
+        spec = self.spec()
+        shadows = {v.name for v in spec.variants if v.shadow is not None}
+        for fleet in plan.fleets:
+            if fleet.variant in shadows:
+                assert fleet.route_weight == 0
+                if self.router == "Replicas":
+                    assert fleet.serving_replicas == 0
+        for variant in plan.status.variants:
+            if variant.name in shadows:
+                assert variant.trafficPercent == 0 and variant.requestedTrafficPercent == 0
 
     @invariant()
     def no_fleet_serves_without_ready_pods(self) -> None:

@@ -73,7 +73,7 @@ def plan_endpoint(
             actions=actions,
         )
         plan_variant(draft, strategy, retry)
-        draft.update(weight=variant.weight)
+        draft.update(weight=0 if variant.shadow is not None else variant.weight)
         drafts.append(draft)
         events += draft.events
 
@@ -225,7 +225,8 @@ def _split_traffic(
     """Serving pods (Replicas) or backend weights (GatewayAPI) for every fleet, the
     variants with the shares they give, and the gaps of more than 5 points from the asks."""
     by_name = {v.name: v for v in variants}
-    serving_any = any(v.activeRevision is not None for v in variants)
+    # Variants without a share (weight 0, shadows) do not hold back one being created.
+    serving_any = any(v.activeRevision is not None and v.weight > 0 for v in variants)
 
     def eligible(variant: VariantStatus) -> bool:
         return variant.activeRevision is not None or not serving_any
