@@ -582,6 +582,26 @@ class Shadow(_Model):
     """The share of production requests copied to it."""
 
 
+class DisruptionBudget(_Model):
+    """The PodDisruptionBudget of each of the variant's fleets: how many of its pods a
+    node drain or an eviction may take at once."""
+
+    enabled: bool = True
+    """False: no PodDisruptionBudget (evictions are not limited)."""
+    maxUnavailable: Annotated[
+        int | str,
+        Field(
+            json_schema_extra={
+                "x-kubernetes-int-or-string": True,
+                "pattern": r"^([0-9]|[1-9][0-9]|100)%$",
+                "minimum": 0,
+            }
+        ),
+    ] = 1
+    """Pods of one fleet that may be disrupted at once: a count (0 or more), or a
+    percentage of the fleet such as ``"25%"``."""
+
+
 class Variant(_Model):
     """A production variant: one model served by one fleet of replicas."""
 
@@ -613,6 +633,8 @@ class Variant(_Model):
     used (it takes no share, only copies)."""
     autoscaling: Autoscaling | None = None
     """Autoscaling of this variant's fleet."""
+    disruptionBudget: DisruptionBudget = Field(default_factory=DisruptionBudget)
+    """Each fleet's PodDisruptionBudget (default: one pod at a time)."""
     shadow: Shadow | None = None
     """Make this a shadow: copies of production requests, answers discarded. It is
     deployed and rolled out like any variant, but serves no caller. Mirrored by the

@@ -71,7 +71,9 @@ def _structural_any_of(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str
     if types == {"integer", "string"}:
         # The one anyOf a structural schema allows: int-or-string, as for quantities.
         extra = {
-            k: v for k, v in rest.items() if k.startswith("x-") or k in ("description", "pattern")
+            k: v
+            for k, v in rest.items()
+            if k.startswith("x-") or k in ("description", "pattern", "minimum")
         }
         return {
             "x-kubernetes-int-or-string": True,

@@ -173,6 +173,7 @@ async def run_endpoint(
         {
             "Service": kwargs["fleet_services"],
             "HorizontalPodAutoscaler": kwargs["fleet_hpas"],
+            "PodDisruptionBudget": kwargs["fleet_disruption_budgets"],
         },
     )
     live: kopf.Body | None = kwargs.get("body")
@@ -474,4 +475,12 @@ async def fleet_hpas(
     namespace: str | None, name: str | None, labels: Mapping[str, str], **_: Any
 ) -> dict[Key, str]:
     """Each Endpoint's HPAs (those of fleets no longer autoscaled are deleted)."""
+    return {_key(namespace, labels): name or ""}
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_disruption_budgets(
+    namespace: str | None, name: str | None, labels: Mapping[str, str], **_: Any
+) -> dict[Key, str]:
+    """Each Endpoint's PodDisruptionBudgets (those of gone fleets are deleted)."""
     return {_key(namespace, labels): name or ""}

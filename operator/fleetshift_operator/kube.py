@@ -21,6 +21,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Pod, Secret, Service
+from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
 from fleetshift_operator import api
@@ -45,6 +46,7 @@ _KINDS: dict[str, Any] = {
     "Service": Service,
     "HorizontalPodAutoscaler": HorizontalPodAutoscaler,
     "HTTPRoute": HTTPRoute,
+    "PodDisruptionBudget": PodDisruptionBudget,
 }
 
 _WAITING_FAILURES = {

@@ -141,6 +141,41 @@ def get_deployment(
     }
 
 
+def get_disruption_budget(endpoint: Manifest, variant: Variant, fleet: FleetPlan) -> Manifest:
+    """The PodDisruptionBudget of one fleet, named like its Deployment: a node drain takes
+    at most ``maxUnavailable`` of its pods at a time. Unhealthy pods may always be
+    evicted, so a fleet that cannot become Ready never blocks a drain.
+
+    >>> from fleetshift_operator.api import ModelSource
+    >>> from fleetshift_operator.planning.types import FleetPlan
+    >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
+    >>> v = Variant(name="main", model=ModelSource(uri="s3://m/1"))
+    >>> pdb = get_disruption_budget(ep, v, FleetPlan("main", "abc", "blue", 3, 100))
+    >>> pdb["metadata"]["name"], pdb["spec"]["maxUnavailable"]
+    ('churn-main-abc', 1)
+    >>> pdb["spec"]["selector"]["matchLabels"]["fleetshift.dev/revision"]
+    'abc'
+    """
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    labels = fleet_labels(name, variant.name, fleet.revision)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(
+            fleet_name(name, variant.name, fleet.revision),
+            namespace,
+            labels,
+            owner_reference(endpoint),
+        ),
+        "spec": {
+            "maxUnavailable": variant.disruptionBudget.maxUnavailable,
+            "selector": {"matchLabels": labels},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
 def get_stable_service(endpoint: Manifest) -> Manifest:
     """The Service clients call: every serving pod of every fleet of the endpoint."""
     metadata = endpoint["metadata"]

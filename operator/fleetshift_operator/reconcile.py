@@ -30,7 +30,12 @@ from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusAuth
 from fleetshift_operator.api import EndpointSpec, EndpointStatus, SecretKeyRef
 from fleetshift_operator.controls import read_controls
 from fleetshift_operator.kube import DeploymentView, Kube, PodView
-from fleetshift_operator.manifests import Manifest, get_deployment, get_hpa
+from fleetshift_operator.manifests import (
+    Manifest,
+    get_deployment,
+    get_disruption_budget,
+    get_hpa,
+)
 from fleetshift_operator.observe import Observer
 from fleetshift_operator.planning.names import calculate_revision, fleet_name
 from fleetshift_operator.planning.plan import plan_endpoint
@@ -286,6 +291,8 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
     autoscaled: set[str] = set()
     existing = {d.name: d for d in deployments}
     hpas = set(await observer.names("HorizontalPodAutoscaler", namespace, name))
+    budgets = set(await observer.names("PodDisruptionBudget", namespace, name))
+    budgeted: set[str] = set()
     for fleet in plan.fleets:
         deployment_name = fleet_name(name, fleet.variant, fleet.revision)
         wanted.add(deployment_name)
@@ -311,6 +318,12 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
         elif fleet.autoscaling is None and current.replicas != fleet.replicas:
             # An older fleet keeps its own pod template: only its size changes.
             await kube.scale(namespace, deployment_name, fleet.replicas)
+        if variant is not None and variant.disruptionBudget.enabled:
+            budgeted.add(deployment_name)
+            await kube.apply(
+                get_disruption_budget(endpoint, variant, fleet),
+                exists=deployment_name in budgets,
+            )
         if fleet.autoscaling is not None:
             autoscaled.add(deployment_name)
             await kube.apply(
@@ -324,6 +337,8 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
     for hpa in hpas:
         if hpa not in autoscaled:
             await kube.delete("HorizontalPodAutoscaler", hpa, namespace)
+    for budget in budgets - budgeted:
+        await kube.delete("PodDisruptionBudget", budget, namespace)
     for deployment in deployments:
         if deployment.name not in wanted:
             await kube.delete("Deployment", deployment.name, namespace)

@@ -84,6 +84,7 @@ WATCHED_NAMESPACE = (
     | _rules(
         "autoscaling", "horizontalpodautoscalers", "list", "watch", "create", "patch", "delete"
     )
+    | _rules("policy", "poddisruptionbudgets", "list", "watch", "create", "patch", "delete")
     | _rules("gateway.networking.k8s.io", "httproutes", "create", "patch")
     | _rules("", "secrets", "get")
     | _rules("", "events", "create")

@@ -341,6 +341,16 @@ INVALID += [
         "an alarm needs exactly one of prometheusRule, query, template or comparison",
     ),
     (
+        "a disruption budget that is neither a count nor a percentage",
+        set_in(variant, "disruptionBudget", {"maxUnavailable": "lots"}),
+        "should match",
+    ),
+    (
+        "a negative disruption budget",
+        set_in(variant, "disruptionBudget", {"maxUnavailable": -1}),
+        "greater than or equal to 0",
+    ),
+    (
         "only shadow variants",
         set_in(variant, "shadow", {"samplingPercent": 50}),
         "at least one variant that is not a shadow must take the traffic",
@@ -528,6 +538,18 @@ OPTIONAL_BLOCKS: list[tuple[str, Spec]] = [
                     ]
                 }
             }
+        },
+    ),
+    (
+        "a disruption budget as a percentage",
+        {
+            "variants": [
+                {
+                    "name": "AllTraffic",
+                    "model": {"uri": "s3://m/1"},
+                    "disruptionBudget": {"maxUnavailable": "25%"},
+                }
+            ]
         },
     ),
     (

@@ -12,6 +12,7 @@ from lightkube.models.core_v1 import ResourceQuotaSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ResourceQuota
+from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.api import Variant
@@ -265,3 +266,49 @@ def test_a_10_percent_canary_on_3_replicas_reports_the_share_it_serves(
     split = condition(status, "TrafficSplit")
     assert split["status"] == "False"
     assert "asked 10%, serves 25%" in split["message"]
+
+
+def disruption_budgets(kube: Client, namespace: str) -> dict[str, int | str]:
+    return {
+        (b.metadata.name or "").removeprefix(f"{NAME}-main-"): b.spec.maxUnavailable
+        for b in kube.list(PodDisruptionBudget, namespace=namespace)
+        if b.metadata and b.spec and b.spec.maxUnavailable is not None
+    }
+
+
+def test_each_fleet_has_a_disruption_budget_that_follows_the_fleet_and_the_spec(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    main = variant("main", "s3://models/churn/v1", replicas=3)
+    spec = create_in_service(kube, namespace, main)
+    blue = revision(main)
+    wait_for(
+        lambda: disruption_budgets(kube, namespace) == {blue: 1},
+        timeout=30,
+        message="one pod of the fleet at a time",
+    )
+
+    quarter = {**main, "disruptionBudget": {"maxUnavailable": "34%"}}
+    set_spec(kube, NAME, namespace, {**spec, "variants": [quarter]})
+    wait_for(
+        lambda: disruption_budgets(kube, namespace) == {blue: "34%"},
+        timeout=30,
+        message="a percentage from the spec, without redeploying",
+    )
+    assert set(deployments_of(kube, namespace, NAME)) == {blue}
+
+    update = {**quarter, "model": {"uri": "s3://models/churn/v2"}}
+    set_spec(kube, NAME, namespace, {**spec, "variants": [update]})
+    wait_for(
+        lambda: disruption_budgets(kube, namespace) == {revision(update): "34%"},
+        timeout=60,
+        message="the new fleet has its budget and the retired one's is gone",
+    )
+
+    off = {**update, "disruptionBudget": {"enabled": False}}
+    set_spec(kube, NAME, namespace, {**spec, "variants": [off]})
+    wait_for(
+        lambda: disruption_budgets(kube, namespace) == {},
+        timeout=30,
+        message="no budget when disabled",
+    )

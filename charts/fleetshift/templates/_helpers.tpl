@@ -90,6 +90,10 @@ code that needs it; tests/chart/test_rbac.py holds the same list as its allow-li
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, watch, create, patch, delete]
+# One PodDisruptionBudget per fleet (watched into an index, handlers.fleet_disruption_budgets).
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [list, watch, create, patch, delete]
 {{- if .Values.rbac.gatewayAPI }}
 # The GatewayAPI router's HTTPRoute (server-side apply; garbage collection deletes it).
 - apiGroups: [gateway.networking.k8s.io]
