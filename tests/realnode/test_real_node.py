@@ -132,6 +132,31 @@ def test_a_pod_runs_in_containerd_on_the_real_node_beside_kwok(
     ], "one kwok node beside the real one"
 
 
+def test_the_kubelet_reports_pod_cpu_and_memory(real_node: RealNode, node_namespace: str) -> None:
+    """What metrics-server and a CPU HPA read: containerd 1.6 left these at 0."""
+    create(real_node, node_namespace, probe_pod("measured", ["serve", "8080"]))
+    wait_for(
+        lambda: is_ready(real_node.get("pod", "measured", node_namespace)),
+        timeout=60,
+        message="the measured pod Ready",
+    )
+
+    def pod_stats() -> dict[str, Any] | None:
+        summary = json.loads(
+            real_node.kubectl("get", "--raw", f"/api/v1/nodes/{NODE_NAME}/proxy/stats/summary")
+        )
+        for pod in summary.get("pods", []):
+            reference = pod["podRef"]
+            if (reference["namespace"], reference["name"]) == (node_namespace, "measured"):
+                cpu = pod.get("cpu", {}).get("usageCoreNanoSeconds", 0)
+                memory = pod.get("memory", {}).get("workingSetBytes", 0)
+                return pod if cpu > 0 and memory > 0 else None
+        return None
+
+    stats = wait_for(pod_stats, timeout=90, interval=2, message="CPU and memory of the pod")
+    assert stats["memory"]["workingSetBytes"] > 1_000_000, "a Go HTTP server uses over 1 MB"
+
+
 def test_a_cluster_ip_reaches_the_pods_through_kube_proxy(
     real_node: RealNode, node_namespace: str
 ) -> None:
