@@ -1,7 +1,7 @@
 """The real node (containerd, runc, kubelet, kube-proxy, CoreDNS) in its network namespace.
 
-These tests need root, and build the real node's binaries on first use (see
-docs/real-node.md). They run when ``FLEETSHIFT_REALNODE=1`` is set:
+These tests need root and the real node's binaries (``make realnode-binaries``; see
+docs/real-node.md). They run when ``FLEETSHIFT_REALNODE=1`` is set, as ``make test`` does:
 
     FLEETSHIFT_REALNODE=1 .venv/bin/python -m pytest -m realnode tests/realnode
 
@@ -31,9 +31,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reason = None
     if os.environ.get(ENABLE) != "1":
         reason = (
-            f"the real-node tier runs only with {ENABLE}=1: it needs root and builds kubelet, "
-            "containerd, runc, CNI plugins and CoreDNS (~6 min cold); not yet in `make test` "
-            "(see docs/real-node.md)"
+            f"the real-node tier runs only with {ENABLE}=1 (`make test` sets it): it needs root "
+            "and the real node's binaries (`make realnode-binaries`, ~10 min once); "
+            "see docs/real-node.md"
         )
     elif os.geteuid() != 0:
         reason = "the real node needs root (network and mount namespaces, cgroups)"
