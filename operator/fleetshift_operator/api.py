@@ -602,6 +602,17 @@ class DisruptionBudget(_Model):
     percentage of the fleet such as ``"25%"``."""
 
 
+class Spread(_Model):
+    """How a fleet's pods spread over nodes and zones (topology spread constraints, at
+    most one pod of difference). SageMaker spreads instances over Availability Zones."""
+
+    enabled: bool = True
+    """False: no spreading (the scheduler places pods as it likes)."""
+    whenUnsatisfiable: Literal["ScheduleAnyway", "DoNotSchedule"] = "ScheduleAnyway"
+    """``ScheduleAnyway`` (default) prefers spreading; ``DoNotSchedule`` requires it,
+    and a pod that cannot be spread waits (shown in ``Degraded``)."""
+
+
 class Variant(_Model):
     """A production variant: one model served by one fleet of replicas."""
 
@@ -633,6 +644,8 @@ class Variant(_Model):
     used (it takes no share, only copies)."""
     autoscaling: Autoscaling | None = None
     """Autoscaling of this variant's fleet."""
+    spread: Spread = Field(default_factory=Spread)
+    """Spreading of each fleet's pods over nodes and zones (default: preferred)."""
     disruptionBudget: DisruptionBudget = Field(default_factory=DisruptionBudget)
     """Each fleet's PodDisruptionBudget (default: one pod at a time)."""
     shadow: Shadow | None = None

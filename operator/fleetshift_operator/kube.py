@@ -26,6 +26,7 @@ from lightkube.types import PatchType
 
 from fleetshift_operator import api
 from fleetshift_operator.manifests import (
+    ANNOTATION_POD_TEMPLATE,
     LABEL_ENDPOINT,
     LABEL_REVISION,
     LABEL_SERVING,
@@ -86,6 +87,9 @@ class DeploymentView:
     ready: int
     waiting: str | None = None
     """Why the Deployment cannot create its pods (a quota, an admission refusal), if so."""
+    pod_template: int = 1
+    """The operator's pod-template generation it was created with (``fleetshift.dev/
+    pod-template``): an older fleet keeps its template until its variant's next revision."""
 
 
 def _is_not_found(error: ApiError) -> bool:
@@ -341,7 +345,7 @@ def deployment_view_of(body: Mapping[str, Any]) -> DeploymentView:
     >>> deployment_view_of({"metadata": {"name": "d", "labels": {"fleetshift.dev/variant": "v",
     ...     "fleetshift.dev/revision": "r"}}, "spec": {"replicas": 3},
     ...     "status": {"readyReplicas": 2}})
-    DeploymentView(name='d', variant='v', revision='r', replicas=3, ready=2, waiting=None)
+    DeploymentView(name='d', ..., ready=2, waiting=None, pod_template=1)
     """
     metadata = body.get("metadata") or {}
     labels = metadata.get("labels") or {}
@@ -354,4 +358,5 @@ def deployment_view_of(body: Mapping[str, Any]) -> DeploymentView:
         replicas=(body.get("spec") or {}).get("replicas") or 0,
         ready=status.get("readyReplicas") or 0,
         waiting=waiting,
+        pod_template=int((metadata.get("annotations") or {}).get(ANNOTATION_POD_TEMPLATE, "1")),
     )

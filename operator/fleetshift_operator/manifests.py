@@ -25,6 +25,13 @@ LABEL_VARIANT = "fleetshift.dev/variant"
 LABEL_REVISION = "fleetshift.dev/revision"
 LABEL_SERVING = "fleetshift.dev/serving"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+ANNOTATION_POD_TEMPLATE = "fleetshift.dev/pod-template"
+POD_TEMPLATE = 2
+"""The generation of the pod template this operator writes. 2: restricted pods (non-root,
+read-only root with an emptyDir at /tmp, no capabilities, no privilege escalation, seccomp
+RuntimeDefault) spread over nodes and zones. A fleet created with an older template keeps
+it: changing it in place would restart the pods outside any guardrail, so the new template
+arrives with the variant's next revision, through its deployment policy."""
 MANAGER = "fleetshift"
 DEFAULT_IMAGE = "ghcr.io/fleetshift/runtime:0.1.0"
 HTTP_PORT = 8080
@@ -59,10 +66,16 @@ def _metadata(name: str, namespace: str, labels: dict[str, str], owner: dict[str
 
 
 def get_deployment(
-    endpoint: Manifest, variant: Variant, fleet: FleetPlan, *, include_replicas: bool
+    endpoint: Manifest,
+    variant: Variant,
+    fleet: FleetPlan,
+    *,
+    include_replicas: bool,
+    pod_template: int = POD_TEMPLATE,
 ) -> Manifest:
     """The Deployment of one fleet. ``include_replicas`` is False once an HPA owns
-    the count, so server-side apply leaves it to the HPA.
+    the count, so server-side apply leaves it to the HPA. ``pod_template`` is the
+    generation of the pod template (:data:`POD_TEMPLATE`, or an existing fleet's own).
 
     >>> from fleetshift_operator.api import ModelSource
     >>> from fleetshift_operator.planning.types import FleetPlan
@@ -73,6 +86,17 @@ def get_deployment(
     ('churn-main-abc', 3)
     >>> d["spec"]["selector"]["matchLabels"]["fleetshift.dev/revision"]
     'abc'
+    >>> pod = d["spec"]["template"]["spec"]
+    >>> pod["securityContext"]["seccompProfile"]
+    {'type': 'RuntimeDefault'}
+    >>> pod["containers"][0]["securityContext"]["capabilities"]
+    {'drop': ['ALL']}
+    >>> [c["topologyKey"] for c in pod["topologySpreadConstraints"]]
+    ['kubernetes.io/hostname', 'topology.kubernetes.io/zone']
+    >>> old = get_deployment(ep, v, FleetPlan("main", "abc", "green", 3, 0),
+    ...                      include_replicas=True, pod_template=1)["spec"]["template"]["spec"]
+    >>> sorted(old)
+    ['containers']
     """
     metadata = endpoint["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
@@ -108,6 +132,19 @@ def get_deployment(
     if variant.resources is not None:
         container["resources"] = variant.resources.model_dump(exclude_none=True)
     pod_spec: Manifest = {"containers": [container]}
+    if pod_template >= 2:
+        _restrict(pod_spec, container)
+        spread = variant.spread
+        if spread.enabled:
+            pod_spec["topologySpreadConstraints"] = [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": key,
+                    "whenUnsatisfiable": spread.whenUnsatisfiable,
+                    "labelSelector": {"matchLabels": labels},
+                }
+                for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+            ]
     if variant.nodeSelector:
         pod_spec["nodeSelector"] = dict(variant.nodeSelector)
     if variant.tolerations:
@@ -128,17 +165,34 @@ def get_deployment(
     }
     if include_replicas:
         spec["replicas"] = fleet.replicas
+    deployment_metadata = _metadata(
+        fleet_name(name, variant.name, fleet.revision), namespace, labels, owner_reference(endpoint)
+    )
+    if pod_template >= 2:
+        deployment_metadata["annotations"] = {ANNOTATION_POD_TEMPLATE: str(pod_template)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(
-            fleet_name(name, variant.name, fleet.revision),
-            namespace,
-            labels,
-            owner_reference(endpoint),
-        ),
+        "metadata": deployment_metadata,
         "spec": spec,
     }
+
+
+def _restrict(pod_spec: Manifest, container: Manifest) -> None:
+    """The Kubernetes ``restricted`` Pod Security Standard, and a writable ``/tmp`` (the
+    runtime's model cache and metrics files) on a read-only root."""
+    pod_spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod_spec["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
 
 
 def get_disruption_budget(endpoint: Manifest, variant: Variant, fleet: FleetPlan) -> Manifest:

@@ -31,6 +31,7 @@ from fleetshift_operator.api import EndpointSpec, EndpointStatus, SecretKeyRef
 from fleetshift_operator.controls import read_controls
 from fleetshift_operator.kube import DeploymentView, Kube, PodView
 from fleetshift_operator.manifests import (
+    POD_TEMPLATE,
     Manifest,
     get_deployment,
     get_disruption_budget,
@@ -301,8 +302,15 @@ async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
         revision = calculate_revision(variant) if variant is not None else None
         if fleet.spec_owned and variant is not None and fleet.revision == revision:
             include_replicas = fleet.autoscaling is None or current is None
+            template = current.pod_template if current is not None else POD_TEMPLATE
             await kube.apply(
-                get_deployment(endpoint, variant, fleet, include_replicas=include_replicas),
+                get_deployment(
+                    endpoint,
+                    variant,
+                    fleet,
+                    include_replicas=include_replicas,
+                    pod_template=template,
+                ),
                 exists=current is not None,
             )
             if fleet.autoscaling is not None and current is None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lightkube import Client
-from lightkube.models.core_v1 import ResourceQuotaSpec
+import pytest
+from lightkube import ApiError, Client
+from lightkube.models.core_v1 import Container, PodSpec, ResourceQuotaSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import ResourceQuota
+from lightkube.resources.core_v1 import Namespace, Pod, ResourceQuota
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from fleetshift_devcluster.wait import wait_for
@@ -312,3 +313,34 @@ def test_each_fleet_has_a_disruption_budget_that_follows_the_fleet_and_the_spec(
         timeout=30,
         message="no budget when disabled",
     )
+
+
+def test_model_pods_are_admitted_where_the_restricted_pod_security_standard_is_enforced(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    # The apiserver's own PodSecurity admission judges every pod the ReplicaSets create.
+    kube.patch(
+        Namespace,
+        namespace,
+        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
+    main = variant("main", "s3://models/churn/v1", replicas=3)
+    create_in_service(kube, namespace, main)
+    deployment = kube.get(
+        Deployment, fleet_name(NAME, "main", revision(main)), namespace=namespace
+    ).to_dict()
+    pod = deployment["spec"]["template"]["spec"]
+    assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert deployment["metadata"]["annotations"]["fleetshift.dev/pod-template"] == "2"
+    # The check has teeth: a pod without the restrictions is refused in this namespace.
+    with pytest.raises(ApiError, match="violates PodSecurity"):
+        kube.create(
+            Pod(
+                metadata=ObjectMeta(name="unrestricted", namespace=namespace),
+                spec=PodSpec(containers=[Container(name="c", image="busybox")]),
+            )
+        )

@@ -203,6 +203,7 @@ def _run_daemon(
             fleet_pods={},
             fleet_services={},
             fleet_hpas={},
+            fleet_disruption_budgets={},
         )
     )
     records = [json.loads(line) for line in stream.getvalue().splitlines()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from fleetshift_operator.api import Variant
+from fleetshift_operator.api import Spread, Variant
 
 _POD_FIELDS = (
     "name",
@@ -16,6 +16,7 @@ _POD_FIELDS = (
     "nodeSelector",
     "tolerations",
     "podAnnotations",
+    "spread",
 )
 
 MAX_NAME = 63
@@ -47,6 +48,8 @@ def calculate_revision(variant: Variant) -> str:
         pod.pop("podAnnotations", None)
     if pod["model"].get("multiModel") is None:
         pod["model"].pop("multiModel", None)
+    if pod.get("spread") == Spread().model_dump(mode="json"):
+        pod.pop("spread", None)
     digest = hashlib.sha256(json.dumps([pod], sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
