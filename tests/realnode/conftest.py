@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from fleetshift_devcluster import netns
 from fleetshift_devcluster.realnode import RealNodeCluster
 
 ENABLE = "FLEETSHIFT_REALNODE"
@@ -105,6 +107,10 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
         yield RealNode(cluster, before)
     finally:
         cluster.stop()
+        # containerd's store holds the imported images (over 1 GB with the runtime's); pytest
+        # keeps its last three temporary folders. Only when nothing is mounted under it.
+        if not netns.mounts_under(cluster.folder):
+            shutil.rmtree(cluster.node_dir, ignore_errors=True)
 
 
 @pytest.fixture
