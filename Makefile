@@ -69,9 +69,9 @@ typecheck: venv
 test: venv tools binaries realnode-binaries runtime-test-tools lint typecheck images
 	FLEETSHIFT_REALNODE=1 $(BIN)/python -m pytest
 
-# Only the tests that need no control plane: a quick loop while editing.
+# Only the tests that need no control plane and no image build: a quick loop while editing.
 test-fast: venv
-	$(BIN)/python -m pytest -m "not cluster"
+	$(BIN)/python -m pytest -m "not cluster and not images"
 
 # NODE=real adds a real node (containerd, kubelet, kube-proxy, CoreDNS) inside a network
 # namespace; it needs root and builds its binaries on first use (docs/real-node.md).
