@@ -4,6 +4,7 @@ setting, and well-behaved clients keep being served."""
 from __future__ import annotations
 
 import json
+import re
 import resource
 import socket
 import time
@@ -159,6 +160,32 @@ def test_a_slow_client_with_keep_alive_still_gets_its_answers(
                 "/invocations", content=ROW, headers={"Content-Type": "text/csv"}
             )
             assert response.status_code == 200
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
+    churn_server: RuntimeProcess,
+) -> None:
+    """uvicorn's 5 s keep-alive timeout holds, kept by the sweep instead of a timer per
+    response, and the connection closes without a word (the header timeout is 10 s)."""
+    with _connect(churn_server) as sock:
+        request = (
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(ROW), ROW)
+        )
+        sock.sendall(request)
+        answer = sock.recv(65536)
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            body += sock.recv(65536)
+        assert _status(answer) == 200
+        started = time.monotonic()
+        after = _read_until_closed(sock, timeout=10)
+        waited = time.monotonic() - started
+    assert after == b""
+    assert 4.5 < waited < 7.5
 
 
 @contextmanager
