@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,7 +46,7 @@ from .errors import (
     NotReadyError,
     RequestError,
 )
-from .metrics import RuntimeMetrics, multiprocess_dir
+from .metrics import PUSH_INTERVAL_SECONDS, RuntimeMetrics, multiprocess_dir
 from .models.base import Model, Predictions, Rows
 from .models.loading import load_model
 from .models.multi import ModelCache, check_target_model
@@ -247,10 +247,13 @@ class Runtime:
                 # the event loop gets it back: 1 ms instead of 5 keeps the probes prompt.
                 sys.setswitchinterval(GIL_SWITCH_SECONDS)
                 self.start_loading()
+                if multiprocess_dir():
+                    self._in_background(self._push_metrics_periodically())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for task in self._background:
                     task.cancel()
+                self.metrics.tally.push()
                 self.pool.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -261,9 +264,19 @@ class Runtime:
             self.single.status = "ready"
             self.single.reason = ""
             return
-        task = asyncio.get_running_loop().create_task(self._load_single())
+        self._in_background(self._load_single())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _push_metrics_periodically(self) -> None:
+        """A worker of several: the parent serves ``/metrics`` from the workers' files,
+        so the tally is pushed into them on a clock (a single process pushes on scrape)."""
+        while True:
+            await asyncio.sleep(PUSH_INTERVAL_SECONDS)
+            self.metrics.tally.push()
 
     async def _load_single(self) -> None:
         settings = self.settings
@@ -356,8 +369,7 @@ class Runtime:
         started = time.perf_counter()
         headers = _headers(scope)
         rid = self._request_id(scope, headers.get(b"x-request-id"))
-        metrics = self.metrics
-        metrics.inflight_child.inc()
+        self.metrics.tally.started()
         model_seconds: float | None = None
         label = ""
         target = headers.get(TARGET_MODEL_HEADER)
@@ -385,7 +397,7 @@ class Runtime:
                 )
             status, content_type = 200, out_format
         except _ClientGoneError:
-            metrics.inflight_child.dec()
+            self.metrics.tally.gone()
             return
         except Exception as error:
             status, reason = _status_for(error, rid)
@@ -394,19 +406,12 @@ class Runtime:
         self._record(label, status, started, model_seconds)
 
     def _record(self, label: str, status: int, started: float, model_seconds: float | None) -> None:
-        metrics = self.metrics
-        invocations, errors_4xx, errors_5xx = metrics.for_model(label)
-        invocations.inc()
-        if status >= 500:
-            errors_5xx.inc()
-        elif status >= 400:
-            errors_4xx.inc()
-        total = time.perf_counter() - started
+        overhead = time.perf_counter() - started
         if model_seconds is not None:
-            metrics.model_latency_child.observe(model_seconds)
-            total -= model_seconds
-        metrics.overhead_latency_child.observe(max(total, 0.0))
-        metrics.inflight_child.dec()
+            overhead -= model_seconds
+        self.metrics.tally.answered(
+            label, status, model_seconds=model_seconds, overhead_seconds=max(overhead, 0.0)
+        )
 
     # --- Open Inference Protocol ------------------------------------------------------
 
@@ -415,7 +420,7 @@ class Runtime:
         started = time.perf_counter()
         headers = _headers(scope)
         rid = self._request_id(scope, headers.get(b"x-request-id"))
-        self.metrics.inflight_child.inc()
+        self.metrics.tally.started()
         model_seconds: float | None = None
         label = ""
         extra: list[tuple[bytes, bytes]] = []
@@ -442,7 +447,7 @@ class Runtime:
                 content_type = b"application/octet-stream"
                 extra.append((b"inference-header-content-length", str(header_length).encode()))
         except _ClientGoneError:
-            self.metrics.inflight_child.dec()
+            self.metrics.tally.gone()
             return
         except Exception as error:
             status, reason = _status_for(error, rid)

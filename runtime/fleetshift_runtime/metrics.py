@@ -2,8 +2,14 @@
 
 ``docs/runtime-metrics.md`` documents every name, type and label. Every metric carries
 ``namespace``, ``endpoint``, ``variant`` and ``revision``; the invocation
-counters and the model load histogram add ``model``. Label children are bound once, so
-the hot path costs a few attribute lookups.
+counters and the model load histogram add ``model``.
+
+A request's own metrics (invocations, errors, the two latencies, in flight) are counted
+in plain Python by a :class:`RequestTally` and pushed into ``prometheus_client`` in bulk:
+before every collection of the registry (a scrape sees every request answered before it),
+and every ``push_interval`` seconds in a worker of several. Five ``prometheus_client``
+calls cost ~2.5 µs a request (a histogram's ``observe`` walks its 27 buckets one by one
+under a lock); the tally costs ~0.4 µs, about 3% of a 1-row request.
 
 With several workers, ``prometheus_client``'s multiprocess mode aggregates the workers'
 values and the parent process serves ``/metrics``.
@@ -13,8 +19,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +58,187 @@ def multiprocess_dir() -> str:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 
+PUSH_INTERVAL_SECONDS = 1.0
+"""How often a worker of several pushes its tally into the shared files; a scrape of the
+parent sees a worker's requests at most this late (a single process pushes on scrape)."""
+
+
+def _histogram_values(child: Any, bounds: tuple[float, ...]) -> tuple[Any, list[Any]]:
+    """The ``_sum`` and bucket values of a ``prometheus_client`` histogram child, which
+    takes no bulk observation: checked here once, so a library that changed their shape
+    fails at start-up and not with wrong numbers."""
+    total, buckets = getattr(child, "_sum", None), getattr(child, "_buckets", None)
+    upper = list(getattr(child, "_upper_bounds", ()))
+    if total is None or buckets is None or upper != [*bounds, float("inf")]:
+        raise RuntimeError(
+            "prometheus_client's Histogram no longer keeps _sum, _buckets and _upper_bounds; "
+            "RequestTally needs them to push observations in bulk"
+        )
+    return total, buckets
+
+
+class HistogramTally:
+    """One histogram child's observations, counted in plain Python and pushed in bulk.
+
+    Only the event loop's thread observes; :meth:`push` may run on any thread (callers
+    hold :class:`RequestTally`'s lock). Counts are cumulative and never reset: a push
+    adds what was counted since the last one, so a push that races an observation
+    leaves it for the next.
+
+    A value goes to the first bucket whose bound it does not exceed, as
+    ``Histogram.observe`` does:
+
+    >>> from prometheus_client import CollectorRegistry, Histogram
+    >>> child = Histogram("h", "h", buckets=(0.1, 1.0), registry=CollectorRegistry())
+    >>> tally = HistogramTally(child, (0.1, 1.0))
+    >>> for seconds in (0.05, 0.1, 0.5, 3.0):
+    ...     tally.observe(seconds)
+    >>> tally.push()
+    >>> [bucket.get() for bucket in child._buckets], round(child._sum.get(), 6)
+    ([2.0, 1.0, 1.0], 3.65)
+    """
+
+    __slots__ = ("_bounds", "_buckets", "_pushed", "_pushed_total", "_sum", "counts", "total")
+
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        self._sum, self._buckets = _histogram_values(child, bounds)
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self._pushed = [0] * (len(bounds) + 1)
+        self._pushed_total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` (the hot path: a binary search and two additions)."""
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.total += value
+
+    def push(self) -> None:
+        counts, total = list(self.counts), self.total
+        for bucket, count, pushed in zip(self._buckets, counts, self._pushed, strict=True):
+            if count != pushed:
+                bucket.inc(count - pushed)
+        if total != self._pushed_total:
+            self._sum.inc(total - self._pushed_total)
+        self._pushed, self._pushed_total = counts, total
+
+
+class ModelCounts:
+    """Invocations and errors of one ``model`` label, counted in plain Python."""
+
+    __slots__ = ("_children", "_pushed", "errors_4xx", "errors_5xx", "invocations")
+
+    def __init__(self, children: tuple[Any, Any, Any]) -> None:
+        self._children = children
+        self.invocations = self.errors_4xx = self.errors_5xx = 0
+        self._pushed = (0, 0, 0)
+
+    def push(self) -> None:
+        counts = (self.invocations, self.errors_4xx, self.errors_5xx)
+        for child, count, pushed in zip(self._children, counts, self._pushed, strict=True):
+            if count != pushed:
+                child.inc(count - pushed)
+        self._pushed = counts
+
+
+class RequestTally:
+    """A request's metrics in plain Python, pushed into ``prometheus_client`` in bulk.
+
+    The event loop's thread alone counts (:meth:`started`, :meth:`answered`);
+    :meth:`push` runs before every collection of the registry and, in a worker of several,
+    every :data:`PUSH_INTERVAL_SECONDS`.
+
+    >>> pod = {"namespace": "n", "endpoint": "e", "variant": "v", "revision": "1"}
+    >>> metrics = RuntimeMetrics(pod)
+    >>> metrics.tally.started()
+    >>> metrics.tally.answered("m", 200, model_seconds=0.0004, overhead_seconds=0.0002)
+    >>> metrics.tally.started()
+    >>> metrics.tally.answered("m", 400, model_seconds=None, overhead_seconds=0.0001)
+    >>> metrics.tally.started()
+    >>> read = metrics.registry.get_sample_value  # a collection: the tally is pushed first
+    >>> read("fleetshift_invocations_total", {**pod, "model": "m"})
+    2.0
+    >>> read("fleetshift_invocation_4xx_errors_total", {**pod, "model": "m"})
+    1.0
+    >>> read("fleetshift_model_latency_seconds_count", pod)
+    1.0
+    >>> read("fleetshift_overhead_latency_seconds_bucket", {**pod, "le": "0.00025"})
+    2.0
+    >>> read("fleetshift_inflight_requests", pod)
+    1.0
+    """
+
+    def __init__(self, metrics: RuntimeMetrics) -> None:
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._inflight = metrics.inflight_child
+        self._models: dict[str, ModelCounts] = {}
+        self.model_latency = HistogramTally(metrics.model_latency_child, LATENCY_BUCKETS)
+        self.overhead_latency = HistogramTally(metrics.overhead_latency_child, LATENCY_BUCKETS)
+        self.requests_started = 0
+        self.requests_finished = 0
+
+    def started(self) -> None:
+        """A request is in flight."""
+        self.requests_started += 1
+
+    def gone(self) -> None:
+        """A request in flight ended without an answer (its client left)."""
+        self.requests_finished += 1
+
+    def answered(
+        self, model: str, status: int, *, model_seconds: float | None, overhead_seconds: float
+    ) -> None:
+        """A request in flight was answered with ``status``."""
+        counts = self._models.get(model) or self._counts(model)
+        counts.invocations += 1
+        if status >= 400:
+            if status >= 500:
+                counts.errors_5xx += 1
+            else:
+                counts.errors_4xx += 1
+        if model_seconds is not None:
+            self.model_latency.observe(model_seconds)
+        self.overhead_latency.observe(overhead_seconds)
+        self.requests_finished += 1
+
+    def _counts(self, model: str) -> ModelCounts:
+        """The counts of ``model``'s label, made on its first request (past
+        ``max_model_labels`` models, the shared ``_other`` label's)."""
+        label = self._metrics.model_label(model)
+        counts = self._models.get(label)
+        if counts is None:
+            counts = ModelCounts(self._metrics.for_model(label))
+            self._models[label] = counts  # under its label: ``_other`` models share one
+        return counts
+
+    def push(self) -> None:
+        """Add everything counted since the last push to the ``prometheus_client`` values."""
+        with self._lock:
+            for counts in list(self._models.values()):
+                counts.push()
+            self.model_latency.push()
+            self.overhead_latency.push()
+            self._inflight.set(self.requests_started - self.requests_finished)
+
+
+class _PushBeforeCollect:
+    """A collector with no metrics of its own that pushes the tally first, so a scrape
+    (or ``generate_latest``) sees every request answered before it."""
+
+    def __init__(self, metrics: RuntimeMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Any]:
+        return ()
+
+    def collect(self) -> Iterable[Any]:
+        tally = getattr(self._metrics, "tally", None)
+        if tally is not None:
+            tally.push()
+        return ()
+
+
 @dataclass
 class RuntimeMetrics:
     """All metric families, created on one registry."""
@@ -63,6 +250,7 @@ class RuntimeMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        r.register(_PushBeforeCollect(self))  # first, so it is collected first
         self.invocations = Counter(
             "fleetshift_invocations",
             "Inference requests received on /invocations and /v2/models/*/infer.",
@@ -154,6 +342,8 @@ class RuntimeMetrics:
         self.model_evictions_child = self.model_evictions.labels(**base)
         self._by_model: dict[str, tuple[Any, Any, Any]] = {}
         self._model_labels: set[str] = set()
+        self.tally = RequestTally(self)
+        """The per-request metrics, counted in plain Python (the hot path's)."""
 
     def model_label(self, model: str) -> str:
         """``model`` itself while fewer than ``max_model_labels`` models have a label,
@@ -182,15 +372,6 @@ class RuntimeMetrics:
             )
             self._by_model[model] = found
         return found
-
-    @contextmanager
-    def inflight_request(self) -> Iterator[None]:
-        """Count a request as in flight for the duration of the block."""
-        self.inflight_child.inc()
-        try:
-            yield
-        finally:
-            self.inflight_child.dec()
 
 
 _serving_lock = threading.Lock()

@@ -112,7 +112,11 @@ def test_two_workers_serve_and_aggregate_metrics(
             np.testing.assert_allclose(
                 scores, churn_model.expected(churn_model.rows[:3]), atol=1e-6
             )
-    assert server.metric("fleetshift_invocations_total", endpoint="churn") == 20
+
+    def all_counted() -> bool:  # each worker pushes its counts every PUSH_INTERVAL_SECONDS
+        return server.metric("fleetshift_invocations_total", endpoint="churn") == 20
+
+    wait_for(all_counted, timeout=10, interval=0.1, message="20 invocations counted")
 
 
 def test_two_workers_refuse_a_pickle_before_starting(
