@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from dataclasses import dataclass
 
 from fleetshift_operator.alarms.base import AlarmContext, AlarmResult
 from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusError
@@ -23,16 +24,35 @@ _SELECTOR = (
 )
 
 
-def comparison_queries(alarm: ComparisonAlarm, window_seconds: int) -> tuple[str, str]:
-    """The PromQL of (trials, failures) by revision over the last ``window_seconds``.
+@dataclass(frozen=True)
+class ComparisonQueries:
+    """The PromQL of the counts by revision: ``trials`` and ``counted``, which are the
+    failures themselves (``ErrorRate``: 5xx) or the successes (``SlowRequests``: requests
+    within the threshold), subtracted from the trials in Python so that Prometheus never
+    computes the trials twice."""
 
-    >>> trials, failures = comparison_queries(ComparisonAlarm(), 90)
-    >>> print(failures.replace(_SELECTOR, "..."))
+    trials: str
+    counted: str
+    counted_are_failures: bool
+
+    def failures(self, trials: float, counted: float) -> float:
+        return counted if self.counted_are_failures else trials - counted
+
+
+def comparison_queries(alarm: ComparisonAlarm, window_seconds: int) -> ComparisonQueries:
+    """The queries of one alarm over the last ``window_seconds``.
+
+    >>> queries = comparison_queries(ComparisonAlarm(), 90)
+    >>> print(queries.counted.replace(_SELECTOR, "..."))
     sum by (revision) (increase(fleetshift_invocation_5xx_errors_total{...}[90s]))
+    >>> queries.failures(trials=200, counted=3)
+    3
     >>> slow = ComparisonAlarm(metric="SlowRequests", latencyThresholdSeconds=0.1)
-    >>> trials, failures = comparison_queries(slow, 90)
-    >>> "_count{" in trials, 'le="0.1"' in failures, failures.startswith("sum by (revision) (")
-    (True, True, True)
+    >>> queries = comparison_queries(slow, 90)
+    >>> "_count{" in queries.trials, 'le="0.1"' in queries.counted
+    (True, True)
+    >>> queries.failures(trials=200, counted=190)
+    10
     """
     window = f"[{window_seconds}s]"
 
@@ -40,15 +60,19 @@ def comparison_queries(alarm: ComparisonAlarm, window_seconds: int) -> tuple[str
         return f"sum by (revision) (increase({metric}{{{_SELECTOR}{extra}}}{window}))"
 
     if alarm.metric == "ErrorRate":
-        return (
-            counted("fleetshift_invocations_total"),
-            counted("fleetshift_invocation_5xx_errors_total"),
+        return ComparisonQueries(
+            trials=counted("fleetshift_invocations_total"),
+            counted=counted("fleetshift_invocation_5xx_errors_total"),
+            counted_are_failures=True,
         )
     histogram = "fleetshift_model_latency_seconds"
-    trials = counted(f"{histogram}_count")
     # prometheus_client writes a bucket bound as Python's repr of the float ("0.1", "1.0").
-    fast = counted(f"{histogram}_bucket", f',le="{float(alarm.latencyThresholdSeconds or 0)!r}"')
-    return trials, f"{trials} - {fast}"
+    bound = float(alarm.latencyThresholdSeconds or 0)
+    return ComparisonQueries(
+        trials=counted(f"{histogram}_count"),
+        counted=counted(f"{histogram}_bucket", f',le="{bound!r}"'),
+        counted_are_failures=False,
+    )
 
 
 def describe(evidence: Evidence, green: Counts, blue: Counts, margin_percent: float) -> str:
@@ -80,21 +104,23 @@ class ComparisonSource:
 
     def validate(self) -> AlarmResult | None:
         try:
-            for query in comparison_queries(self.alarm, 60):
+            queries = comparison_queries(self.alarm, 60)
+            for query in (queries.trials, queries.counted):
                 self.prometheus.instant(self.context.render(query))
         except PrometheusError as error:
             return failure_result(self.name, error)
         return None
 
     def _counts(self, window_seconds: int) -> dict[str, Counts]:
-        trials_query, failures_query = comparison_queries(self.alarm, window_seconds)
-        trials = self._by_revision(trials_query)
-        failures = self._by_revision(failures_query)
+        queries = comparison_queries(self.alarm, window_seconds)
+        trials = self._by_revision(queries.trials)
+        counted = self._by_revision(queries.counted)
         counts = {}
         for revision in (self.context.revision, self.context.blue_revision):
             # increase() extrapolates: round, and never more failures than trials.
             total = max(0, round(trials.get(revision, 0.0)))
-            counts[revision] = Counts(total, min(total, max(0, round(failures.get(revision, 0.0)))))
+            failures = queries.failures(total, counted.get(revision, 0.0))
+            counts[revision] = Counts(total, min(total, max(0, round(failures))))
         return counts
 
     def _by_revision(self, query: str) -> dict[str, float]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
 
 from fleetshift_operator.alarms.semantics import Verdict
 from fleetshift_operator.api import (
@@ -66,6 +68,25 @@ class Actions:
         self.handled[action] = request
         self.taken.add(action)
         return True
+
+
+StatusModel = TypeVar("StatusModel", bound=BaseModel)
+
+
+def replaced(status: StatusModel, fields: dict[str, Any]) -> StatusModel:
+    """``status`` with ``fields`` replaced: ``model_copy(update=...)``, which checks
+    nothing, after a check that every name is one of the model's fields (a misspelt field
+    would otherwise vanish without a word).
+
+    >>> replaced(StepStatus(), {"weigth": 10})
+    Traceback (most recent call last):
+    ...
+    ValueError: StepStatus has no field 'weigth'
+    """
+    for name in fields:
+        if name not in type(status).model_fields:
+            raise ValueError(f"{type(status).__name__} has no field {name!r}")
+    return status.model_copy(update=fields)
 
 
 @dataclasses.dataclass
@@ -128,12 +149,12 @@ class VariantDraft:
 
     def update(self, **fields: Any) -> VariantStatus:
         """The variant's status from now on: the current one with ``fields`` replaced."""
-        self.status = self.status.model_copy(update=fields)
+        self.status = replaced(self.status, fields)
         return self.status
 
     def update_step(self, **fields: Any) -> StepStatus:
         """The current step (a new one if there is none) with ``fields`` replaced."""
-        step = (self.status.step or StepStatus()).model_copy(update=fields)
+        step = replaced(self.status.step or StepStatus(), fields)
         self.update(step=step)
         return step
 
