@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -47,6 +48,7 @@ from .errors import (
     RequestError,
 )
 from .metrics import PUSH_INTERVAL_SECONDS, RuntimeMetrics, multiprocess_dir
+from .mirror import Copy, Mirror
 from .models.base import Model, Predictions, Rows
 from .models.loading import load_model
 from .models.multi import ModelCache, check_target_model
@@ -157,6 +159,18 @@ class Runtime:
         self._ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self._fastapi: FastAPI | None = None
+        self.mirror: Mirror | None = None
+        """Copies of sampled requests to shadow variants (``FLEETSHIFT_MIRROR_FILE``)."""
+        if settings.mirror_file:
+            self.mirror = Mirror(
+                Path(settings.mirror_file),
+                self.metrics,
+                queue_size=settings.mirror_queue,
+                timeout_seconds=settings.mirror_timeout_seconds,
+                connections=settings.mirror_connections,
+                threshold=settings.mirror_threshold,
+                executor=self.pool,
+            )
         self.on_fatal: Callable[[], None] = _terminate_self
         """Called when the model cannot load: stops the server (``__main__`` sets it)."""
 
@@ -249,6 +263,8 @@ class Runtime:
                 self.start_loading()
                 if multiprocess_dir():
                     self._in_background(self._push_metrics_periodically())
+                if self.mirror is not None:
+                    self._in_background(self.mirror.run())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for task in self._background:
@@ -386,7 +402,11 @@ class Runtime:
                 predictions, model_seconds = await self.batcher.submit(model, rows)
                 payload = encode(predictions)
             else:
-                payload, model_seconds = await asyncio.get_running_loop().run_in_executor(
+                (
+                    payload,
+                    model_seconds,
+                    predictions,
+                ) = await asyncio.get_running_loop().run_in_executor(
                     self.pool,
                     _decode_predict_encode,
                     decode,
@@ -404,6 +424,10 @@ class Runtime:
             payload, content_type = _error_body(reason, rid), "application/json"
         await _send(send, status, payload, content_type.encode(), rid)
         self._record(label, status, started, model_seconds)
+        if self.mirror is not None and status == 200:
+            self.mirror.offer(
+                Copy(b"/invocations", headers.get(b"content-type", b""), body, predictions, target)
+            )
 
     def _record(self, label: str, status: int, started: float, model_seconds: float | None) -> None:
         overhead = time.perf_counter() - started
@@ -439,6 +463,7 @@ class Runtime:
                     payload,
                     header_length,
                     model_seconds,
+                    predictions,
                 ) = await asyncio.get_running_loop().run_in_executor(
                     self.pool, _oip_off_the_loop, body, header, self.width_for(model), model
                 )
@@ -454,6 +479,8 @@ class Runtime:
             payload, content_type = orjson.dumps({"error": reason}), b"application/json"
         await _send(send, status, payload, content_type, rid, extra)
         self._record(label, status, started, model_seconds)
+        if self.mirror is not None and status == 200 and not header:
+            self.mirror.offer(Copy(path.encode(), b"application/json", body, predictions, None))
 
 
 WORKER_THREAD_NICENESS = 10
@@ -478,13 +505,14 @@ def _decode_predict_encode(
     body: bytes,
     width: int,
     model: Model,
-) -> tuple[bytes, float]:
-    """A large SageMaker request, in a worker thread: the response body, model seconds."""
+) -> tuple[bytes, float, Predictions]:
+    """A large SageMaker request, in a worker thread: the response body, model seconds,
+    the predictions."""
     rows = decode_in_pieces(decode, body, width)
     started = time.perf_counter()
     predictions = model.predict(rows)
     elapsed = time.perf_counter() - started
-    return encode(predictions), elapsed
+    return encode(predictions), elapsed, predictions
 
 
 def _encode_oip_answer(
@@ -500,14 +528,15 @@ def _encode_oip_answer(
 
 def _oip_off_the_loop(
     body: bytes, header: str, width: int, model: Model
-) -> tuple[bytes, int, float]:
-    """A large OIP request, in a worker thread: body, JSON header length, model seconds."""
+) -> tuple[bytes, int, float, Predictions]:
+    """A large OIP request, in a worker thread: body, JSON header length, model seconds,
+    the predictions."""
     request = parse_oip_in_pieces(body, header, width)
     started = time.perf_counter()
     predictions = model.predict(request.rows)
     elapsed = time.perf_counter() - started
     payload, header_length = _encode_oip_answer(predictions, model, request)
-    return payload, header_length, elapsed
+    return payload, header_length, elapsed, predictions
 
 
 def _status_for(error: Exception, request_id: bytes) -> tuple[int, str]:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -48,6 +49,13 @@ LATENCY_BUCKETS = (
 
 OTHER_MODELS = "_other"
 """The ``model`` label of the models past ``RuntimeMetrics.max_model_labels``."""
+
+DIFFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+"""Paired absolute differences of a shadow's predictions from production's: fine near 0,
+where two versions of a model differ, up to 1 for probabilities (regression differences
+past 1 fall in +Inf)."""
+
+SHADOW_LABELS = (*LABELS, "shadow", "shadow_revision")
 
 LOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Seconds: model fetch + load + warm-up times."""
@@ -331,6 +339,41 @@ class RuntimeMetrics:
             LABELS,
             registry=r,
         )
+        self.shadow_copies = Counter(
+            "fleetshift_shadow_copies",
+            "Copies of production requests for a shadow variant, by what became of them "
+            "(answered, failed, timeout, unreachable, dropped, uncomparable).",
+            (*SHADOW_LABELS, "outcome"),
+            registry=r,
+        )
+        self.shadow_latency_seconds = Histogram(
+            "fleetshift_shadow_latency_seconds",
+            "Time for a shadow variant to answer a copied request.",
+            SHADOW_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.shadow_difference = Histogram(
+            "fleetshift_shadow_abs_difference",
+            "Per row, the absolute difference of the shadow's prediction from production's "
+            "for the same request (the largest over a row's outputs).",
+            SHADOW_LABELS,
+            buckets=DIFFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            "fleetshift_shadow_compared_rows",
+            "Rows answered by both production and a shadow, and compared.",
+            SHADOW_LABELS,
+            registry=r,
+        )
+        self.shadow_disagreements = Counter(
+            "fleetshift_shadow_disagreements",
+            "Compared rows whose predicted class differs (a score on either side of the "
+            "threshold, or another arg-max).",
+            SHADOW_LABELS,
+            registry=r,
+        )
         base = self.labels
         self.model_latency_child = self.model_latency.labels(**base)
         self.overhead_latency_child = self.overhead_latency.labels(**base)
@@ -344,6 +387,35 @@ class RuntimeMetrics:
         self._model_labels: set[str] = set()
         self.tally = RequestTally(self)
         """The per-request metrics, counted in plain Python (the hot path's)."""
+
+    def _shadow(self, target: Any) -> dict[str, str]:
+        return {**self.labels, "shadow": target.variant, "shadow_revision": target.revision}
+
+    def shadow_copy(self, target: Any, outcome: str) -> None:
+        """Count a copy for the shadow ``target`` (a ``mirror.ShadowTarget``)."""
+        self.shadow_copies.labels(**self._shadow(target), outcome=outcome).inc()
+
+    def shadow_latency(self, target: Any, seconds: float) -> None:
+        self.shadow_latency_seconds.labels(**self._shadow(target)).observe(seconds)
+
+    def shadow_compared(self, target: Any, comparison: Any) -> None:
+        """Add a ``mirror.PairedComparison``: its rows' differences in bulk."""
+        labels = self._shadow(target)
+        differences = comparison.differences[np.isfinite(comparison.differences)]
+        total, buckets = _histogram_values(
+            self.shadow_difference.labels(**labels), DIFFERENCE_BUCKETS
+        )
+        counts = np.bincount(
+            np.searchsorted(DIFFERENCE_BUCKETS, differences, side="left"),
+            minlength=len(buckets),
+        )
+        for bucket, count in zip(buckets, counts.tolist(), strict=True):
+            if count:
+                bucket.inc(count)
+        total.inc(float(differences.sum()))
+        self.shadow_rows.labels(**labels).inc(comparison.rows)
+        if comparison.disagreements:
+            self.shadow_disagreements.labels(**labels).inc(comparison.disagreements)
 
     def model_label(self, model: str) -> str:
         """``model`` itself while fewer than ``max_model_labels`` models have a label,

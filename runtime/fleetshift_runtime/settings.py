@@ -189,6 +189,25 @@ class RuntimeSettings(BaseSettings):
     """Multi-model mode: budget for loaded models, estimated by their file size; the
     least recently used models are evicted to stay within it."""
 
+    mirror_file: str = ""
+    """Shadow variants (Replicas router): a JSON file naming the shadows to copy sampled
+    requests to, written by the operator into a ConfigMap mounted in the pod, read again
+    when it changes. Empty: nothing is copied."""
+
+    mirror_queue: int = Field(default=64, ge=1)
+    """Copies waiting for a shadow; past this a copy is dropped and counted, never
+    waited for."""
+
+    mirror_timeout_seconds: float = Field(default=2.0, gt=0)
+    """How long a shadow has to answer a copy before it counts as a timeout."""
+
+    mirror_connections: int = Field(default=2, ge=1, le=64)
+    """Copies in flight at once to each shadow (one keep-alive connection each)."""
+
+    mirror_threshold: float = 0.5
+    """A one-score prediction's class boundary when a shadow's answers are compared with
+    production's (a multi-output row's class is its arg-max)."""
+
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """Event loop implementation: ``uvloop`` (faster) or the standard ``asyncio`` loop.
     Either way the runtime sets TCP_NODELAY on every connection (see README)."""
