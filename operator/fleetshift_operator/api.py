@@ -281,10 +281,13 @@ class QueryAlarm(_Model):
 class TemplateAlarm(_Model):
     """A ready-made alarm on the runtime's metrics (see the README)."""
 
-    kind: Literal["GreenErrorRate", "GreenLatencyP99", "GreenWorseThanBlue"]
+    kind: Literal["GreenErrorRate", "GreenLatencyP99", "GreenWorseThanBlue", "ShadowDisagreement"]
     """``GreenErrorRate``: green 5xx share of invocations, in percent.
     ``GreenLatencyP99``: green p99 model latency, in milliseconds.
-    ``GreenWorseThanBlue``: green's 5xx percentage minus blue's, in points."""
+    ``GreenWorseThanBlue``: green's 5xx percentage minus blue's, in points.
+    ``ShadowDisagreement`` (on a shadow variant, Replicas router): the share of rows whose
+    predicted class the shadow's green revision answered differently from production, in
+    percent, from the copies production pods compare."""
     threshold: float = Field(gt=0)
     """Breach at or above this value (percent, milliseconds or points)."""
     periodSeconds: Annotated[int, Field(ge=1, le=3600)] = 10

@@ -174,6 +174,7 @@ async def run_endpoint(
             "Service": kwargs["fleet_services"],
             "HorizontalPodAutoscaler": kwargs["fleet_hpas"],
             "PodDisruptionBudget": kwargs["fleet_disruption_budgets"],
+            "ConfigMap": kwargs["fleet_config_maps"],
         },
     )
     live: kopf.Body | None = kwargs.get("body")
@@ -475,6 +476,14 @@ async def fleet_hpas(
     namespace: str | None, name: str | None, labels: Mapping[str, str], **_: Any
 ) -> dict[Key, str]:
     """Each Endpoint's HPAs (those of fleets no longer autoscaled are deleted)."""
+    return {_key(namespace, labels): name or ""}
+
+
+@kopf.index("", "v1", "configmaps", labels={LABEL_ENDPOINT: kopf.PRESENT})
+async def fleet_config_maps(
+    namespace: str | None, name: str | None, labels: Mapping[str, str], **_: Any
+) -> dict[Key, str]:
+    """Each Endpoint's shadows ConfigMap (the Replicas router keeps it current)."""
     return {_key(namespace, labels): name or ""}
 
 

@@ -20,7 +20,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Pod, Secret, Service
+from lightkube.resources.core_v1 import ConfigMap, Pod, Secret, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
@@ -48,6 +48,7 @@ _KINDS: dict[str, Any] = {
     "HorizontalPodAutoscaler": HorizontalPodAutoscaler,
     "HTTPRoute": HTTPRoute,
     "PodDisruptionBudget": PodDisruptionBudget,
+    "ConfigMap": ConfigMap,
 }
 
 _WAITING_FAILURES = {

@@ -6,12 +6,16 @@ Names and labels (a contract with the routers, dashboards and alarms):
   labelled ``fleetshift.dev/endpoint``, ``/variant``, ``/revision``;
 - the stable Service ``<endpoint>`` selects pods of *every* fleet of the endpoint
   that carry ``fleetshift.dev/serving: "true"`` (the Replicas router sets it);
-- per-fleet Services ``<fleet>`` (the GatewayAPI router's backends);
-- an HPA per fleet with autoscaling, named like its Deployment.
+- per-fleet Services ``<fleet>`` (the GatewayAPI router's backends, and the Replicas
+  router's shadow targets);
+- an HPA per fleet with autoscaling, named like its Deployment;
+- the ConfigMap ``<endpoint>-shadows`` naming the shadows production pods copy requests
+  to (Replicas router), mounted in every pod of template 3 and later.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fleetshift_operator.api import MultiModel, Variant
@@ -26,16 +30,20 @@ LABEL_REVISION = "fleetshift.dev/revision"
 LABEL_SERVING = "fleetshift.dev/serving"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_POD_TEMPLATE = "fleetshift.dev/pod-template"
-POD_TEMPLATE = 2
+POD_TEMPLATE = 3
 """The generation of the pod template this operator writes. 2: restricted pods (non-root,
 read-only root with an emptyDir at /tmp, no capabilities, no privilege escalation, seccomp
-RuntimeDefault) spread over nodes and zones. A fleet created with an older template keeps
+RuntimeDefault) spread over nodes and zones. 3: the Endpoint's shadows ConfigMap mounted
+(optional) and named in ``FLEETSHIFT_MIRROR_FILE``, so the runtime copies requests to
+shadow variants without a mesh. A fleet created with an older template keeps
 it: changing it in place would restart the pods outside any guardrail, so the new template
 arrives with the variant's next revision, through its deployment policy."""
 MANAGER = "fleetshift"
 DEFAULT_IMAGE = "ghcr.io/fleetshift/runtime:0.1.0"
 HTTP_PORT = 8080
 METRICS_PORT = 9090
+MIRROR_FOLDER = "/etc/fleetshift/shadows"
+MIRROR_KEY = "mirror.json"
 
 
 def owner_reference(endpoint: Manifest) -> dict[str, Any]:
@@ -93,6 +101,8 @@ def get_deployment(
     {'drop': ['ALL']}
     >>> [c["topologyKey"] for c in pod["topologySpreadConstraints"]]
     ['kubernetes.io/hostname', 'topology.kubernetes.io/zone']
+    >>> pod["volumes"][1]
+    {'name': 'shadows', 'configMap': {'name': 'churn-shadows', 'optional': True}}
     >>> old = get_deployment(ep, v, FleetPlan("main", "abc", "green", 3, 0),
     ...                      include_replicas=True, pod_template=1)["spec"]["template"]["spec"]
     >>> sorted(old)
@@ -134,6 +144,18 @@ def get_deployment(
     pod_spec: Manifest = {"containers": [container]}
     if pod_template >= 2:
         _restrict(pod_spec, container)
+    if pod_template >= 3:
+        pod_spec["volumes"].append(
+            {
+                "name": "shadows",
+                "configMap": {"name": mirror_config_name(name), "optional": True},
+            }
+        )
+        container["volumeMounts"].append(
+            {"name": "shadows", "mountPath": MIRROR_FOLDER, "readOnly": True}
+        )
+        env.append({"name": "FLEETSHIFT_MIRROR_FILE", "value": f"{MIRROR_FOLDER}/{MIRROR_KEY}"})
+    if pod_template >= 2:
         spread = variant.spread
         if spread.enabled:
             pod_spec["topologySpreadConstraints"] = [
@@ -193,6 +215,78 @@ def _restrict(pod_spec: Manifest, container: Manifest) -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def mirror_config_name(endpoint: str) -> str:
+    """The ConfigMap naming an Endpoint's shadows (see :func:`get_mirror_config`)."""
+    return f"{endpoint}-shadows"
+
+
+def calculate_mirror_targets(endpoint: Manifest, fleets: list[FleetPlan]) -> list[FleetPlan]:
+    """The fleet of each shadow variant that copies go to: its green fleet while it has
+    one (a shadow's deployment is judged on the copies its new revision answers; no caller
+    is at risk), else its fleet with the larger share.
+
+    >>> from fleetshift_operator.planning.types import FleetPlan
+    >>> ep = {"spec": {"variants": [{"name": "a"}, {"name": "s", "shadow": {}}]}}
+    >>> plan = [FleetPlan("a", "r1", "blue", 2, 100), FleetPlan("s", "r2", "blue", 1, 75),
+    ...         FleetPlan("s", "r3", "green", 1, 25)]
+    >>> [f.revision for f in calculate_mirror_targets(ep, plan)]
+    ['r3']
+    >>> [f.revision for f in calculate_mirror_targets(ep, plan[:2])]
+    ['r2']
+    """
+    shadows = [
+        v["name"]
+        for v in endpoint.get("spec", {}).get("variants", [])
+        if v.get("shadow") is not None
+    ]
+    targets = []
+    for shadow in shadows:
+        mine = [f for f in fleets if f.variant == shadow]
+        if mine:
+            targets.append(max(mine, key=lambda f: (f.role == "green", f.traffic_percent)))
+    return targets
+
+
+def get_mirror_config(endpoint: Manifest, targets: list[FleetPlan]) -> Manifest:
+    """The ConfigMap the runtime reads its shadows from (``FLEETSHIFT_MIRROR_FILE``): each
+    target fleet's Service and its variant's ``samplingPercent``. Mounted as a volume, it
+    reaches running pods without a restart (the kubelet updates it within about a minute).
+
+    >>> import json
+    >>> from fleetshift_operator.planning.types import FleetPlan
+    >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"},
+    ...       "spec": {"variants": [{"name": "s", "shadow": {"samplingPercent": 20}}]}}
+    >>> cm = get_mirror_config(ep, [FleetPlan("s", "r2", "blue", 1, 100)])
+    >>> cm["metadata"]["name"], json.loads(cm["data"]["mirror.json"])["shadows"]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ('churn-shadows', [{'revision': 'r2', 'samplingPercent': 20,
+                        'url': 'http://churn-s-r2.ml.svc:80', 'variant': 's'}])
+    """
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    sampling = {
+        v["name"]: (v.get("shadow") or {}).get("samplingPercent", 100)
+        for v in endpoint.get("spec", {}).get("variants", [])
+    }
+    shadows = [
+        {
+            "variant": fleet.variant,
+            "revision": fleet.revision,
+            "url": f"http://{fleet_name(name, fleet.variant, fleet.revision)}.{namespace}.svc:80",
+            "samplingPercent": sampling.get(fleet.variant, 100),
+        }
+        for fleet in targets
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            mirror_config_name(name), namespace, {LABEL_ENDPOINT: name}, owner_reference(endpoint)
+        ),
+        "data": {MIRROR_KEY: json.dumps({"shadows": shadows}, sort_keys=True)},
+    }
 
 
 def get_disruption_budget(endpoint: Manifest, variant: Variant, fleet: FleetPlan) -> Manifest:
@@ -406,14 +500,12 @@ def get_http_route(
     serving = [f for f in fleets if f.variant not in sampling]
     default: Manifest = {"backendRefs": [backend(f, f.route_weight) for f in serving]}
     mirrors = []
-    for shadow, percent in sampling.items():
-        mine = [f for f in fleets if f.variant == shadow]
-        if mine:
-            target = max(mine, key=lambda f: f.traffic_percent)
-            ref = {"name": fleet_name(name, shadow, target.revision), "port": 80}
-            mirrors.append(
-                {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
-            )
+    for target in calculate_mirror_targets(endpoint, fleets):
+        ref = {"name": fleet_name(name, target.variant, target.revision), "port": 80}
+        percent = sampling[target.variant]
+        mirrors.append(
+            {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
+        )
     if mirrors:
         default["filters"] = mirrors
     rules: list[Manifest] = [default]

@@ -169,6 +169,7 @@ class Runtime:
                 timeout_seconds=settings.mirror_timeout_seconds,
                 connections=settings.mirror_connections,
                 threshold=settings.mirror_threshold,
+                variant=settings.variant,
                 executor=self.pool,
             )
         self.on_fatal: Callable[[], None] = _terminate_self

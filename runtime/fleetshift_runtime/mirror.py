@@ -276,6 +276,7 @@ class Mirror:
         timeout_seconds: float,
         connections: int,
         threshold: float,
+        variant: str = "",
         executor: Executor | None = None,
     ) -> None:
         self.file = file
@@ -283,6 +284,8 @@ class Mirror:
         self.timeout_seconds = timeout_seconds
         self.connections = connections
         self.threshold = threshold
+        self.variant = variant
+        """This pod's variant: a shadow's own pods (it is in the file too) copy nothing."""
         self.targets: tuple[ShadowTarget, ...] = ()
         self._samplers: list[Sampler] = []
         self._queues: list[asyncio.Queue[Copy]] = []
@@ -324,6 +327,9 @@ class Mirror:
             return
         self._text = text
         targets = parse_mirror_file(text)
+        if any(t.variant == self.variant for t in targets):
+            log.info("variant %s is a shadow: its pods copy no requests", self.variant)
+            targets = ()
         if targets == self.targets:
             return
         self._stop_senders()

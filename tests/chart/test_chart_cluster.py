@@ -85,6 +85,7 @@ WATCHED_NAMESPACE = (
         "autoscaling", "horizontalpodautoscalers", "list", "watch", "create", "patch", "delete"
     )
     | _rules("policy", "poddisruptionbudgets", "list", "watch", "create", "patch", "delete")
+    | _rules("", "configmaps", "list", "watch", "create", "patch")
     | _rules("gateway.networking.k8s.io", "httproutes", "create", "patch")
     | _rules("", "secrets", "get")
     | _rules("", "events", "create")

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import urllib.request
 from typing import Any
 
 import pytest
 from lightkube import Client
+from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Pod, Service
+from lightkube.resources.core_v1 import ConfigMap, Pod, Service
 
 from fleetshift_devcluster.cluster import SLOW_IMAGE, free_port
 from fleetshift_devcluster.wait import wait_for
@@ -465,6 +467,7 @@ def test_a_shadow_variant_is_deployed_but_serves_no_caller(
     assert shares == {"main": 100, "shadow": 0}
     if router == "Replicas":
         assert serving_by_revision(kube, namespace, NAME) == {main_revision: 4}
+        _assert_production_pods_copy_to(kube, namespace, main_revision, shadow_revision)
         return
     route = kube.get(HTTPRoute, NAME, namespace=namespace).to_dict()  # type: ignore[no-untyped-call]
     default = route["spec"]["rules"][0]
@@ -480,6 +483,83 @@ def test_a_shadow_variant_is_deployed_but_serves_no_caller(
     )
     pinned = [r["matches"][0]["headers"][0]["value"] for r in route["spec"]["rules"][1:]]
     assert pinned == ["main"], "a shadow cannot be targeted"
+
+
+def mirror_file_of(kube: Client, namespace: str) -> dict[str, Any] | None:
+    """The shadows the production pods read (the ConfigMap the Replicas router writes)."""
+    try:
+        config = kube.get(ConfigMap, f"{NAME}-shadows", namespace=namespace)
+    except ApiError:
+        return None
+    return dict(json.loads((config.data or {})["mirror.json"]))
+
+
+def _assert_production_pods_copy_to(
+    kube: Client, namespace: str, main_revision: str, shadow_revision: str
+) -> None:
+    target = f"{NAME}-shadow-{shadow_revision}"
+    assert mirror_file_of(kube, namespace) == {
+        "shadows": [
+            {
+                "variant": "shadow",
+                "revision": shadow_revision,
+                "url": f"http://{target}.{namespace}.svc:80",
+                "samplingPercent": 20,
+            }
+        ]
+    }
+    service = kube.get(Service, target, namespace=namespace)
+    assert service.spec is not None and service.spec.selector == {
+        "fleetshift.dev/endpoint": NAME,
+        "fleetshift.dev/variant": "shadow",
+        "fleetshift.dev/revision": shadow_revision,
+    }
+    pod = kube.get(Deployment, f"{NAME}-main-{main_revision}", namespace=namespace).to_dict()
+    template = pod["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in template["volumes"]}
+    assert volumes["shadows"]["configMap"]["name"] == f"{NAME}-shadows"
+    assert volumes["shadows"]["configMap"]["optional"] is True
+    env = {e["name"]: e.get("value") for e in template["containers"][0]["env"]}
+    assert env["FLEETSHIFT_MIRROR_FILE"] == "/etc/fleetshift/shadows/mirror.json"
+
+
+def test_removing_a_shadow_stops_the_copies_and_its_service_without_redeploying_production(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    spec = spec_with()
+    main = spec["variants"][0]
+    shadow = {
+        "name": "shadow",
+        "model": {"uri": "s3://models/churn/v2"},
+        "replicas": 1,
+        "shadow": {"samplingPercent": 20},
+    }
+    kube.create(endpoint_manifest(NAME, namespace, {**spec, "variants": [main, shadow]}))
+    main_revision = revision_of({"variants": [main]})
+    shadow_revision = revision_of({"variants": [shadow]})
+    wait_for(
+        lambda: (
+            mirror_file_of(kube, namespace) is not None
+            and status_of(kube, NAME, namespace).get("phase") == "InService"
+        ),
+        timeout=60,
+        message="InService, copying to its shadow",
+    )
+    _assert_production_pods_copy_to(kube, namespace, main_revision, shadow_revision)
+    production_pods = pod_names(kube, namespace, main_revision)
+    set_spec(kube, NAME, namespace, {"variants": [main]})
+    wait_for(
+        lambda: mirror_file_of(kube, namespace) == {"shadows": []},
+        timeout=60,
+        message="the shadow gone from the mirror file",
+    )
+
+    def shadow_service_gone() -> bool:
+        names = {s.metadata.name for s in kube.list(Service, namespace=namespace) if s.metadata}
+        return f"{NAME}-shadow-{shadow_revision}" not in names
+
+    wait_for(shadow_service_gone, timeout=60, message="the shadow's Service deleted")
+    assert pod_names(kube, namespace, main_revision) == production_pods
 
 
 def hpa_minimums(kube: Client, namespace: str) -> dict[str, int]:

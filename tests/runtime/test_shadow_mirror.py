@@ -221,6 +221,23 @@ def test_each_shadow_sees_its_share_and_both_answers_are_compared_row_by_row(
     assert production.metric("fleetshift_shadow_latency_seconds_count", shadow="twin") == 30
 
 
+def test_a_shadows_own_pods_copy_nothing(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    twin = start_runtime(MODEL_URI=str(churn_model.save(tmp_path / "twin" / "model.ubj")))
+    file = mirror_file(tmp_path / "mirror.json", [("challenger", twin.url, 100)])
+    shadow_pod = start_runtime(
+        MODEL_URI=str(churn_model.save(tmp_path / "model.ubj")),
+        MIRROR_FILE=str(file),
+        **{**POD, "variant": "challenger"},
+    )
+    wait_for(lambda: "challenger is a shadow" in shadow_pod.log(), timeout=30)
+    body, csv = csv_body(churn_model.rows[:1]), {"Content-Type": "text/csv"}
+    assert httpx.post(f"{shadow_pod.url}/invocations", content=body, headers=csv).is_success
+    assert shadow_pod.metric("fleetshift_shadow_copies_total") == 0
+    assert twin.metric("fleetshift_invocations_total") == 0
+
+
 def test_a_shadow_added_to_or_removed_from_the_file_is_followed_without_a_restart(
     start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
 ) -> None:

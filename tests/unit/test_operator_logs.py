@@ -204,6 +204,7 @@ def _run_daemon(
             fleet_services={},
             fleet_hpas={},
             fleet_disruption_budgets={},
+            fleet_config_maps={},
         )
     )
     records = [json.loads(line) for line in stream.getvalue().splitlines()]

@@ -90,6 +90,11 @@ code that needs it; tests/chart/test_rbac.py holds the same list as its allow-li
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, watch, create, patch, delete]
+# The shadows ConfigMap production pods read (Replicas router; watched into an index,
+# handlers.fleet_config_maps).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch, create, patch]
 # One PodDisruptionBudget per fleet (watched into an index, handlers.fleet_disruption_budgets).
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]

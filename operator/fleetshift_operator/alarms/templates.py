@@ -25,12 +25,23 @@ def template_query(template: TemplateAlarm) -> QueryAlarm:
     ('>=', 5.0, 'missing')
     >>> "fleetshift_invocation_5xx_errors_total" in q.query and "[40s]" in q.query
     True
+    >>> q = template_query(TemplateAlarm(kind="ShadowDisagreement", threshold=2))
+    >>> print(q.query.replace('namespace="${namespace}",endpoint="${endpoint}",', ""))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    100 * sum(rate(fleetshift_shadow_disagreements_total{shadow_revision="${revision}"}[40s]))
+     / sum(rate(fleetshift_shadow_compared_rows_total{shadow_revision="${revision}"}[40s]))
     """
     window = f"{max(4 * template.periodSeconds, 10)}s"
     if template.kind == "GreenErrorRate":
         query = (
             f"100 * {_rate('fleetshift_invocation_5xx_errors_total', _GREEN, window)}"
             f" / {_rate('fleetshift_invocations_total', _GREEN, window)}"
+        )
+    elif template.kind == "ShadowDisagreement":
+        shadow = 'namespace="${namespace}",endpoint="${endpoint}",shadow_revision="${revision}"'
+        query = (
+            f"100 * {_rate('fleetshift_shadow_disagreements_total', shadow, window)}"
+            f" / {_rate('fleetshift_shadow_compared_rows_total', shadow, window)}"
         )
     elif template.kind == "GreenLatencyP99":
         query = (

@@ -7,6 +7,11 @@ enough pods of each to give green its share, as SageMaker shifts capacity:
 with 4 replicas per fleet and green at 25%, 3 blue and 1 green pod serve.
 kube-proxy then spreads requests over the Ready endpoints of the Service's
 EndpointSlices, so the split is real without a mesh.
+
+Shadow variants take no share. Production pods copy sampled requests to them: the router
+gives each shadow's target fleet a Service of its own and writes the Endpoint's shadows
+ConfigMap, which production pods mount and their runtime reads (``runtime/README.md``,
+"Shadow variants").
 """
 
 from __future__ import annotations
@@ -14,8 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fleetshift_operator.kube import Kube, PodView
-from fleetshift_operator.manifests import Manifest, get_stable_service
+from fleetshift_operator.manifests import (
+    Manifest,
+    calculate_mirror_targets,
+    get_fleet_service,
+    get_mirror_config,
+    get_stable_service,
+    mirror_config_name,
+)
 from fleetshift_operator.observe import Observer
+from fleetshift_operator.planning.names import fleet_name
 from fleetshift_operator.planning.types import FleetPlan
 
 
@@ -70,6 +83,7 @@ class ReplicasRouter:
         namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
         services = await self.observer.names("Service", namespace, name)
         await self.kube.apply(get_stable_service(endpoint), exists=name in services)
+        await self._point_at_shadows(endpoint, list(fleets), services)
         wanted = calculate_serving_pods(fleets, pods)
         # Add before removing, so the Service never has fewer endpoints than needed.
         await self.kube.set_serving(
@@ -79,5 +93,28 @@ class ReplicasRouter:
             namespace, [(p.name, False) for p in pods if p.name not in wanted and p.serving]
         )
 
+    async def _point_at_shadows(
+        self, endpoint: Manifest, fleets: list[FleetPlan], services: list[str]
+    ) -> None:
+        """A Service for each shadow's target fleet, then the ConfigMap that names them
+        (written once an Endpoint has had a shadow, so that removing it is seen)."""
+        namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
+        targets = calculate_mirror_targets(endpoint, fleets)
+        for target in targets:
+            service = get_fleet_service(endpoint, target)
+            exists = service["metadata"]["name"] in services
+            await self.kube.apply(service, exists=exists)
+        config = mirror_config_name(name)
+        configs = await self.observer.names("ConfigMap", namespace, name)
+        if targets or config in configs:
+            await self.kube.apply(get_mirror_config(endpoint, targets), exists=config in configs)
+
     async def retire(self, endpoint: Manifest, fleets: Sequence[FleetPlan]) -> None:
-        """Nothing to remove: the stable Service outlives every fleet."""
+        """The Services of fleets that are no longer a shadow's target (the stable
+        Service outlives every fleet)."""
+        namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
+        targets = calculate_mirror_targets(endpoint, list(fleets))
+        keep = {fleet_name(name, f.variant, f.revision) for f in targets} | {name}
+        for service in await self.observer.names("Service", namespace, name):
+            if service not in keep:
+                await self.kube.delete("Service", service, namespace)
