@@ -11,8 +11,8 @@ Lookup order for every binary (the envtest convention first):
 Kubernetes itself is not ``go install``-able (its ``go.mod`` replaces the
 ``k8s.io/*`` staging modules with local paths), so it is built from a small
 generated wrapper module that requires ``k8s.io/kubernetes`` and points every
-staging module at its published ``v0.X.Y`` twin. etcd, kwok and helm install
-with ``go install``.
+staging module at its published ``v0.X.Y`` twin. etcd, kwok, helm and kube-score
+install with ``go install``.
 
 A second run finds everything in the cache and does nothing. Progress goes to
 stderr, one line per step.
@@ -42,6 +42,7 @@ RUNC_VERSION = "v1.3.7"
 CNI_PLUGINS_VERSION = "v1.9.0"
 COREDNS_VERSION = "v1.15.0"
 CRICTL_VERSION = "v1.34.0"  # the module proxy refuses v1.35.0
+KUBE_SCORE_VERSION = "v1.20.0"  # static checks of the chart and the operator's objects
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,7 @@ CNI_LOOPBACK = Binary("loopback", "cni-plugins", CNI_PLUGINS_VERSION, ())
 CNI_PORTMAP = Binary("portmap", "cni-plugins", CNI_PLUGINS_VERSION, ())
 COREDNS = Binary("coredns", "coredns", COREDNS_VERSION, ("-version",))
 CRICTL = Binary("crictl", "crictl", CRICTL_VERSION, ("--version",))
+KUBE_SCORE = Binary("kube-score", "kube-score", KUBE_SCORE_VERSION, ("version",))
 
 CONTROL_PLANE = (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, ETCD, KWOK)
 ALL = (*CONTROL_PLANE, KUBECTL, HELM)
@@ -96,6 +98,8 @@ REAL_NODE = (
     CRICTL,
 )
 """What ``up --node real`` needs beside :data:`ALL`; built only when asked for."""
+CHECKS = (KUBE_SCORE,)
+"""Static checkers the tests run on manifests; built on first use."""
 
 _COMMANDS = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
@@ -119,6 +123,7 @@ _GO_INSTALL = {
     "runc": ("github.com/opencontainers/runc", "runc"),
     "coredns": ("github.com/coredns/coredns", "coredns"),
     "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", "crictl"),
+    "kube-score": ("github.com/zegl/kube-score/cmd/kube-score", "kube-score"),
     **{
         name: (f"github.com/containernetworking/plugins/plugins/{kind}/{name}", name)
         for kind, name in (
@@ -142,6 +147,7 @@ _VERSION_LDFLAGS = {
     ),
     "runc": f"-X main.version={RUNC_VERSION.removeprefix('v')}",
     "crictl": f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRICTL_VERSION}",
+    "kube-score": f"-X main.version={KUBE_SCORE_VERSION.removeprefix('v')}",
     **dict.fromkeys(("bridge", "host-local", "loopback", "portmap"), _CNI_VERSION_STAMP),
 }
 # Build tags and cgo, as the projects' own release builds use them. runc needs cgo and
@@ -155,7 +161,7 @@ _BUILD_TAGS = {
 _CGO = {"runc"}
 
 
-_EVERY = (*ALL, *REAL_NODE)
+_EVERY = (*ALL, *REAL_NODE, *CHECKS)
 
 
 class BuildError(RuntimeError):
@@ -468,9 +474,10 @@ def ensure(binaries: tuple[Binary, ...] = ALL) -> dict[str, Path]:
 
 
 def main(extra: tuple[Binary, ...] = ()) -> int:
-    """Entry point: ``python -m fleetshift_devcluster.binaries``; ``extra`` is built too."""
+    """Entry point: ``python -m fleetshift_devcluster.binaries``; ``extra`` is built too.
+    The static checkers (:data:`CHECKS`) come along, so the tests find them built."""
     try:
-        paths = ensure((*ALL, *extra))
+        paths = ensure((*ALL, *CHECKS, *extra))
     except BuildError as error:
         _progress(f"error: {error}")
         return 1

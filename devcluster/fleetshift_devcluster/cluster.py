@@ -183,9 +183,21 @@ def fake_node(name: str) -> dict[str, object]:
                 "topology.kubernetes.io/zone": f"zone-{name[-1]}",
             },
         },
+        # Every kubelet reports ephemeral-storage; without it a pod that requests some (the
+        # chart's operator pod does) is unschedulable.
         "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "1000"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "1000"},
+            "allocatable": {
+                "cpu": "32",
+                "memory": "256Gi",
+                "ephemeral-storage": "100Gi",
+                "pods": "1000",
+            },
+            "capacity": {
+                "cpu": "32",
+                "memory": "256Gi",
+                "ephemeral-storage": "100Gi",
+                "pods": "1000",
+            },
         },
     }
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from typing import Any
 
 import kopf
 
 from fleetshift_operator import handlers
+from fleetshift_operator.health import serve_probes
 from fleetshift_operator.logs import LOGGER, configure_logging
 from fleetshift_operator.settings import OperatorSettings
 
@@ -40,24 +43,32 @@ def main() -> None:
         settings.resync_seconds,
         extra={"peering": settings.peering or "standalone"},
     )
-    liveness = (
-        f"http://{settings.health_host}:{settings.health_port}/healthz"
-        if settings.health_port
-        else None
-    )
     priority = settings.peering_priority
     if settings.peering is not None and priority is None:
         priority = peering_priority(time.time_ns())
     asyncio.run(
-        kopf.operator(
+        run(
+            settings,
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             standalone=settings.peering is None,
             peering_name=settings.peering,
             priority=priority,
-            liveness_endpoint=liveness,
         )
     )
+
+
+async def run(settings: OperatorSettings, **operator_options: Any) -> None:
+    """kopf's operator, with the pod's probes (:mod:`fleetshift_operator.health`) served
+    beside it when ``settings.health_port`` is set: readiness turns true when kopf raises
+    its ready flag, after the startup handler."""
+    ready = asyncio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.health_port:
+            await stack.enter_async_context(
+                serve_probes(settings.health_host, settings.health_port, ready)
+            )
+        await kopf.operator(ready_flag=ready, **operator_options)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(default=8081, ge=0, le=65535)
     """Port of the operator's metrics server; 0 disables it."""
     health_host: str = "127.0.0.1"
-    """Address of kopf's liveness endpoint (the Helm chart sets 0.0.0.0 for the kubelet)."""
+    """Address of the probes, ``/healthz`` and ``/readyz`` (the Helm chart sets 0.0.0.0 for
+    the kubelet)."""
     health_port: int = Field(default=0, ge=0, le=65535)
-    """Port of kopf's liveness endpoint (``/healthz``); 0 disables it."""
+    """Port of the liveness (``/healthz``) and readiness (``/readyz``) probes; 0 disables
+    them (see ``fleetshift_operator.health``)."""
     prometheus_url: str | None = None
     """Prometheus for alarms (an Endpoint may name its own); unset: alarms are Inconclusive."""
     prometheus_bearer_token: str | None = None

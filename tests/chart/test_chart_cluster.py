@@ -396,9 +396,15 @@ def test_operator_under_the_chart_service_account_completes_a_canary(
         health = wait_for(
             lambda: _get(f"http://127.0.0.1:{ports['health']}/healthz"),
             timeout=60,
-            message="kopf's /healthz answers (the chart's probes)",
+            message="/healthz answers (the chart's liveness probe)",
         )
-        assert json.loads(health) is not None
+        assert json.loads(health) == {"alive": True}
+        ready = wait_for(
+            lambda: _get(f"http://127.0.0.1:{ports['health']}/readyz"),
+            timeout=60,
+            message="/readyz answers 200 after kopf's startup (the chart's readiness probe)",
+        )
+        assert json.loads(ready) == {"ready": True}
         blue = _create_in_service(kube, namespace)
 
         green = _canary_completes(kube, namespace, "s3://models/churn/v2")

@@ -25,6 +25,10 @@ from chart.helm_kit import (
     render,
     values_file,
 )
+from fleetshift_operator.api import ModelSource, Variant
+from fleetshift_operator.health import LIVENESS_PATH, READINESS_PATH
+from fleetshift_operator.manifests import LABEL_ENDPOINT, get_deployment
+from fleetshift_operator.planning.types import FleetPlan
 
 VALUE_SETS = {
     "cluster-wide": CLUSTER_WIDE,
@@ -32,6 +36,7 @@ VALUE_SETS = {
     "ha": HA,
     "ha-namespaced-monitoring": merge(HA, namespaced("team-a"), MONITORING),
     "no-peering": {"peering": {"enabled": False}},
+    "network-policies": merge(namespaced("team-a"), {"networkPolicy": {"enabled": True}}),
 }
 
 
@@ -78,7 +83,7 @@ def test_defaults_run_one_replica_cluster_wide_with_peering() -> None:
         assert find(docs, kind) == []
 
 
-def test_pod_is_restricted_with_probes_on_kopf_health_and_metrics_on_all_interfaces() -> None:
+def test_pod_is_restricted_with_probes_on_the_health_port_and_metrics_on_all_interfaces() -> None:
     docs = render(CLUSTER_WIDE)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -90,8 +95,8 @@ def test_pod_is_restricted_with_probes_on_kopf_health_and_metrics_on_all_interfa
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": LIVENESS_PATH, "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": READINESS_PATH, "port": "health"}
     env = container_env(docs)
     assert env["FLEETSHIFT_HEALTH_HOST"] == "0.0.0.0"
     assert int(env["FLEETSHIFT_HEALTH_PORT"]) == ports["health"]
@@ -167,6 +172,9 @@ def test_several_replicas_without_peering_are_refused() -> None:
         ({"replicaCount": "two"}, "replicaCount"),
         ({"watch": {"namespaces": ["Not_A_Namespace"]}}, "namespaces"),
         ({"prometheus": {"url": "prometheus:9090"}}, "url"),
+        ({"networkPolicy": {"enabled": "yes"}}, "enabled"),
+        ({"networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1"]}}}, "cidrs"),
+        ({"networkPolicy": {"modelPods": {"allowedNamespaces": [{"team": "web"}]}}}, "team"),
     ],
 )
 def test_schema_rejects_wrong_values(values: dict[str, Any], complaint: str) -> None:
@@ -239,3 +247,131 @@ def test_dashboard_configmap_carries_the_sidecar_label_and_the_dashboard() -> No
     } <= titles
     annotations = {a["name"] for a in dashboard["annotations"]["list"]}
     assert {"Traffic step changes", "Deployments finished"} <= annotations
+
+
+def test_the_operator_is_alive_and_ready_on_different_paths() -> None:
+    container = one(render(CLUSTER_WIDE), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    liveness, readiness = container["livenessProbe"], container["readinessProbe"]
+    assert liveness["httpGet"]["path"] != readiness["httpGet"]["path"]
+    assert liveness["httpGet"]["port"] == readiness["httpGet"]["port"] == "health"
+
+
+NETWORK_POLICIES: dict[str, Any] = {"networkPolicy": {"enabled": True}}
+
+
+def _rules_by_port(rules: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
+    """Each port of ``rules`` with the peers allowed on it (``[]``: any peer)."""
+    peers: dict[Any, list[dict[str, Any]]] = {}
+    for rule in rules:
+        for port in rule["ports"]:
+            peers.setdefault(port["port"], []).extend(rule.get("from") or rule.get("to") or [])
+    return peers
+
+
+def test_network_policies_are_off_by_default() -> None:
+    assert find(render(CLUSTER_WIDE), "NetworkPolicy") == []
+
+
+def test_the_operator_pod_policy_allows_only_probes_scrapes_api_server_prometheus_and_dns() -> None:
+    docs = render(merge(namespaced("ml"), NETWORK_POLICIES))
+    deployment = one(docs, "Deployment")
+    policy = one(docs, "NetworkPolicy", "fs-fleetshift")
+    spec = policy["spec"]
+    assert policy["metadata"]["namespace"] == "fleetshift-system"
+    assert spec["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    prometheus = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {},
+    }
+    assert _rules_by_port(spec["ingress"]) == {"health": [], "metrics": [prometheus]}
+    egress = _rules_by_port(spec["egress"])
+    assert egress[443] == egress[6443] == [], "the API server at any address by default"
+    assert egress[9090] == [prometheus]
+    assert (
+        egress[53]
+        == [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}] * 2
+    )
+    assert set(egress) == {443, 6443, 9090, 53}
+
+
+def test_the_api_server_egress_can_name_its_addresses() -> None:
+    values = merge(
+        namespaced("ml"),
+        NETWORK_POLICIES,
+        {"networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]}}},
+    )
+    egress = _rules_by_port(one(render(values), "NetworkPolicy", "fs-fleetshift")["spec"]["egress"])
+    assert egress[6443] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert 443 not in egress
+
+
+def test_model_pods_get_a_policy_in_every_watched_namespace() -> None:
+    values = merge(
+        namespaced("ml", "prod"),
+        NETWORK_POLICIES,
+        {"networkPolicy": {"modelPods": {"allowedNamespaces": [{"matchLabels": {"team": "web"}}]}}},
+    )
+    policies = [
+        p
+        for p in find(render(values), "NetworkPolicy")
+        if p["metadata"]["name"] == "fs-fleetshift-model-pods"
+    ]
+    assert sorted(p["metadata"]["namespace"] for p in policies) == ["ml", "prod"]
+    for policy in policies:
+        spec = policy["spec"]
+        assert spec["podSelector"] == {
+            "matchExpressions": [{"key": LABEL_ENDPOINT, "operator": "Exists"}]
+        }
+        assert spec["policyTypes"] == ["Ingress"], "egress stays open: models load from S3 or HTTP"
+        ingress = _rules_by_port(spec["ingress"])
+        assert ingress["http"] == [
+            {"podSelector": {}},
+            {"namespaceSelector": {"matchLabels": {"team": "web"}}},
+        ]
+        assert ingress["metrics"] == [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {},
+            }
+        ]
+        assert set(ingress) == {"http", "metrics"}
+
+
+def test_model_pod_ports_in_the_policy_are_the_ones_the_operator_names() -> None:
+    endpoint = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
+    variant = Variant(name="main", model=ModelSource(uri="s3://m/1"))
+    deployment = get_deployment(
+        endpoint, variant, FleetPlan("main", "abc", "green", 1, 0), include_replicas=True
+    )
+    pod = deployment["spec"]["template"]
+    named = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    policy = one(
+        render(merge(namespaced("ml"), NETWORK_POLICIES)),
+        "NetworkPolicy",
+        "fs-fleetshift-model-pods",
+    )
+    assert set(_rules_by_port(policy["spec"]["ingress"])) <= named
+    assert LABEL_ENDPOINT in pod["metadata"]["labels"]
+
+
+def test_a_model_namespace_may_admit_no_callers_but_prometheus() -> None:
+    values = merge(
+        namespaced("ml"),
+        NETWORK_POLICIES,
+        {"networkPolicy": {"modelPods": {"allowSameNamespace": False}}},
+    )
+    policy = one(render(values), "NetworkPolicy", "fs-fleetshift-model-pods")
+    assert set(_rules_by_port(policy["spec"]["ingress"])) == {"metrics"}
+
+
+def test_model_pod_policies_in_cluster_wide_mode_need_their_namespaces() -> None:
+    output = helm(
+        "template", "fs", str(CHART), "-f", str(values_file(NETWORK_POLICIES)), check=False
+    )
+    assert "networkPolicy.modelPods.namespaces" in output
+    values = merge(NETWORK_POLICIES, {"networkPolicy": {"modelPods": {"namespaces": ["ml"]}}})
+    assert (
+        one(render(values), "NetworkPolicy", "fs-fleetshift-model-pods")["metadata"]["namespace"]
+        == "ml"
+    )
