@@ -249,10 +249,64 @@ def calculate_mirror_targets(endpoint: Manifest, fleets: list[FleetPlan]) -> lis
     return targets
 
 
-def get_mirror_config(endpoint: Manifest, targets: list[FleetPlan]) -> Manifest:
-    """The ConfigMap the runtime reads its shadows from (``FLEETSHIFT_MIRROR_FILE``): each
-    target fleet's Service and its variant's ``samplingPercent``. Mounted as a volume, it
-    reaches running pods without a restart (the kubelet updates it within about a minute).
+def calculate_pinnable_variants(endpoint: Manifest, fleets: list[FleetPlan]) -> list[str]:
+    """The variants a ``TargetVariant`` request may name, when there is a choice: those
+    that serve callers (not shadows) and have a fleet, if there are two or more.
+
+    >>> from fleetshift_operator.planning.types import FleetPlan
+    >>> ep = {"spec": {"variants": [{"name": "a"}, {"name": "b"}, {"name": "s", "shadow": {}}]}}
+    >>> plan = [FleetPlan("a", "r1", "blue", 2, 100), FleetPlan("b", "r2", "blue", 1, 100),
+    ...         FleetPlan("s", "r3", "blue", 1, 100)]
+    >>> calculate_pinnable_variants(ep, plan), calculate_pinnable_variants(ep, plan[:1])
+    (['a', 'b'], [])
+    """
+    serving = [
+        v["name"]
+        for v in endpoint.get("spec", {}).get("variants", [])
+        if v.get("shadow") is None and any(f.variant == v["name"] for f in fleets)
+    ]
+    return serving if len(serving) > 1 else []
+
+
+def variant_service_name(endpoint: str, variant: str) -> str:
+    """The Service over one variant's serving pods (``<endpoint>-<variant>-serving``:
+    ``serving`` is never a revision, which is hexadecimal)."""
+    return fleet_name(endpoint, variant, "serving")
+
+
+def get_variant_service(endpoint: Manifest, variant: str) -> Manifest:
+    """A Service over one variant's pods that serve (the Replicas router's serving label),
+    so a ``TargetVariant`` request reaches the variant split as its current step splits it.
+
+    >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
+    >>> service = get_variant_service(ep, "Challenger")
+    >>> service["metadata"]["name"], service["spec"]["selector"][LABEL_SERVING]
+    ('churn-challenger-serving', 'true')
+    """
+    metadata = endpoint["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    labels = {LABEL_ENDPOINT: name, LABEL_VARIANT: variant}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            variant_service_name(name, variant), namespace, labels, owner_reference(endpoint)
+        ),
+        "spec": {
+            "selector": {**labels, LABEL_SERVING: "true"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def get_mirror_config(
+    endpoint: Manifest, targets: list[FleetPlan], pinnable: list[str] | None = None
+) -> Manifest:
+    """The ConfigMap the runtime reads its peers from (``FLEETSHIFT_MIRROR_FILE``): each
+    shadow's target fleet Service with its variant's ``samplingPercent``, and each
+    ``pinnable`` variant's Service (a request naming another variant is forwarded there).
+    Mounted as a volume, it reaches running pods without a restart (the kubelet updates it
+    within about a minute).
 
     >>> import json
     >>> from fleetshift_operator.planning.types import FleetPlan
@@ -279,13 +333,18 @@ def get_mirror_config(endpoint: Manifest, targets: list[FleetPlan]) -> Manifest:
         }
         for fleet in targets
     ]
+    variants = {
+        v: f"http://{variant_service_name(name, v)}.{namespace}.svc:80" for v in pinnable or []
+    }
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(
             mirror_config_name(name), namespace, {LABEL_ENDPOINT: name}, owner_reference(endpoint)
         ),
-        "data": {MIRROR_KEY: json.dumps({"shadows": shadows}, sort_keys=True)},
+        "data": {
+            MIRROR_KEY: json.dumps({"shadows": shadows, "variants": variants}, sort_keys=True)
+        },
     }
 
 

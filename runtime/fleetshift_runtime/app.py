@@ -66,6 +66,15 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 TARGET_MODEL_HEADER = b"x-amzn-sagemaker-target-model"
+TARGET_VARIANT_HEADER = b"x-amzn-sagemaker-target-variant"
+_FORWARDED_HEADERS = (
+    b"content-type",
+    b"accept",
+    b"x-request-id",
+    TARGET_MODEL_HEADER,
+    TARGET_VARIANT_HEADER,
+    b"inference-header-content-length",
+)
 _JSON = b"application/json"
 _WANTED_HEADERS = frozenset(
     {
@@ -74,6 +83,7 @@ _WANTED_HEADERS = frozenset(
         b"accept",
         b"x-request-id",
         TARGET_MODEL_HEADER,
+        TARGET_VARIANT_HEADER,
         b"inference-header-content-length",
         b"expect",
     }
@@ -386,6 +396,12 @@ class Runtime:
         started = time.perf_counter()
         headers = _headers(scope)
         rid = self._request_id(scope, headers.get(b"x-request-id"))
+        if (
+            self.mirror is not None
+            and TARGET_VARIANT_HEADER in headers
+            and await self._forwarded(b"/invocations", headers, receive, send, rid)
+        ):
+            return
         self.metrics.tally.started()
         model_seconds: float | None = None
         label = ""
@@ -438,6 +454,63 @@ class Runtime:
             label, status, model_seconds=model_seconds, overhead_seconds=max(overhead, 0.0)
         )
 
+    # --- TargetVariant ----------------------------------------------------------------
+
+    async def _forwarded(
+        self,
+        path: bytes,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        send: Send,
+        rid: bytes,
+    ) -> bool:
+        """Answer a request that names another variant by sending it there (Replicas
+        router: the stable Service spreads requests over every variant's pods). False:
+        the request is for this pod's variant, serve it here."""
+        assert self.mirror is not None
+        variant = headers[TARGET_VARIANT_HEADER].decode("latin-1")
+        url = self.mirror.forward_url(variant)
+        if url is None:
+            return False
+        extra: list[tuple[bytes, bytes]] = []
+        content_type = _JSON
+        try:
+            if not url:
+                known = ", ".join(sorted(self.mirror.variants))
+                raise RequestError(400, f"this endpoint has no variant {variant!r}; it has {known}")
+            body = await _read_body(receive, headers, self.settings.max_request_bytes)
+            forwarded = [(name, headers[name]) for name in _FORWARDED_HEADERS if name in headers]
+            status, answer_headers, payload = await asyncio.wait_for(
+                self.mirror.forward(url, path, forwarded, body),
+                self.settings.forward_timeout_seconds,
+            )
+            content_type = answer_headers.get(b"content-type", _JSON)
+            if b"inference-header-content-length" in answer_headers:
+                extra.append(
+                    (
+                        b"inference-header-content-length",
+                        answer_headers[b"inference-header-content-length"],
+                    )
+                )
+            outcome = "answered"
+        except _ClientGoneError:
+            return True
+        except RequestError as error:
+            status, payload, outcome = error.status, _error_body(error.reason, rid), "refused"
+        except TimeoutError:
+            reason = f"variant {variant!r} did not answer within the forward timeout"
+            status, payload, outcome = 504, _error_body(reason, rid), "timeout"
+        except (OSError, ConnectionError, ValueError, IndexError, asyncio.IncompleteReadError):
+            reason = f"variant {variant!r} could not be reached"
+            status, payload, outcome = 502, _error_body(reason, rid), "unreachable"
+        await _send(send, status, payload, content_type, rid, extra)
+        self.metrics.forwarded.labels(
+            **self.metrics.labels,
+            target_variant=variant if url else "",
+            outcome=outcome,
+        ).inc()
+        return True
+
     # --- Open Inference Protocol ------------------------------------------------------
 
     async def oip_infer(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
@@ -445,6 +518,12 @@ class Runtime:
         started = time.perf_counter()
         headers = _headers(scope)
         rid = self._request_id(scope, headers.get(b"x-request-id"))
+        if (
+            self.mirror is not None
+            and TARGET_VARIANT_HEADER in headers
+            and await self._forwarded(path.encode(), headers, receive, send, rid)
+        ):
+            return
         self.metrics.tally.started()
         model_seconds: float | None = None
         label = ""

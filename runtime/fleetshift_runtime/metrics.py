@@ -374,6 +374,13 @@ class RuntimeMetrics:
             SHADOW_LABELS,
             registry=r,
         )
+        self.forwarded = Counter(
+            "fleetshift_forwarded_requests",
+            "Requests naming another variant (TargetVariant) sent on to it, by outcome "
+            "(answered, refused, timeout, unreachable); the target counts the invocation.",
+            (*LABELS, "target_variant", "outcome"),
+            registry=r,
+        )
         base = self.labels
         self.model_latency_child = self.model_latency.labels(**base)
         self.overhead_latency_child = self.overhead_latency.labels(**base)

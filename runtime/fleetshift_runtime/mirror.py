@@ -59,22 +59,35 @@ class ShadowTarget:
     sampling_percent: int
 
 
-def parse_mirror_file(text: bytes) -> tuple[ShadowTarget, ...]:
-    """The shadows named by the operator's mirror file; a file that is empty, malformed or
-    names no shadow copies nothing (and says why in the log).
+@dataclass(frozen=True)
+class PeersFile:
+    """What the operator's file says: the shadows to copy requests to and, for an
+    Endpoint of several variants, each variant's Service (``TargetVariant`` requests for
+    another variant are forwarded there)."""
+
+    shadows: tuple[ShadowTarget, ...] = ()
+    variants: tuple[tuple[str, str], ...] = ()
+    """(variant, ``http://host:port``) of every variant that serves callers."""
+
+
+def parse_mirror_file(text: bytes) -> PeersFile:
+    """The operator's file; one that is empty or malformed names nothing (and the log
+    says why).
 
     >>> parse_mirror_file(b'{"shadows": [{"variant": "challenger", "revision": "7",'
-    ...     b' "url": "http://churn-challenger-7.shop.svc:80", "samplingPercent": 10}]}')
+    ...     b' "url": "http://churn-challenger-7.shop.svc:80", "samplingPercent": 10}],'
+    ...     b' "variants": {"main": "http://churn-main-serving.shop.svc:80"}}')
     ... # doctest: +NORMALIZE_WHITESPACE
-    (ShadowTarget(variant='challenger', revision='7',
-                  url='http://churn-challenger-7.shop.svc:80', sampling_percent=10),)
+    PeersFile(shadows=(ShadowTarget(variant='challenger', revision='7',
+                       url='http://churn-challenger-7.shop.svc:80', sampling_percent=10),),
+              variants=(('main', 'http://churn-main-serving.shop.svc:80'),))
     >>> parse_mirror_file(b"")
-    ()
+    PeersFile(shadows=(), variants=())
     """
     if not text.strip():
-        return ()
+        return PeersFile()
     try:
-        shadows = orjson.loads(text)["shadows"]
+        document = orjson.loads(text)
         targets = tuple(
             ShadowTarget(
                 variant=str(s["variant"]),
@@ -82,12 +95,16 @@ def parse_mirror_file(text: bytes) -> tuple[ShadowTarget, ...]:
                 url=_checked_url(str(s["url"])),
                 sampling_percent=max(0, min(100, int(s.get("samplingPercent", 100)))),
             )
-            for s in shadows
+            for s in document.get("shadows", [])
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        log.error("mirror file ignored (no requests are copied): %s", error)
-        return ()
-    return targets
+        variants = tuple(
+            (str(name), _checked_url(str(url)))
+            for name, url in sorted(document.get("variants", {}).items())
+        )
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
+        log.error("mirror file ignored (no requests are copied or forwarded): %s", error)
+        return PeersFile()
+    return PeersFile(targets, variants)
 
 
 def _checked_url(url: str) -> str:
@@ -216,9 +233,10 @@ class Copy:
         return self.path != b"/invocations"
 
 
-class ShadowConnection:
-    """One keep-alive HTTP/1.1 connection to a shadow, opened on first use and again
-    after any failure. Enough HTTP for the runtime's own answers (Content-Length)."""
+class PeerConnection:
+    """One keep-alive HTTP/1.1 connection to another variant's Service (a shadow, or the
+    variant a request targets), opened on first use and again after any failure. Enough
+    HTTP for the runtime's own answers (Content-Length)."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -230,8 +248,9 @@ class ShadowConnection:
 
     async def post(
         self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> tuple[int, bytes]:
-        """Status and body (raises ``OSError`` when no connection can be made)."""
+    ) -> tuple[int, dict[bytes, bytes], bytes]:
+        """Status, headers (lower-case names) and body (raises ``OSError`` when no
+        connection can be made)."""
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._reader, self._writer
@@ -243,20 +262,16 @@ class ShadowConnection:
         head = await reader.readuntil(b"\r\n\r\n")
         status_line, *header_lines = head[:-4].split(b"\r\n")
         status = int(status_line.split(b" ", 2)[1])
-        length, close = None, False
+        answer_headers = {}
         for line in header_lines:
             name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value.strip())
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-        if length is None:
-            raise ConnectionError("the shadow's answer has no Content-Length")
-        answer = await reader.readexactly(length)
-        if close:
+            answer_headers[name.strip().lower()] = value.strip()
+        if b"content-length" not in answer_headers:
+            raise ConnectionError("the answer has no Content-Length")
+        answer = await reader.readexactly(int(answer_headers[b"content-length"]))
+        if answer_headers.get(b"connection", b"").lower() == b"close":
             self.close()
-        return status, answer
+        return status, answer_headers, answer
 
     def close(self) -> None:
         if self._writer is not None:
@@ -287,6 +302,9 @@ class Mirror:
         self.variant = variant
         """This pod's variant: a shadow's own pods (it is in the file too) copy nothing."""
         self.targets: tuple[ShadowTarget, ...] = ()
+        self.variants: dict[str, str] = {}
+        """Each serving variant's Service, for ``TargetVariant`` requests."""
+        self._idle: dict[str, list[PeerConnection]] = {}
         self._samplers: list[Sampler] = []
         self._queues: list[asyncio.Queue[Copy]] = []
         self._queue_size = queue_size
@@ -317,6 +335,7 @@ class Mirror:
                 await asyncio.sleep(RELOAD_SECONDS)
         finally:
             self._stop_senders()
+            self._close_idle()
 
     def _reload(self) -> None:
         try:
@@ -326,7 +345,12 @@ class Mirror:
         if text == self._text:
             return
         self._text = text
-        targets = parse_mirror_file(text)
+        peers = parse_mirror_file(text)
+        if dict(peers.variants) != self.variants:
+            self.variants = dict(peers.variants)
+            self._close_idle()
+            log.info("TargetVariant forwards to %s", ", ".join(self.variants) or "none")
+        targets = peers.shadows
         if any(t.variant == self.variant for t in targets):
             log.info("variant %s is a shadow: its pods copy no requests", self.variant)
             targets = ()
@@ -344,6 +368,37 @@ class Mirror:
             ", ".join(f"{t.variant} ({t.sampling_percent}%, {t.url})" for t in targets) or "none",
         )
 
+    # --- TargetVariant ---------------------------------------------------------------
+
+    def forward_url(self, variant: str) -> str | None:
+        """Where a request that names ``variant`` goes: None to serve it here (this pod's
+        own variant, or no variant map: one variant, or a router that routes the header
+        itself), ``""`` for a variant the Endpoint does not have, else its Service."""
+        if variant == self.variant or not self.variants:
+            return None
+        return self.variants.get(variant, "")
+
+    async def forward(
+        self, url: str, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, dict[bytes, bytes], bytes]:
+        """Send a request to another variant's Service on a pooled keep-alive connection
+        and return its answer (``asyncio.wait_for`` it: a timeout closes the connection)."""
+        idle = self._idle.setdefault(url, [])
+        connection = idle.pop() if idle else PeerConnection(url)
+        try:
+            answer = await connection.post(path, headers, body)
+        except BaseException:
+            connection.close()
+            raise
+        idle.append(connection)
+        return answer
+
+    def _close_idle(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle = {}
+
     def _stop_senders(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -351,14 +406,14 @@ class Mirror:
         self._samplers, self._queues, self.targets = [], [], ()
 
     async def _send(self, target: ShadowTarget, queue: asyncio.Queue[Copy]) -> None:
-        connection = ShadowConnection(target.url)
+        connection = PeerConnection(target.url)
         loop = asyncio.get_running_loop()
         try:
             while True:
                 copy = await queue.get()
                 started = loop.time()
                 try:
-                    status, answer = await asyncio.wait_for(
+                    status, _, answer = await asyncio.wait_for(
                         connection.post(copy.path, _headers(copy), copy.body), self.timeout_seconds
                     )
                 except TimeoutError:

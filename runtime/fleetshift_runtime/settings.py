@@ -204,6 +204,10 @@ class RuntimeSettings(BaseSettings):
     mirror_connections: int = Field(default=2, ge=1, le=64)
     """Copies in flight at once to each shadow (one keep-alive connection each)."""
 
+    forward_timeout_seconds: float = Field(default=60.0, gt=0)
+    """How long a request that names another variant (``X-Amzn-SageMaker-Target-Variant``,
+    Replicas router) may take at that variant before the caller gets a 504."""
+
     mirror_threshold: float = 0.5
     """A one-score prediction's class boundary when a shadow's answers are compared with
     production's (a multi-output row's class is its arg-max)."""

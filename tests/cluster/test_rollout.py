@@ -499,6 +499,7 @@ def _assert_production_pods_copy_to(
 ) -> None:
     target = f"{NAME}-shadow-{shadow_revision}"
     assert mirror_file_of(kube, namespace) == {
+        "variants": {},  # one variant serves callers: nothing to pin
         "shadows": [
             {
                 "variant": "shadow",
@@ -506,7 +507,7 @@ def _assert_production_pods_copy_to(
                 "url": f"http://{target}.{namespace}.svc:80",
                 "samplingPercent": 20,
             }
-        ]
+        ],
     }
     service = kube.get(Service, target, namespace=namespace)
     assert service.spec is not None and service.spec.selector == {
@@ -549,7 +550,7 @@ def test_removing_a_shadow_stops_the_copies_and_its_service_without_redeploying_
     production_pods = pod_names(kube, namespace, main_revision)
     set_spec(kube, NAME, namespace, {"variants": [main]})
     wait_for(
-        lambda: mirror_file_of(kube, namespace) == {"shadows": []},
+        lambda: mirror_file_of(kube, namespace) == {"shadows": [], "variants": {}},
         timeout=60,
         message="the shadow gone from the mirror file",
     )
@@ -560,6 +561,50 @@ def test_removing_a_shadow_stops_the_copies_and_its_service_without_redeploying_
 
     wait_for(shadow_service_gone, timeout=60, message="the shadow's Service deleted")
     assert pod_names(kube, namespace, main_revision) == production_pods
+
+
+def test_with_the_replicas_router_a_request_naming_a_variant_can_reach_its_serving_pods(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    spec = spec_with()
+    current = {**spec["variants"][0], "name": "Current", "weight": 80}
+    challenger = {"name": "challenger", "model": {"uri": "s3://models/churn/v2"}, "replicas": 1}
+    kube.create(endpoint_manifest(NAME, namespace, {**spec, "variants": [current, challenger]}))
+    wait_for(
+        lambda: (
+            status_of(kube, NAME, namespace).get("phase") == "InService"
+            and mirror_file_of(kube, namespace) is not None
+        ),
+        timeout=60,
+        message="InService with a variant map",
+    )
+    services = {
+        v: f"{NAME}-{v.lower()}-serving" for v in ("Current", "challenger")
+    }  # pods reach them by these names
+    assert mirror_file_of(kube, namespace) == {
+        "shadows": [],
+        "variants": {v: f"http://{s}.{namespace}.svc:80" for v, s in services.items()},
+    }
+    for variant, service_name in services.items():
+        service = kube.get(Service, service_name, namespace=namespace)
+        assert service.spec is not None and service.spec.selector == {
+            "fleetshift.dev/endpoint": NAME,
+            "fleetshift.dev/variant": variant,
+            "fleetshift.dev/serving": "true",
+        }
+    # Down to one variant: nothing left to pin, the map and the Services go.
+    set_spec(kube, NAME, namespace, {"variants": [current]})
+    wait_for(
+        lambda: mirror_file_of(kube, namespace) == {"shadows": [], "variants": {}},
+        timeout=60,
+        message="an empty variant map",
+    )
+
+    def variant_services_gone() -> bool:
+        names = {s.metadata.name for s in kube.list(Service, namespace=namespace) if s.metadata}
+        return not names & set(services.values())
+
+    wait_for(variant_services_gone, timeout=60, message="the variant Services deleted")
 
 
 def hpa_minimums(kube: Client, namespace: str) -> dict[str, int]:

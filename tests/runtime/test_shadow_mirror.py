@@ -1,5 +1,6 @@
-"""Shadow variants without a mesh: the runtime copies sampled requests to the shadows named
-in its mirror file and compares the two answers to the same rows.
+"""Variants without a mesh: the runtime copies sampled requests to the shadows named in its
+mirror file and compares the two answers to the same rows; it forwards a request that
+names another variant (``TargetVariant``) to that variant's Service.
 
 Every server here is a real process or socket on loopback: the production runtime, shadow
 runtimes with their own models, a shadow that answers 500 to everything, one that accepts
@@ -33,15 +34,19 @@ from support.runtime_kit import (
 POD = {"namespace": "shop", "endpoint": "churn", "variant": "AllTraffic", "revision": "3"}
 
 
-def mirror_file(path: Path, shadows: list[tuple[str, str, int]]) -> Path:
-    """Write the operator's mirror file: (variant, url, samplingPercent) per shadow."""
+def mirror_file(
+    path: Path, shadows: list[tuple[str, str, int]], variants: dict[str, str] | None = None
+) -> Path:
+    """Write the operator's mirror file: (variant, url, samplingPercent) per shadow, and
+    each serving variant's Service."""
     path.write_text(
         json.dumps(
             {
                 "shadows": [
                     {"variant": name, "revision": "1", "url": url, "samplingPercent": percent}
                     for name, url, percent in shadows
-                ]
+                ],
+                "variants": variants or {},
             }
         )
     )
@@ -266,3 +271,72 @@ def test_a_shadow_added_to_or_removed_from_the_file_is_followed_without_a_restar
         for _ in range(5):
             assert client.post("/invocations", content=body, headers=csv).status_code == 200
     assert copies(production, "challenger", "answered") == counted
+
+
+def test_a_request_naming_another_variant_is_answered_by_that_variant(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    challenger_model = train_model(trees=5, depth=2, seed=11)
+    challenger = start_runtime(
+        MODEL_URI=str(challenger_model.save(tmp_path / "challenger" / "model.ubj")),
+        **{**POD, "variant": "challenger"},
+    )
+    gone = f"http://127.0.0.1:{free_port()}"
+    variants = {"main": "http://127.0.0.1:1", "challenger": challenger.url, "retired": gone}
+    main = start_runtime(
+        MODEL_URI=str(churn_model.save(tmp_path / "model.ubj")),
+        MIRROR_FILE=str(mirror_file(tmp_path / "mirror.json", [], variants)),
+        **{**POD, "variant": "main"},
+    )
+    wait_for(lambda: "TargetVariant forwards to" in main.log(), timeout=30)
+    rows = churn_model.rows[:3]
+    with httpx.Client(base_url=main.url, timeout=30) as client:
+
+        def ask(variant: str) -> httpx.Response:
+            return client.post(
+                "/invocations",
+                content=csv_body(rows),
+                headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Variant": variant},
+            )
+
+        pinned = ask("challenger")
+        assert pinned.status_code == 200
+        np.testing.assert_allclose(
+            np.array(pinned.text.split(), dtype=np.float32),
+            challenger_model.expected(rows),
+            atol=1e-6,
+        )
+        mine = ask("main")  # its own variant: served here, never sent to the map's address
+        np.testing.assert_allclose(
+            np.array(mine.text.split(), dtype=np.float32), churn_model.expected(rows), atol=1e-6
+        )
+        unknown = ask("Main")
+        assert unknown.status_code == 400
+        assert "no variant 'Main'; it has challenger, main, retired" in unknown.json()["error"]
+        down = ask("retired")
+        assert down.status_code == 502
+        assert "could not be reached" in down.json()["error"]
+        oip = client.post(
+            "/v2/models/model/infer",
+            headers={"X-Amzn-SageMaker-Target-Variant": "challenger"},
+            json={
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": list(rows.shape),
+                        "datatype": "FP32",
+                        "data": rows.tolist(),
+                    }
+                ]
+            },
+        )
+        assert oip.status_code == 200
+        np.testing.assert_allclose(
+            oip.json()["outputs"][0]["data"], challenger_model.expected(rows), atol=1e-6
+        )
+    # Each request is counted once, by the variant that answered it.
+    assert challenger.metric("fleetshift_invocations_total") == 2
+    assert main.metric("fleetshift_invocations_total") == 1
+    assert main.metric("fleetshift_forwarded_requests_total", outcome="answered") == 2
+    assert main.metric("fleetshift_forwarded_requests_total", outcome="unreachable") == 1
+    assert main.metric("fleetshift_forwarded_requests_total", outcome="refused") == 1

@@ -11,7 +11,9 @@ EndpointSlices, so the split is real without a mesh.
 Shadow variants take no share. Production pods copy sampled requests to them: the router
 gives each shadow's target fleet a Service of its own and writes the Endpoint's shadows
 ConfigMap, which production pods mount and their runtime reads (``runtime/README.md``,
-"Shadow variants").
+"Shadow variants"). With two or more variants serving callers, each has a Service over
+its serving pods, named in the same file: a pod that receives a request naming another
+variant (``X-Amzn-SageMaker-Target-Variant``) forwards it there.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from fleetshift_operator.kube import Kube, PodView
 from fleetshift_operator.manifests import (
     Manifest,
     calculate_mirror_targets,
+    calculate_pinnable_variants,
     get_fleet_service,
     get_mirror_config,
     get_stable_service,
+    get_variant_service,
     mirror_config_name,
+    variant_service_name,
 )
 from fleetshift_operator.observe import Observer
 from fleetshift_operator.planning.names import fleet_name
@@ -83,7 +88,7 @@ class ReplicasRouter:
         namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
         services = await self.observer.names("Service", namespace, name)
         await self.kube.apply(get_stable_service(endpoint), exists=name in services)
-        await self._point_at_shadows(endpoint, list(fleets), services)
+        await self._point_at_peers(endpoint, list(fleets), services)
         wanted = calculate_serving_pods(fleets, pods)
         # Add before removing, so the Service never has fewer endpoints than needed.
         await self.kube.set_serving(
@@ -93,28 +98,36 @@ class ReplicasRouter:
             namespace, [(p.name, False) for p in pods if p.name not in wanted and p.serving]
         )
 
-    async def _point_at_shadows(
+    async def _point_at_peers(
         self, endpoint: Manifest, fleets: list[FleetPlan], services: list[str]
     ) -> None:
-        """A Service for each shadow's target fleet, then the ConfigMap that names them
-        (written once an Endpoint has had a shadow, so that removing it is seen)."""
+        """A Service for each shadow's target fleet and each pinnable variant, then the
+        ConfigMap that names them (written once an Endpoint has had one, so that removing
+        it is seen)."""
         namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
         targets = calculate_mirror_targets(endpoint, fleets)
-        for target in targets:
-            service = get_fleet_service(endpoint, target)
-            exists = service["metadata"]["name"] in services
-            await self.kube.apply(service, exists=exists)
+        pinnable = calculate_pinnable_variants(endpoint, fleets)
+        wanted = [get_fleet_service(endpoint, target) for target in targets]
+        wanted += [get_variant_service(endpoint, variant) for variant in pinnable]
+        for service in wanted:
+            await self.kube.apply(service, exists=service["metadata"]["name"] in services)
         config = mirror_config_name(name)
         configs = await self.observer.names("ConfigMap", namespace, name)
-        if targets or config in configs:
-            await self.kube.apply(get_mirror_config(endpoint, targets), exists=config in configs)
+        if wanted or config in configs:
+            await self.kube.apply(
+                get_mirror_config(endpoint, targets, pinnable), exists=config in configs
+            )
 
     async def retire(self, endpoint: Manifest, fleets: Sequence[FleetPlan]) -> None:
-        """The Services of fleets that are no longer a shadow's target (the stable
-        Service outlives every fleet)."""
+        """The Services of fleets that are no longer a shadow's target and of variants no
+        longer pinnable (the stable Service outlives every fleet)."""
         namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
         targets = calculate_mirror_targets(endpoint, list(fleets))
         keep = {fleet_name(name, f.variant, f.revision) for f in targets} | {name}
+        keep |= {
+            variant_service_name(name, v)
+            for v in calculate_pinnable_variants(endpoint, list(fleets))
+        }
         for service in await self.observer.names("Service", namespace, name):
             if service not in keep:
                 await self.kube.delete("Service", service, namespace)
