@@ -131,3 +131,5 @@ test-runtime: venv runtime-test-tools
 bench-runtime: venv
 	@command -v wrk >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -qq wrk; }
 	$(BIN)/python bench/runtime/bench_runtime.py
+	$(BIN)/python -c "import onnxruntime, onnxmltools, treelite, tl2cgen" 2>/dev/null || $(BIN)/python -m pip install --quiet --progress-bar off -e '.[bench]'
+	$(BIN)/python bench/tree_engines.py

@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from fleetshift_runtime.models.xgboost_model import LEGACY_BINARY_LAST, xgboost_version
 from support.runtime_kit import (
     StartRuntime,
     TrainedModel,
@@ -26,9 +27,22 @@ def _predict(url: str, model: TrainedModel) -> np.ndarray:
     return np.array([float(v) for v in response.text.split()], dtype=np.float32)
 
 
+LEGACY = Path(__file__).parent / "data" / "legacy-binary"
+"""A legacy binary model saved by XGBoost 3.0.5, its input rows and 3.0.5's predictions."""
+READS_LEGACY_BINARY = xgboost_version()[:2] <= LEGACY_BINARY_LAST
+needs_legacy_writer = pytest.mark.skipif(
+    not READS_LEGACY_BINARY, reason="XGBoost 3.1 and later neither write nor read it"
+)
+
+
 @pytest.mark.parametrize(
     "file_name",
-    ["model.json", "model.ubj", "model.deprecated", "xgboost-model"],
+    [
+        "model.json",
+        "model.ubj",
+        pytest.param("model.deprecated", marks=needs_legacy_writer),
+        "xgboost-model",  # legacy binary up to XGBoost 3.0, UBJ after
+    ],
     ids=["json", "ubj", "legacy-binary", "sagemaker-named-legacy-binary"],
 )
 def test_model_file_format_is_detected_and_served(
@@ -39,11 +53,33 @@ def test_model_file_format_is_detected_and_served(
     np.testing.assert_allclose(_predict(server.url, churn_model), churn_model.expected(), atol=1e-6)
 
 
+@needs_legacy_writer
 def test_legacy_binary_file_really_is_the_old_format(
     churn_model: TrainedModel, tmp_path: Path
 ) -> None:
     head = churn_model.save(tmp_path / "xgboost-model").read_bytes()[:4]
     assert head == b"binf"
+
+
+def test_kept_legacy_binary_file_is_served_or_refused_with_the_way_out(
+    start_runtime: StartRuntime, tmp_path: Path
+) -> None:
+    model_file = LEGACY / "xgboost-model"
+    assert model_file.read_bytes()[:4] == b"binf"
+    if READS_LEGACY_BINARY:
+        server = start_runtime(MODEL_URI=str(model_file))
+        response = httpx.post(
+            f"{server.url}/invocations",
+            content=csv_body(np.load(LEGACY / "rows.npy")),
+            headers={"Content-Type": "text/csv"},
+        )
+        got = np.array([float(v) for v in response.text.split()], dtype=np.float32)
+        np.testing.assert_allclose(got, np.load(LEGACY / "expected.npy"), atol=1e-6)
+        return
+    server = start_runtime(MODEL_URI=str(model_file), wait=False)
+    assert server.wait_exit() == 1
+    assert "removed in XGBoost 3.1" in server.log()
+    assert "booster.save_model('model.ubj')" in server.log()
 
 
 def test_sagemaker_model_tarball_is_unpacked_and_served(

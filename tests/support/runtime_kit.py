@@ -73,14 +73,20 @@ class TrainedModel:
         return NativeBooster.load(bytes(self.booster.save_raw("ubj")), threads=1)
 
     def save(self, path: Path) -> Path:
-        """Save in the format named by the suffix (.json, .ubj, .deprecated = legacy)."""
+        """Save in the format named by the suffix (.json, .ubj, .deprecated = legacy).
+
+        ``xgboost-model`` is the legacy binary format, as SageMaker's XGBoost containers
+        write it, where the installed XGBoost can write it (3.0 and older); UBJ otherwise.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".deprecated" or path.name == "xgboost-model":
-            # the legacy binary format, as SageMaker's XGBoost containers write it
             staging = path.with_name(path.name + ".deprecated")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "deprecated binary format"
                 self.booster.save_model(str(staging))
+            if path.suffix == ".deprecated" and staging.read_bytes()[:4] != b"binf":
+                staging.unlink()  # XGBoost 3.1 and later write UBJ instead
+                raise RuntimeError(f"XGBoost {xgboost.__version__} cannot write legacy binary")
             staging.replace(path)
         else:
             self.booster.save_model(str(path))

@@ -6,9 +6,11 @@ because SageMaker names every artifact ``xgboost-model`` whatever its format.
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import logging
 import pickle
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from .base import BoosterError, Predictions, Rows
 from .booster import Booster, open_booster
 from .compiled import CompiledPredictor, UnsupportedModelError, compile_validated
 from .formats import ModelFormat, detect_format
+from .native import LibraryUnavailableError, library
 
 if TYPE_CHECKING:
     from .registry import ModelOptions
@@ -38,7 +41,7 @@ def _model_from_pickle(raw: bytes, fmt: ModelFormat) -> bytes:
 
     if fmt == "joblib":
         try:
-            import joblib  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+            import joblib  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: PLC0415
         except ImportError as error:
             raise ModelLoadError(
                 "the model is a joblib file but joblib is not installed"
@@ -87,26 +90,33 @@ class XGBoostModel:
             # Let the first requests through first: the time to the first prediction
             # must not pay for the code generation (Python, under the GIL) or the build.
             time.sleep(COMPILE_DELAY_SECONDS)
-            started = time.perf_counter()
-            try:
-                compiled = compile_validated(self.booster, cache_dir, forest_library=forest_library)
-            except UnsupportedModelError as error:
-                log.info("model %r: compiled trees not used (%s)", self.name, error)
-                return
-            except Exception:  # never let an optimisation take the model down
-                log.warning("model %r: compiled trees not used", self.name, exc_info=True)
-                return
-            self.compiled = compiled
-            log.info(
-                "model %r: compiled trees validated within 1e-6 and in use after %.2fs (%s)",
-                self.name,
-                time.perf_counter() - started,
-                compiled.kind,
-            )
+            self.compile(cache_dir, forest_library=forest_library)
 
         thread = threading.Thread(target=work, name=f"compile-{self.name}", daemon=True)
         thread.start()
         return thread
+
+    def compile(self, cache_dir: Path, *, forest_library: Path | None = None) -> str | None:
+        """Build the compiled predictor now and switch to it once validated; XGBoost keeps
+        serving if the build is impossible or the result does not validate. Returns why
+        the compiled trees are not used, or ``None`` when they are."""
+        started = time.perf_counter()
+        try:
+            compiled = compile_validated(self.booster, cache_dir, forest_library=forest_library)
+        except UnsupportedModelError as error:
+            log.info("model %r: compiled trees not used (%s)", self.name, error)
+            return str(error)
+        except Exception as error:  # never let an optimisation take the model down
+            log.warning("model %r: compiled trees not used", self.name, exc_info=True)
+            return f"{type(error).__name__}: {error}"
+        self.compiled = compiled
+        log.info(
+            "model %r: compiled trees validated within 1e-6 and in use after %.2fs (%s)",
+            self.name,
+            time.perf_counter() - started,
+            compiled.kind,
+        )
+        return None
 
     def predict(self, rows: Rows) -> Predictions:
         """Predict all rows at once; xgboost errors become :class:`ModelFaultError`."""
@@ -122,6 +132,27 @@ class XGBoostModel:
                 f"model {self.name!r} failed on a {rows.shape[0]}x{rows.shape[1]} input "
                 f"(it was trained on {self.num_features} features): {reason}"
             ) from error
+
+
+LEGACY_BINARY_LAST = (3, 0)
+"""The last XGBoost release that reads the legacy binary format (3.1 removed it)."""
+
+
+def xgboost_version(*, native: bool = True) -> tuple[int, ...]:
+    """The version of the XGBoost that loads models: the library the direct C path uses,
+    or the ``xgboost`` package's (read from its metadata, without importing it)."""
+    if native:
+        try:
+            return library().version
+        except LibraryUnavailableError:
+            pass
+    for distribution in ("xgboost-cpu", "xgboost"):
+        try:
+            text = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+    return (0, 0, 0)
 
 
 def load_xgboost(
@@ -147,6 +178,20 @@ def load_xgboost(
         booster = open_booster(raw, threads=threads, native=fast_predict)
     except BoosterError as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        version = xgboost_version(native=fast_predict)
+        if fmt == "binary" and version[:2] > LEGACY_BINARY_LAST:
+            shown = ".".join(map(str, version))
+            raise NotAModelError(
+                f"{path} is not a loadable XGBoost model (binary format detected): if it "
+                f"is in XGBoost's legacy binary format (SageMaker's XGBoost 1.x "
+                f"containers), XGBoost {shown} cannot read it: that format was removed in "
+                "XGBoost 3.1. Load it once with XGBoost 3.0 and re-save it with "
+                "booster.save_model('model.ubj'). XGBoost said: " + detail,
+                public=(
+                    "it is not a model XGBoost can load (binary format detected; XGBoost "
+                    f"{shown} does not read the legacy binary format, 3.0 and older do)"
+                ),
+            ) from error
         raise NotAModelError(
             f"{path} is not a loadable XGBoost model ({fmt} format detected): {detail}",
             public=f"it is not a model XGBoost can load ({fmt} format detected)",
