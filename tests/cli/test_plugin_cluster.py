@@ -6,6 +6,7 @@ process with ``KUBECONFIG`` set, as ``kubectl fleetshift`` runs it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -278,3 +279,63 @@ def test_a_missing_endpoint_is_named_in_the_error(
 
         assert done.returncode == 3, command
         assert f'Endpoint "nope" not found in namespace "{namespace}"' in done.stderr, command
+
+
+def test_promote_shadow_prints_the_change_then_applies_it_and_production_deploys_the_shadows_model(
+    kube: Client, kubeconfig: Path, namespace: str, operator_process: OperatorProcess
+) -> None:
+    spec = spec_with()
+    shadow = {
+        "name": "next",
+        "model": {"uri": "s3://models/churn/v2"},
+        "replicas": 1,
+        "shadow": {"samplingPercent": 10},
+    }
+    with_shadow = {**spec, "variants": [*spec["variants"], shadow]}
+    first_revision = create_in_service(kube, namespace, with_shadow)
+    wait_for(
+        lambda: (
+            {v["name"]: v.get("phase") for v in status_of(kube, NAME, namespace)["variants"]}
+            == {"main": "InService", "next": "InService"}
+        ),
+        timeout=60,
+        message="both variants InService",
+    )
+
+    stored = read_endpoint(kube, NAME, namespace)["spec"]  # with the API's defaults
+    printed = run_plugin(kubeconfig, "promote-shadow", NAME, "next", "-n", namespace)
+
+    assert printed.returncode == 0, printed.stderr
+    change = json.loads(printed.stdout)
+    (main,) = change["spec"]["variants"]
+    assert (main["name"], main["model"], main["replicas"]) == (
+        "main",
+        stored["variants"][1]["model"],
+        4,
+    )
+    assert read_endpoint(kube, NAME, namespace)["spec"] == stored, "printing changes nothing"
+
+    refused = run_plugin(kubeconfig, "promote-shadow", NAME, "main", "-n", namespace)
+    assert refused.returncode == 1
+    assert "variant 'main' is not a shadow" in refused.stderr
+
+    applied = run_plugin(kubeconfig, "promote-shadow", NAME, "next", "--apply", "-n", namespace)
+
+    assert applied.returncode == 0, applied.stderr
+    promoted_revision = revision_of({"variants": [main]})
+    wait_for(
+        lambda: (
+            status_of(kube, NAME, namespace).get("activeRevision") == promoted_revision
+            and status_of(kube, NAME, namespace).get("phase") == "InService"
+        ),
+        timeout=90,
+        message="production deployed the shadow's model through its canary",
+    )
+    history = status_of(kube, NAME, namespace).get("history") or []
+    assert {
+        "variant": "main",
+        "revision": promoted_revision,
+        "fromRevision": first_revision,
+        "outcome": "Succeeded",
+    }.items() <= history[-1].items(), "a deployment from the old revision, with its guardrails"
+    assert set(deployments_of(kube, namespace, NAME)) == {promoted_revision}

@@ -180,6 +180,21 @@ class Cluster:
         body: dict[str, Any] = patched.to_dict()  # type: ignore[no-untyped-call]
         return body
 
+    def set_variants(self, name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
+        """Replace ``spec.variants`` with a merge patch (``promote-shadow --apply`` only)."""
+        try:
+            patched = self.client.patch(
+                EndpointResource,
+                name,
+                {"spec": {"variants": variants}},
+                namespace=self.namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except (ApiError, httpx2.HTTPError) as error:
+            raise self._fail(error, f"patch Endpoint {self.namespace}/{name}") from error
+        body: dict[str, Any] = patched.to_dict()  # type: ignore[no-untyped-call]
+        return body
+
     def service_port(self, service: str) -> str:
         """The port (its name, else its number) the service proxy addresses."""
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 from fleetshift_operator.cli import view
 from fleetshift_operator.cli.access import CliError, Cluster
 from fleetshift_operator.cli.invoke import proxy_path, read_rows, send_invocations
+from fleetshift_operator.cli.promotion import PromotionError, promoted_spec
 from fleetshift_operator.controls import ABORT, PAUSED, PROMOTE, RETRY
 
 EXIT_ROLLED_BACK = 1
@@ -239,6 +241,41 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _await(cluster, args, lambda e: not (e.get("status") or {}).get("paused"), "resumed")
 
 
+def cmd_promote_shadow(args: argparse.Namespace) -> int:
+    cluster = _connect(args)
+    endpoint = cluster.get_endpoint(args.name)
+    try:
+        spec = promoted_spec(endpoint.get("spec") or {}, args.shadow, args.into, args.keep_shadow)
+    except PromotionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    statuses = {v.get("name"): v for v in (endpoint.get("status") or {}).get("variants") or []}
+    phase = (statuses.get(args.shadow) or {}).get("phase")
+    if phase != "InService" and not args.force:
+        print(
+            f"error: shadow {args.shadow!r} is {phase or 'not yet deployed'}, not InService: "
+            "its answers have not been compared on a settled revision (--force to promote "
+            "anyway)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    patch = {"spec": {"variants": spec["variants"]}}
+    if not args.apply:
+        print(json.dumps(patch, indent=2))
+        print(
+            f"# the change to {args.name}'s spec; commit it where Git owns the Endpoint, or "
+            "run again with --apply (kubectl patch --type merge -p ... works too)",
+            file=sys.stderr,
+        )
+        return 0
+    cluster.set_variants(args.name, spec["variants"])
+    print(
+        f"promoted: shadow {args.shadow!r} into the production variant; "
+        f"`kubectl fleetshift watch {args.name}` follows its deployment"
+    )
+    return 0
+
+
 # -- invoke -------------------------------------------------------------------------------------
 
 
@@ -369,6 +406,29 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(action, parents=[named, waiting], help=text)
         command.set_defaults(run=run)
+
+    promote_shadow = commands.add_parser(
+        "promote-shadow",
+        parents=[named],
+        help="make a shadow's model a production variant's next revision",
+        description="Print (or --apply) the spec change that gives a production variant the"
+        " shadow's model, image and env; the variant deploys it with its own policy and"
+        " alarms. Refused unless the shadow is InService (--force).",
+    )
+    promote_shadow.add_argument("shadow", help="the shadow variant's name")
+    promote_shadow.add_argument(
+        "--into", help="the production variant (default: the only one that is not a shadow)"
+    )
+    promote_shadow.add_argument(
+        "--keep-shadow", action="store_true", help="keep the shadow variant (default: removed)"
+    )
+    promote_shadow.add_argument(
+        "--apply", action="store_true", help="write the change (default: print it)"
+    )
+    promote_shadow.add_argument(
+        "--force", action="store_true", help="promote a shadow not InService"
+    )
+    promote_shadow.set_defaults(run=cmd_promote_shadow)
 
     invoke = commands.add_parser(
         "invoke",
