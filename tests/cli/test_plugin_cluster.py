@@ -58,8 +58,9 @@ def test_kubectl_finds_the_plugin_and_get_lists_the_endpoint(
 
     assert done.returncode == 0, done.stderr
     header, row = done.stdout.splitlines()
-    assert header.split() == ["NAME", "PHASE", "REVISION", "GREEN%", "STEP", "AGE"]
+    assert header.split() == ["NAME", "PHASE", "REVISION", "GREEN%", "STEP", "AGE", "VARIANTS"]
     assert row.split()[:5] == [NAME, "InService", revision, "0", "-"]
+    assert row.split()[-2:] == ["main", "100%"]
 
 
 def test_get_all_namespaces_adds_the_namespace_column(
@@ -302,6 +303,8 @@ def test_promote_shadow_prints_the_change_then_applies_it_and_production_deploys
         message="both variants InService",
     )
 
+    listed = run_plugin(kubeconfig, "get", "-n", namespace).stdout.splitlines()[1]
+    assert listed.endswith("main 100%, next shadow 10%")
     stored = read_endpoint(kube, NAME, namespace)["spec"]  # with the API's defaults
     printed = run_plugin(kubeconfig, "promote-shadow", NAME, "next", "-n", namespace)
 

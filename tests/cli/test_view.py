@@ -358,10 +358,11 @@ def test_get_table_has_one_row_per_endpoint_and_a_namespace_column_with_all() ->
 
     assert table == [
         "NAMESPACE   NAME    PHASE      REVISION                  GREEN%   STEP"
-        "                  AGE",
+        "                  AGE   VARIANTS",
         "ml          churn   Updating   1a2b3c4d5e → 9f8e7d6c5b   25       Baking 1/2"
-        "            10m",
-        "risk        fraud   Updating   1a2b3c4d5e → 9f8e7d6c5b   25       Baking 1/2 (paused)   -",
+        "            10m   -",
+        "risk        fraud   Updating   1a2b3c4d5e → 9f8e7d6c5b   25       Baking 1/2 (paused)"
+        "   -     -",
     ]
 
 

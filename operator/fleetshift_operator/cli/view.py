@@ -794,10 +794,22 @@ def render_table(
     ...     "status": {"phase": "Updating", "activeRevision": "r1", "candidateRevision": "r2",
     ...     "greenTrafficPercent": 25, "step": {"stage": "Baking", "index": 1, "total": 2}}}
     >>> print(render_table([churn], now=now), end="")
-    NAME    PHASE      REVISION   GREEN%   STEP          AGE
-    churn   Updating   r1 → r2    25       Baking 1/2    10m
+    NAME    PHASE      REVISION   GREEN%   STEP          AGE   VARIANTS
+    churn   Updating   r1 → r2    25       Baking 1/2    10m   -
+
+    With several variants, VARIANTS gives each one's share of the traffic it actually
+    serves, what its weight asked for when that differs, and a shadow's sampling:
+
+    >>> churn["spec"] = {"variants": [{"name": "a"}, {"name": "b"},
+    ...     {"name": "s", "shadow": {"samplingPercent": 10}}]}
+    >>> churn["status"]["variants"] = [
+    ...     {"name": "a", "trafficPercent": 75, "requestedTrafficPercent": 80},
+    ...     {"name": "b", "trafficPercent": 25, "requestedTrafficPercent": 20},
+    ...     {"name": "s", "trafficPercent": 0, "requestedTrafficPercent": 0}]
+    >>> print(render_table([churn], now=now).splitlines()[1].split("   ")[-1])
+    a 75% (asked 80%), b 25% (asked 20%), s shadow 10%
     """
-    header = ["NAME", "PHASE", "REVISION", "GREEN%", "STEP", "AGE"]
+    header = ["NAME", "PHASE", "REVISION", "GREEN%", "STEP", "AGE", "VARIANTS"]
     rows = [(["NAMESPACE"] if all_namespaces else []) + header]
     for endpoint in endpoints:
         namespace, name = _name(endpoint)
@@ -814,9 +826,32 @@ def render_table(
             str(_int(status.get("greenTrafficPercent"))),
             _step_cell(status),
             _ago(created, now),
+            _variants_cell(endpoint),
         ]
         rows.append(([namespace] if all_namespaces else []) + row)
     return _table(rows)
+
+
+def _variants_cell(endpoint: Mapping[str, Any]) -> str:
+    """Each variant's served share (and what its weight asked, when that differs)."""
+    specs = {
+        str(v.get("name")): _mapping(v)
+        for v in _mapping(endpoint.get("spec")).get("variants") or []
+        if isinstance(v, Mapping)
+    }
+    parts = []
+    for variant in map(_mapping, _status(endpoint).get("variants") or []):
+        name = str(variant.get("name"))
+        shadow = _mapping(specs.get(name, {})).get("shadow")
+        if isinstance(shadow, Mapping):
+            parts.append(f"{name} shadow {_int(shadow.get('samplingPercent', 100))}%")
+            continue
+        served, asked = (
+            _int(variant.get("trafficPercent")),
+            _int(variant.get("requestedTrafficPercent")),
+        )
+        parts.append(f"{name} {served}%" + (f" (asked {asked}%)" if asked != served else ""))
+    return ", ".join(parts) or "-"
 
 
 def _history_lines(records: Sequence[Any], now: datetime.datetime) -> list[_Line]:
