@@ -421,8 +421,9 @@ class RuntimeMetrics:
                 bucket.inc(count)
         total.inc(float(differences.sum()))
         self.shadow_rows.labels(**labels).inc(comparison.rows)
-        if comparison.disagreements:
-            self.shadow_disagreements.labels(**labels).inc(comparison.disagreements)
+        # Incremented by 0 too: a shadow that always agrees exports 0, not nothing, so
+        # its ShadowDisagreement alarm reads 0% and not "no data".
+        self.shadow_disagreements.labels(**labels).inc(comparison.disagreements)
 
     def model_label(self, model: str) -> str:
         """``model`` itself while fewer than ``max_model_labels`` models have a label,
