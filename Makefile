@@ -41,7 +41,7 @@ binaries: venv
 
 # The real node's (docs/real-node.md): iptables for kube-proxy, libseccomp-dev to build runc,
 # conntrack for kube-proxy's UDP clean-up; then kubelet, kube-proxy, containerd, runc, the CNI
-# plugins, CoreDNS and crictl from Go modules (~10 min once on 2 cores).
+# plugins, CoreDNS, crictl and metrics-server from Go modules (~10 min once on 2 cores).
 realnode-tools:
 	@missing=""; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
@@ -73,8 +73,8 @@ test: venv tools binaries realnode-binaries runtime-test-tools lint typecheck im
 test-fast: venv
 	$(BIN)/python -m pytest -m "not cluster and not images"
 
-# NODE=real adds a real node (containerd, kubelet, kube-proxy, CoreDNS) inside a network
-# namespace; it needs root and builds its binaries on first use (docs/real-node.md).
+# NODE=real adds a real node (containerd, kubelet, kube-proxy, CoreDNS, metrics-server) inside
+# a network namespace; it needs root and builds its binaries on first use (docs/real-node.md).
 NODE ?= kwok
 cluster: venv tools binaries
 	@if [ "$(NODE)" = real ]; then $(MAKE) --no-print-directory realnode-binaries; fi

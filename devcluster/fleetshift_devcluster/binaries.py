@@ -42,6 +42,7 @@ RUNC_VERSION = "v1.3.7"
 CNI_PLUGINS_VERSION = "v1.9.0"
 COREDNS_VERSION = "v1.15.0"
 CRICTL_VERSION = "v1.34.0"  # the module proxy refuses v1.35.0
+METRICS_SERVER_VERSION = "v0.8.0"  # resource metrics for `kubectl top` and CPU HPAs
 KUBE_SCORE_VERSION = "v1.20.0"  # static checks of the chart and the operator's objects
 
 
@@ -81,6 +82,7 @@ CNI_LOOPBACK = Binary("loopback", "cni-plugins", CNI_PLUGINS_VERSION, ())
 CNI_PORTMAP = Binary("portmap", "cni-plugins", CNI_PLUGINS_VERSION, ())
 COREDNS = Binary("coredns", "coredns", COREDNS_VERSION, ("-version",))
 CRICTL = Binary("crictl", "crictl", CRICTL_VERSION, ("--version",))
+METRICS_SERVER = Binary("metrics-server", "metrics-server", METRICS_SERVER_VERSION, ("--version",))
 KUBE_SCORE = Binary("kube-score", "kube-score", KUBE_SCORE_VERSION, ("version",))
 
 CONTROL_PLANE = (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, ETCD, KWOK)
@@ -96,6 +98,7 @@ REAL_NODE = (
     *CNI_PLUGINS,
     COREDNS,
     CRICTL,
+    METRICS_SERVER,
 )
 """What ``up --node real`` needs beside :data:`ALL`; built only when asked for."""
 CHECKS = (KUBE_SCORE,)
@@ -123,6 +126,7 @@ _GO_INSTALL = {
     "runc": ("github.com/opencontainers/runc", "runc"),
     "coredns": ("github.com/coredns/coredns", "coredns"),
     "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", "crictl"),
+    "metrics-server": ("sigs.k8s.io/metrics-server/cmd/metrics-server", "metrics-server"),
     "kube-score": ("github.com/zegl/kube-score/cmd/kube-score", "kube-score"),
     **{
         name: (f"github.com/containernetworking/plugins/plugins/{kind}/{name}", name)
@@ -147,6 +151,8 @@ _VERSION_LDFLAGS = {
     ),
     "runc": f"-X main.version={RUNC_VERSION.removeprefix('v')}",
     "crictl": f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRICTL_VERSION}",
+    # metrics-server reads client-go's version stamp, like its own release build sets it.
+    "metrics-server": f"-X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}",
     "kube-score": f"-X main.version={KUBE_SCORE_VERSION.removeprefix('v')}",
     **dict.fromkeys(("bridge", "host-local", "loopback", "portmap"), _CNI_VERSION_STAMP),
 }

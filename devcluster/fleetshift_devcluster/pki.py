@@ -44,6 +44,10 @@ APISERVER_KUBELET_CLIENT = ClientIdentity(
     "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
 )
 COREDNS = ClientIdentity("coredns", "system:fleetshift-coredns")
+METRICS_SERVER = ClientIdentity("metrics-server", "system:fleetshift-metrics-server")
+FRONT_PROXY_CLIENT = ClientIdentity("front-proxy-client", "front-proxy-client")
+"""What the apiserver's aggregator presents to aggregated APIs (metrics-server), which then
+trust its ``X-Remote-User``/``X-Remote-Group`` headers (``--requestheader-allowed-names``)."""
 
 
 def node_client(node_name: str) -> ClientIdentity:
@@ -207,3 +211,30 @@ def write_pki(
         )
     )
     return pki
+
+
+def write_serving_cert(
+    pki: Pki, stem: str, dns_names: tuple[str, ...], ip_addresses: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """A serving certificate signed by ``pki``'s CA (e.g. for an aggregated API server, whose
+    APIService trusts the CA); returns the certificate and key paths."""
+    ca_key = serialization.load_pem_private_key((pki.folder / "ca.key").read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.folder / 'ca.key'} is not the EC key write_pki makes")
+    ca_name = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()).subject
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign(
+        _name(dns_names[0]),
+        key.public_key(),
+        ca_name,
+        ca_key,
+        usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
+        alt_names=(
+            *(x509.DNSName(name) for name in dns_names),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses),
+        ),
+    )
+    cert_path, key_path = pki.folder / f"{stem}.crt", pki.folder / f"{stem}.key"
+    _write_key(key_path, key)
+    _write_cert(cert_path, cert)
+    return cert_path, key_path

@@ -15,7 +15,11 @@ Layout (everything below exists only inside the namespace ``fleetshift-<id>``):
   path, replies between pods on one bridge would skip the un-DNAT);
 - cluster DNS: CoreDNS as a process in the namespace on ``10.250.0.2:53`` (the kubelet's
   ``clusterDNS``), answering ``cluster.local`` from the apiserver and NXDOMAIN for anything else
-  (no ``forward``: there is nowhere to forward to).
+  (no ``forward``: there is nowhere to forward to);
+- resource metrics: metrics-server as a process in the namespace on ``10.250.0.2:4443``,
+  scraping the kubelet, behind the APIService ``v1beta1.metrics.k8s.io`` and a Service without
+  selector (``kube-system/metrics-server``) whose Endpoints name that address, so ``kubectl top``
+  and CPU HPAs work as on any cluster.
 
 containerd, the kubelet and kube-proxy share the node's own mount namespace (see
 :mod:`fleetshift_devcluster.netns`), so their mounts, ``/run`` and ``/var/log`` stay out of the
@@ -29,6 +33,7 @@ removes the kubelet's cgroups, and deletes the namespace.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -55,8 +60,14 @@ BRIDGE = "fsbr0"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 CLUSTER_DOMAIN = "cluster.local"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-NODE_PROCESSES = ("containerd", "kubelet", "kube-proxy", "coredns")
+NODE_PROCESSES = ("containerd", "kubelet", "kube-proxy", "coredns", "metrics-server")
 KUBELET_CGROUP = "kubepods"
+METRICS_SERVER_PORT = 4443
+"""metrics-server's port on the node IP (inside the namespace only)."""
+METRICS_API = "v1beta1.metrics.k8s.io"
+METRICS_RESOLUTION = "10s"
+"""How often metrics-server scrapes the kubelet (its smallest allowed value; 60 s upstream):
+CPU HPAs see load sooner."""
 
 
 def _progress(message: str) -> None:
@@ -131,6 +142,8 @@ class RealNodeCluster(LocalCluster):
             pki.KUBE_PROXY,
             pki.APISERVER_KUBELET_CLIENT,
             pki.COREDNS,
+            pki.METRICS_SERVER,
+            pki.FRONT_PROXY_CLIENT,
         )
 
     def _write_pki(self) -> pki.Pki:
@@ -179,6 +192,15 @@ class RealNodeCluster(LocalCluster):
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={keys.client_cert(pki.APISERVER_KUBELET_CLIENT)}",
             f"--kubelet-client-key={keys.client_key(pki.APISERVER_KUBELET_CLIENT)}",
+            # The aggregator (metrics.k8s.io -> metrics-server) proxies as front-proxy-client
+            # and passes the caller in headers, which metrics-server trusts from that name.
+            f"--proxy-client-cert-file={keys.client_cert(pki.FRONT_PROXY_CLIENT)}",
+            f"--proxy-client-key-file={keys.client_key(pki.FRONT_PROXY_CLIENT)}",
+            f"--requestheader-client-ca-file={keys.ca_cert}",
+            f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT.user}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         ]
 
     def _caller_for_netns(self) -> netns.NetnsCaller:
@@ -202,6 +224,7 @@ class RealNodeCluster(LocalCluster):
         self._start_kubelet(paths["kubelet"])
         self._start_kube_proxy(paths["kube-proxy"])
         self._start_coredns(paths["coredns"])
+        self._start_metrics_server(paths["metrics-server"])
         self._wait_real_node_ready(deadline)
         _progress(
             f"node {NODE_NAME} Ready {time.monotonic() - started:.1f}s after the control plane"
@@ -363,6 +386,40 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
         corefile = self.node_dir / "Corefile"
         corefile.write_text(corefile_text(self.folder / "coredns.kubeconfig"))
         self._spawn("coredns", [str(coredns), "-conf", str(corefile)])
+
+    def _start_metrics_server(self, metrics_server: Path) -> None:
+        keys = self.keys
+        cert, key = pki.write_serving_cert(
+            keys, "metrics-server-serving", metrics_server_dns_names(), (NODE_IP,)
+        )
+        for path, document in metrics_server_objects(keys.ca_cert.read_bytes()):
+            with contextlib.suppress(urllib.error.HTTPError):  # already there: a restart
+                self.request("POST", path, document)
+        kubeconfig = self.folder / f"{pki.METRICS_SERVER.file_stem}.kubeconfig"
+        self._spawn(
+            "metrics-server",
+            [
+                str(metrics_server),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--bind-address={NODE_IP}",
+                f"--secure-port={METRICS_SERVER_PORT}",
+                f"--tls-cert-file={cert}",
+                f"--tls-private-key-file={key}",
+                f"--requestheader-client-ca-file={keys.ca_cert}",
+                f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT.user}",
+                # The kubelet's serving certificate is self-signed (no TLS bootstrap here).
+                "--kubelet-insecure-tls",
+                "--kubelet-preferred-address-types=InternalIP",
+                # kwok's nodes have no kubelet to scrape.
+                f"--node-selector=kubernetes.io/hostname={NODE_NAME}",
+                f"--metric-resolution={METRICS_RESOLUTION}",
+                # Below the resolution, which it must be.
+                "--kubelet-request-timeout=5s",
+                "--v=1",
+            ],
+        )
 
     def _wait_real_node_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:
@@ -692,6 +749,116 @@ def coredns_rbac() -> list[tuple[str, dict[str, object]]]:
                 "subjects": [
                     {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}
                 ],
+            },
+        ),
+    ]
+
+
+def metrics_server_dns_names() -> tuple[str, ...]:
+    """The names the aggregator checks metrics-server's certificate against (``<svc>.<ns>.svc``)."""
+    return ("metrics-server.kube-system.svc", "metrics-server.kube-system.svc.cluster.local")
+
+
+def metrics_server_objects(ca_bundle: bytes) -> list[tuple[str, dict[str, object]]]:
+    """``(collection path, object)`` to POST for metrics-server: its RBAC (read nodes and pods,
+    scrape the kubelet, delegate authentication and authorization), a Service without selector
+    and its Endpoints naming the process's address in the namespace, and the APIService."""
+    user = pki.METRICS_SERVER.user
+    subjects = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+
+    def binding(
+        kind: str, name: str, role_kind: str, role: str, namespace: str = ""
+    ) -> dict[str, object]:
+        metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": kind,
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": subjects,
+        }
+
+    return [
+        (
+            f"{rbac}/clusterroles",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": user},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+                    {
+                        "apiGroups": [""],
+                        "resources": ["pods", "nodes"],
+                        "verbs": ["get", "list", "watch"],
+                    },
+                ],
+            },
+        ),
+        (
+            f"{rbac}/clusterrolebindings",
+            binding("ClusterRoleBinding", user, "ClusterRole", user),
+        ),
+        (
+            f"{rbac}/clusterrolebindings",
+            binding(
+                "ClusterRoleBinding",
+                f"{user}:auth-delegator",
+                "ClusterRole",
+                "system:auth-delegator",
+            ),
+        ),
+        (
+            f"{rbac}/namespaces/kube-system/rolebindings",
+            binding(
+                "RoleBinding",
+                f"{user}:auth-reader",
+                "Role",
+                "extension-apiserver-authentication-reader",
+                "kube-system",
+            ),
+        ),
+        (
+            "/api/v1/namespaces/kube-system/services",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+                "spec": {
+                    "ports": [{"name": "https", "port": 443, "targetPort": METRICS_SERVER_PORT}]
+                },
+            },
+        ),
+        (
+            # The controller-manager mirrors it into an EndpointSlice for kube-proxy.
+            "/api/v1/namespaces/kube-system/endpoints",
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+                "subsets": [
+                    {
+                        "addresses": [{"ip": NODE_IP}],
+                        "ports": [{"name": "https", "port": METRICS_SERVER_PORT}],
+                    }
+                ],
+            },
+        ),
+        (
+            "/apis/apiregistration.k8s.io/v1/apiservices",
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": METRICS_API},
+                "spec": {
+                    "group": "metrics.k8s.io",
+                    "version": "v1beta1",
+                    "service": {"namespace": "kube-system", "name": "metrics-server", "port": 443},
+                    "caBundle": base64.b64encode(ca_bundle).decode(),
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                },
             },
         ),
     ]

@@ -1,0 +1,295 @@
+"""metrics-server on the real node: the metrics API reports a real runtime pod's CPU, and the
+HPA the operator generates for ``variants[].autoscaling`` scales the fleet out on real load.
+
+This module sorts before ``test_real_node.py``, whose last test stops the session's cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetshift_devcluster import images, netns
+from fleetshift_devcluster.processes import ManagedProcess, stop_processes
+from fleetshift_devcluster.realnode import METRICS_API, NODE_IP, NODE_NAME
+from fleetshift_devcluster.wait import wait_for
+from fleetshift_operator.crd import CRD_FILE
+from realnode.conftest import RealNode
+from support.runtime_kit import csv_body, train_model
+
+ROOT = Path(__file__).resolve().parents[2]
+ENDPOINT = "scaled"
+CPU_REQUEST_MILLICORES = 100
+TARGET_CPU_PERCENT = 50
+LOAD_THREADS = 3
+
+
+def millicores(quantity: str) -> float:
+    """A CPU quantity as the metrics API writes it, in millicores.
+
+    >>> millicores("12345678n"), millicores("250m"), millicores("2")
+    (12.345678, 250.0, 2000.0)
+    """
+    units = {"n": 1e-6, "u": 1e-3, "m": 1.0}
+    if quantity[-1] in units:
+        return float(quantity[:-1]) * units[quantity[-1]]
+    return float(quantity) * 1000
+
+
+class ModelServer:
+    """A plain HTTP file server on the node IP, inside the namespace: where the operator's
+    runtime pods download their model from (``model.uri``)."""
+
+    def __init__(self, netns_name: str, root: Path) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        caller = netns.NetnsCaller(netns_name)
+        try:
+            # The socket belongs to the namespace it was made in, whichever thread serves it.
+            self.server = caller.call(
+                lambda: http.server.ThreadingHTTPServer((NODE_IP, 0), handler)
+            )
+        finally:
+            caller.close()
+        self.url = f"http://{NODE_IP}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class Load:
+    """Clients in the namespace posting CSV to ``url`` back to back, one connection per
+    request (kube-proxy picks a backend per connection), until :meth:`stop`."""
+
+    def __init__(self, netns_name: str, url: str, body: bytes, threads: int) -> None:
+        self.stopping = threading.Event()
+        self.answered = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+        self._callers = [netns.NetnsCaller(netns_name) for _ in range(threads)]
+        self._threads = [
+            threading.Thread(target=c.call, args=(functools.partial(self._loop, url, body),))
+            for c in self._callers
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self, url: str, body: bytes) -> None:
+        while not self.stopping.is_set():
+            request = urllib.request.Request(
+                url, data=body, headers={"Content-Type": "text/csv"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    reply.read()
+                ok = True
+            except (urllib.error.URLError, OSError):
+                ok = False
+                time.sleep(0.05)
+            with self._lock:
+                if ok:
+                    self.answered += 1
+                else:
+                    self.failed += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        for caller in self._callers:
+            caller.close()
+
+
+@pytest.fixture
+def operator_in_netns(
+    real_node: RealNode, node_namespace: str, tmp_path: Path
+) -> Iterator[ManagedProcess]:
+    """The operator (``python -m fleetshift_operator``) for the test's namespace, inside the
+    cluster's network namespace (the apiserver listens on the node IP there only)."""
+    real_node.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / CRD_FILE))
+    real_node.kubectl(
+        "wait", "--for=condition=Established", "crd/endpoints.fleetshift.dev", "--timeout=30s"
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(real_node.cluster.kubeconfig),
+        "FLEETSHIFT_NAMESPACES": json.dumps([node_namespace]),
+        "FLEETSHIFT_METRICS_PORT": "0",
+        "FLEETSHIFT_POLL_INTERVAL_SECONDS": "1",
+    }
+    process = ManagedProcess.spawn(
+        "operator",
+        netns.in_netns(real_node.cluster.netns, [sys.executable, "-m", "fleetshift_operator"]),
+        tmp_path / "operator.log",
+        cwd=tmp_path,
+        env=env,
+    )
+    yield process
+    stop_processes([process], grace=10)
+
+
+def ready_pods(node: RealNode, namespace: str) -> list[dict[str, Any]]:
+    listed = json.loads(
+        node.kubectl(
+            "get",
+            "pods",
+            "-n",
+            namespace,
+            "-l",
+            f"fleetshift.dev/endpoint={ENDPOINT}",
+            "-o",
+            "json",
+        )
+    )["items"]
+    return [
+        p
+        for p in listed
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p.get("status", {}).get("conditions", [])
+        )
+    ]
+
+
+def test_metrics_server_reports_runtime_cpu_and_the_operators_cpu_hpa_scales_out_under_load(
+    real_node: RealNode,
+    node_namespace: str,
+    operator_in_netns: ManagedProcess,
+    tmp_path: Path,
+) -> None:
+    tarball = images.tarball_path(images.RUNTIME)
+    if not tarball.exists():
+        pytest.skip(f"no runtime image tarball at {tarball}: `make images` builds it")
+    real_node.cluster.import_image(tarball)
+    # The operator's pods are restricted ones; the namespace enforces it.
+    real_node.kubectl(
+        "label", "namespace", node_namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    model = train_model()
+    model.save(tmp_path / "models" / "model.ubj")
+    models = ModelServer(real_node.cluster.netns, tmp_path / "models")
+    try:
+        _scale_out_on_real_cpu(real_node, node_namespace, operator_in_netns, models, model.rows)
+    finally:
+        models.close()
+
+
+def _scale_out_on_real_cpu(
+    node: RealNode,
+    namespace: str,
+    operator: ManagedProcess,
+    models: ModelServer,
+    rows: Any,
+) -> None:
+    autoscaling = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetCPUUtilizationPercent": TARGET_CPU_PERCENT,
+        "scaleOutStabilizationSeconds": 0,
+    }
+    endpoint = {
+        "apiVersion": "fleetshift.dev/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": ENDPOINT, "namespace": namespace},
+        "spec": {
+            "variants": [
+                {
+                    "name": "main",
+                    "model": {"uri": f"{models.url}/model.ubj"},
+                    "image": "fleetshift/runtime:dev",
+                    "replicas": 1,
+                    "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+                    "resources": {
+                        "requests": {"cpu": f"{CPU_REQUEST_MILLICORES}m", "memory": "128Mi"}
+                    },
+                    "autoscaling": autoscaling,
+                }
+            ]
+        },
+    }
+    node.apply(endpoint)
+
+    def in_service() -> bool:
+        if not operator.running():
+            raise AssertionError(f"the operator exited:\n{operator.log_tail(40)}")
+        status = node.get("fsep", ENDPOINT, namespace).get("status") or {}
+        return status.get("phase") == "InService" and bool(ready_pods(node, namespace))
+
+    wait_for(in_service, timeout=120, interval=1, message="the Endpoint InService on a real pod")
+    hpas = json.loads(node.kubectl("get", "hpa", "-n", namespace, "-o", "json"))["items"]
+    assert len(hpas) == 1, "one HPA for the one fleet"
+    hpa_name = hpas[0]["metadata"]["name"]
+    assert hpas[0]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    pod_name = ready_pods(node, namespace)[0]["metadata"]["name"]
+
+    # `kubectl top`: the aggregated metrics API, served by metrics-server from the kubelet.
+    apiservice = json.loads(node.kubectl("get", "apiservice", METRICS_API, "-o", "json"))
+    assert apiservice["spec"]["service"]["name"] == "metrics-server"
+
+    def pod_cpu() -> float | None:
+        listed = json.loads(
+            node.kubectl(
+                "get", "--raw", f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"
+            )
+        )
+        for item in listed["items"]:
+            if item["metadata"]["name"] == pod_name:
+                return sum(millicores(c["usage"]["cpu"]) for c in item["containers"]) or None
+        return None
+
+    wait_for(pod_cpu, timeout=90, interval=2, message=f"CPU of {pod_name} in the metrics API")
+    top = node.kubectl("top", "pod", "-n", namespace, "--no-headers")
+    assert pod_name in top, top
+
+    service_ip = node.get("service", ENDPOINT, namespace)["spec"]["clusterIP"]
+    load = Load(
+        node.cluster.netns, f"http://{service_ip}/invocations", csv_body(rows), LOAD_THREADS
+    )
+    try:
+
+        def scaled_out() -> dict[str, Any] | None:
+            hpa = node.get("hpa", hpa_name, namespace)
+            status = hpa.get("status", {})
+            minimum = autoscaling["minReplicas"]
+            if (
+                status.get("desiredReplicas", 0) > minimum
+                and status.get("currentReplicas", 0) > minimum
+            ):
+                return hpa
+            return None
+
+        hpa = wait_for(
+            scaled_out, timeout=180, interval=2, message="the HPA scaling out under load"
+        )
+        deployment = node.get("deployment", hpa["spec"]["scaleTargetRef"]["name"], namespace)
+        assert deployment["spec"]["replicas"] > 1, "the HPA's count, not the operator's"
+        wait_for(
+            lambda: len(ready_pods(node, namespace)) > 1,
+            timeout=90,
+            interval=1,
+            message="a second Ready runtime pod on the real node",
+        )
+    finally:
+        load.stop()
+    used = hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+    assert used > TARGET_CPU_PERCENT, hpa["status"]
+    assert load.answered > 0, f"{load.failed} requests failed, none answered"
