@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -180,3 +181,30 @@ def test_server_answers_liveness_but_not_readiness_while_loading(
     assert not_ready.status_code == 503
     server.wait_ready()
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize("suffix", [".json", ".ubj"])
+def test_a_model_saved_by_a_newer_xgboost_is_refused_not_misread(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path, suffix: str
+) -> None:
+    """XGBoost 3.0 reads a 3.2 model's base_score as another value and predicts other
+    numbers without an error; a runtime refuses a model from a newer minor release."""
+    raw = churn_model.save(tmp_path / f"model{suffix}").read_bytes()
+    if suffix == ".json":
+        document = json.loads(raw)
+        assert document["version"][:2] == list(xgboost_version()[:2])
+        document["version"] = [99, 1, 0]
+        newer = json.dumps(document).encode()
+    else:
+        at = raw.rfind(b"\x07version[") + len(b"\x07version[")
+        header = raw[at:].split(b"i", 1)[0]  # the count, then the first int8 element
+        first = at + len(header)
+        assert raw[first : first + 2] == b"i" + bytes([xgboost_version()[0]])
+        newer = raw[:first] + b"i\x63" + raw[first + 2 :]  # major 99
+    path = tmp_path / "newer" / f"model{suffix}"
+    path.parent.mkdir()
+    path.write_bytes(newer)
+    server = start_runtime(MODEL_URI=str(path), wait=False)
+    assert server.wait_exit() == 1
+    assert "was saved by XGBoost 99." in server.log()
+    assert "newer than this runtime's XGBoost" in server.log()

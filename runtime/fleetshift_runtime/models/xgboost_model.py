@@ -11,6 +11,7 @@ import io
 import logging
 import pickle
 import re
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from ..errors import ModelFaultError, ModelLoadError, NotAModelError
 from .base import BoosterError, Predictions, Rows
@@ -155,6 +157,85 @@ def xgboost_version(*, native: bool = True) -> tuple[int, ...]:
     return (0, 0, 0)
 
 
+_UBJ_INTEGERS = {b"i": ">b", b"U": ">B", b"I": ">h", b"l": ">i", b"L": ">q"}
+"""UBJSON's integer markers and their struct codes (big-endian)."""
+
+
+def saved_by(raw: bytes, fmt: str) -> tuple[int, ...] | None:
+    r"""The XGBoost version that saved a JSON or UBJ model (its top-level ``version``), or
+    None when the file does not say.
+
+    >>> saved_by(b'{"learner": {}, "version": [3, 2, 0]}', "json")
+    (3, 2, 0)
+    >>> saved_by(b"{" + b"\x07version[#L" + bytes(7) + b"\x03i\x03i\x02i\x00}", "ubj")
+    (3, 2, 0)
+    >>> saved_by(b"{" + b"\x07version[$U#U\x03\x02\x01\x00}", "ubj")
+    (2, 1, 0)
+    >>> saved_by(b"{}", "json") is None
+    True
+    """
+    try:
+        if fmt == "json":
+            version = orjson.loads(raw).get("version")
+            return tuple(int(part) for part in version[:3]) if version else None
+        if fmt == "ubj":
+            return _ubj_version(raw)
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+    except struct.error:
+        return None
+    return None
+
+
+def _ubj_version(raw: bytes) -> tuple[int, ...] | None:
+    """The ``version`` array of a UBJ model: ``[`` then an optional ``$`` type, a ``#``
+    count, and integers (each with its marker unless the array is typed)."""
+    key = b"\x07version["
+    at = raw.rfind(key)
+    if at < 0:
+        return None
+    at += len(key)
+
+    def integer(marker: bytes) -> int:
+        nonlocal at
+        code = _UBJ_INTEGERS[marker]
+        size = struct.calcsize(code)
+        (value,) = struct.unpack(code, raw[at : at + size])
+        at += size
+        return int(value)
+
+    typed: bytes | None = None
+    if raw[at : at + 1] == b"$":
+        typed, at = raw[at + 1 : at + 2], at + 2
+    if raw[at : at + 1] != b"#":
+        return None
+    count_marker, at = raw[at + 1 : at + 2], at + 2
+    count = integer(count_marker)
+    parts = []
+    for _ in range(min(count, 3)):
+        marker = typed
+        if marker is None:
+            marker, at = raw[at : at + 1], at + 1
+        parts.append(integer(marker))
+    return tuple(parts)
+
+
+def _refuse_a_newer_format(path: Path, raw: bytes, fmt: str, runtime: tuple[int, ...]) -> None:
+    """Refuse a model saved by a newer XGBoost release than the one that would load it:
+    an older XGBoost may read it without an error and predict other numbers (3.1 changed
+    how ``base_score`` is stored; 3.0 reads the new form as another value)."""
+    saver = saved_by(raw, fmt)
+    if saver is None or runtime == (0, 0, 0) or saver[:2] <= runtime[:2]:
+        return
+    theirs, ours = ".".join(map(str, saver)), ".".join(map(str, runtime))
+    raise NotAModelError(
+        f"{path} was saved by XGBoost {theirs}, newer than this runtime's XGBoost {ours}, "
+        "which may read it without an error and predict other numbers. Serve it with a "
+        f"runtime on XGBoost {saver[0]}.{saver[1]} or later, or re-save it with XGBoost {ours}.",
+        public=f"it was saved by XGBoost {theirs}, newer than this runtime's {ours}",
+    )
+
+
 def load_xgboost(
     path: Path, *, name: str, allow_pickle: bool, threads: int, fast_predict: bool = True
 ) -> XGBoostModel:
@@ -174,6 +255,7 @@ def load_xgboost(
                 public=f"it is a Python {fmt} file, refused (FLEETSHIFT_ALLOW_PICKLE)",
             )
         raw = _model_from_pickle(raw, fmt)
+    _refuse_a_newer_format(path, raw, fmt, xgboost_version(native=fast_predict))
     try:
         booster = open_booster(raw, threads=threads, native=fast_predict)
     except BoosterError as error:
