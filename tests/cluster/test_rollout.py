@@ -485,6 +485,14 @@ def test_a_shadow_variant_is_deployed_but_serves_no_caller(
     assert pinned == ["main"], "a shadow cannot be targeted"
 
 
+def service_names(kube: Client, namespace: str) -> set[str]:
+    return {
+        s.metadata.name
+        for s in kube.list(Service, namespace=namespace)
+        if s.metadata and s.metadata.name
+    }
+
+
 def mirror_file_of(kube: Client, namespace: str) -> dict[str, Any] | None:
     """The shadows the production pods read (the ConfigMap the Replicas router writes)."""
     try:
@@ -556,8 +564,7 @@ def test_removing_a_shadow_stops_the_copies_and_its_service_without_redeploying_
     )
 
     def shadow_service_gone() -> bool:
-        names = {s.metadata.name for s in kube.list(Service, namespace=namespace) if s.metadata}
-        return f"{NAME}-shadow-{shadow_revision}" not in names
+        return f"{NAME}-shadow-{shadow_revision}" not in service_names(kube, namespace)
 
     wait_for(shadow_service_gone, timeout=60, message="the shadow's Service deleted")
     assert pod_names(kube, namespace, main_revision) == production_pods
@@ -601,8 +608,7 @@ def test_with_the_replicas_router_a_request_naming_a_variant_can_reach_its_servi
     )
 
     def variant_services_gone() -> bool:
-        names = {s.metadata.name for s in kube.list(Service, namespace=namespace) if s.metadata}
-        return not names & set(services.values())
+        return not service_names(kube, namespace) & set(services.values())
 
     wait_for(variant_services_gone, timeout=60, message="the variant Services deleted")
 

@@ -53,6 +53,12 @@ def mirror_file(
     return path
 
 
+def oip_request(rows: np.ndarray) -> dict[str, object]:
+    """An Open Inference Protocol JSON request for ``rows``."""
+    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP32"}
+    return {"inputs": [{**tensor, "data": rows.tolist()}]}
+
+
 def copies(server: RuntimeProcess, shadow: str, outcome: str) -> float:
     return server.metric("fleetshift_shadow_copies_total", shadow=shadow, outcome=outcome)
 
@@ -184,16 +190,7 @@ def test_each_shadow_sees_its_share_and_both_answers_are_compared_row_by_row(
             else:
                 answer = client.post(
                     "/v2/models/model/infer",
-                    json={
-                        "inputs": [
-                            {
-                                "name": "input-0",
-                                "shape": list(rows.shape),
-                                "datatype": "FP32",
-                                "data": rows.tolist(),
-                            }
-                        ]
-                    },
+                    json=oip_request(rows),
                 )
             assert answer.status_code == 200
 
@@ -319,16 +316,7 @@ def test_a_request_naming_another_variant_is_answered_by_that_variant(
         oip = client.post(
             "/v2/models/model/infer",
             headers={"X-Amzn-SageMaker-Target-Variant": "challenger"},
-            json={
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": list(rows.shape),
-                        "datatype": "FP32",
-                        "data": rows.tolist(),
-                    }
-                ]
-            },
+            json=oip_request(rows),
         )
         assert oip.status_code == 200
         np.testing.assert_allclose(
