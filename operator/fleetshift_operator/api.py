@@ -349,9 +349,22 @@ class ComparisonAlarm(_Model):
     )
 
 
+class DriftAlarm(_Model):
+    """Green's predictions against blue's over the deployment so far: the population
+    stability index of the two ``fleetshift_prediction`` histograms (``alarms/drift.py``).
+    It catches the model that answers 200 with other numbers, which no error or latency
+    alarm sees."""
+
+    threshold: float = Field(default=0.2, gt=0, le=10)
+    """Breach above this index (0.1: a small shift, 0.25: a large one)."""
+    minSamples: Annotated[int, Field(ge=1, le=1_000_000)] = 200
+    """Predictions each of green and blue must have made before a verdict (fewer:
+    Inconclusive, the step holds)."""
+
+
 class Alarm(_Model):
-    """One alarm: a named alerting rule, an inline query, a template, or a comparison
-    of green with blue."""
+    """One alarm: a named alerting rule, an inline query, a template, a comparison of
+    green with blue, or the drift of green's predictions from blue's."""
 
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=_NAME_RULE)]
     """The alarm's name, shown in status and Events."""
@@ -363,12 +376,15 @@ class Alarm(_Model):
     """Breach on a ready-made expression over the runtime's metrics."""
     comparison: ComparisonAlarm | None = None
     """Promote only when the traffic shows green is not worse than blue."""
+    drift: DriftAlarm | None = None
+    """Breach when green's predictions are distributed unlike blue's."""
 
     model_config = _rules(
         cel(
             "(has(self.prometheusRule) ? 1 : 0) + (has(self.query) ? 1 : 0)"
-            " + (has(self.template) ? 1 : 0) + (has(self.comparison) ? 1 : 0) == 1",
-            "an alarm needs exactly one of prometheusRule, query, template or comparison",
+            " + (has(self.template) ? 1 : 0) + (has(self.comparison) ? 1 : 0)"
+            " + (has(self.drift) ? 1 : 0) == 1",
+            "an alarm needs exactly one of prometheusRule, query, template, comparison or drift",
         ),
     )
 

@@ -47,7 +47,7 @@ from .errors import (
     NotReadyError,
     RequestError,
 )
-from .metrics import PUSH_INTERVAL_SECONDS, RuntimeMetrics, multiprocess_dir
+from .metrics import OUTPUT_BUCKETS, PUSH_INTERVAL_SECONDS, RuntimeMetrics, multiprocess_dir
 from .mirror import Copy, Mirror
 from .models.base import Model, Predictions, Rows
 from .models.loading import load_model
@@ -146,7 +146,9 @@ class Runtime:
     def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or RuntimeMetrics(
-            settings.metric_labels(), max_model_labels=settings.max_model_labels
+            settings.metric_labels(),
+            max_model_labels=settings.max_model_labels,
+            output_buckets=settings.prediction_buckets() or OUTPUT_BUCKETS,
         )
         self.pool = ThreadPoolExecutor(
             settings.worker_threads, thread_name_prefix="fleetshift", initializer=_yield_to_the_loop
@@ -441,6 +443,8 @@ class Runtime:
             payload, content_type = _error_body(reason, rid), "application/json"
         await _send(send, status, payload, content_type.encode(), rid)
         self._record(label, status, started, model_seconds)
+        if status == 200:
+            self.metrics.tally.predicted(predictions)
         if self.mirror is not None and status == 200:
             self.mirror.offer(
                 Copy(b"/invocations", headers.get(b"content-type", b""), body, predictions, target)
@@ -559,6 +563,8 @@ class Runtime:
             payload, content_type = orjson.dumps({"error": reason}), b"application/json"
         await _send(send, status, payload, content_type, rid, extra)
         self._record(label, status, started, model_seconds)
+        if status == 200:
+            self.metrics.tally.predicted(predictions)
         if self.mirror is not None and status == 200 and not header:
             self.mirror.offer(Copy(path.encode(), b"application/json", body, predictions, None))
 

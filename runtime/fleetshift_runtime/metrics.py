@@ -55,6 +55,11 @@ DIFFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.
 where two versions of a model differ, up to 1 for probabilities (regression differences
 past 1 fall in +Inf)."""
 
+OUTPUT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+"""Default bounds of the prediction histogram, for probabilities (the drift alarm compares
+green's shares over them with blue's); ``FLEETSHIFT_OUTPUT_BUCKETS`` sets others, for
+regression."""
+
 SHADOW_LABELS = (*LABELS, "shadow", "shadow_revision")
 
 LOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -121,6 +126,18 @@ class HistogramTally:
         self.counts[bisect_left(self._bounds, value)] += 1
         self.total += value
 
+    def observe_many(self, values: Any) -> None:
+        """Count a numpy array of values at once (a batch's predictions)."""
+        finite = values[np.isfinite(values)]
+        found = np.bincount(
+            np.searchsorted(self._bounds, finite, side="left"), minlength=len(self.counts)
+        ).tolist()
+        counts = self.counts
+        for index, count in enumerate(found):
+            if count:
+                counts[index] += count
+        self.total += float(finite.sum())
+
     def push(self) -> None:
         counts, total = list(self.counts), self.total
         for bucket, count, pushed in zip(self._buckets, counts, self._pushed, strict=True):
@@ -185,6 +202,9 @@ class RequestTally:
         self.overhead_latency = HistogramTally(metrics.overhead_latency_child, LATENCY_BUCKETS)
         self.requests_started = 0
         self.requests_finished = 0
+        self.predictions = HistogramTally(
+            metrics.predictions.labels(**metrics.labels), metrics.output_buckets
+        )
 
     def started(self) -> None:
         """A request is in flight."""
@@ -210,6 +230,15 @@ class RequestTally:
         self.overhead_latency.observe(overhead_seconds)
         self.requests_finished += 1
 
+    def predicted(self, predictions: Any) -> None:
+        """Count an answer's predictions (a numpy array: one score per row, or rows of
+        scores, counted by their top score)."""
+        if predictions.size == 1:  # ndarray.item: ~0.2 µs, against ~0.5 for float(a.flat[0])
+            self.predictions.observe(predictions.item(0))
+        elif predictions.size:
+            scores = predictions if predictions.ndim == 1 else predictions.max(axis=1)
+            self.predictions.observe_many(scores)
+
     def _counts(self, model: str) -> ModelCounts:
         """The counts of ``model``'s label, made on its first request (past
         ``max_model_labels`` models, the shared ``_other`` label's)."""
@@ -227,6 +256,7 @@ class RequestTally:
                 counts.push()
             self.model_latency.push()
             self.overhead_latency.push()
+            self.predictions.push()
             self._inflight.set(self.requests_started - self.requests_finished)
 
 
@@ -255,6 +285,8 @@ class RuntimeMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     max_model_labels: int = 100
     """Most distinct values of the ``model`` label; later models count as ``_other``."""
+    output_buckets: tuple[float, ...] = OUTPUT_BUCKETS
+    """Bounds of ``fleetshift_prediction``'s buckets."""
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -337,6 +369,14 @@ class RuntimeMetrics:
             "fleetshift_model_evictions",
             "Models unloaded by the multi-model LRU to stay within its budget.",
             LABELS,
+            registry=r,
+        )
+        self.predictions = Histogram(
+            "fleetshift_prediction",
+            "The predictions answered, one observation per row: the score of a one-score "
+            "model, the top score of a multi-output one (the drift alarm's signal).",
+            LABELS,
+            buckets=self.output_buckets,
             registry=r,
         )
         self.shadow_copies = Counter(

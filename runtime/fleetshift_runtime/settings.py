@@ -11,13 +11,36 @@ Every field's docstring is its documentation; ``runtime/README.md`` lists them.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+
+
+def parse_buckets(text: str) -> tuple[float, ...] | None:
+    """Histogram bounds from ``0,10,100``; None for an empty text; a ValueError that says
+    what is wrong otherwise.
+
+    >>> parse_buckets("0, 10,100")
+    (0.0, 10.0, 100.0)
+    >>> parse_buckets("1,0")
+    Traceback (most recent call last):
+    ...
+    ValueError: output buckets '1,0': expected finite bounds in increasing order
+    """
+    if not text.strip():
+        return None
+    try:
+        bounds = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"output buckets {text!r}: expected numbers separated by commas") from None
+    if list(bounds) != sorted(set(bounds)) or not all(map(math.isfinite, bounds)):
+        raise ValueError(f"output buckets {text!r}: expected finite bounds in increasing order")
+    return bounds
 
 
 def _default_predict_threads() -> int:
@@ -188,6 +211,21 @@ class RuntimeSettings(BaseSettings):
     model_memory_budget_bytes: int = Field(default=1024 * MIB, ge=1)
     """Multi-model mode: budget for loaded models, estimated by their file size; the
     least recently used models are evicted to stay within it."""
+
+    output_buckets: str = ""
+    """Bounds of the prediction histogram (``fleetshift_prediction``), comma-separated and
+    increasing, e.g. ``0,10,100,1000`` for a regression; empty: twelve buckets for
+    probabilities, from 0.05 to 1."""
+
+    @field_validator("output_buckets")
+    @classmethod
+    def _check_output_buckets(cls, text: str) -> str:
+        parse_buckets(text)
+        return text
+
+    def prediction_buckets(self) -> tuple[float, ...] | None:
+        """``output_buckets`` as numbers (None: the default)."""
+        return parse_buckets(self.output_buckets)
 
     mirror_file: str = ""
     """Shadow variants (Replicas router): a JSON file naming the shadows to copy sampled

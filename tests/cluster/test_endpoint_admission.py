@@ -333,12 +333,12 @@ INVALID += [
     (
         "alarm of two kinds",
         alarms({**ERRORS, "prometheusRule": {"alertName": "X"}}),
-        "an alarm needs exactly one of prometheusRule, query, template or comparison",
+        "an alarm needs exactly one of prometheusRule, query, template, comparison or drift",
     ),
     (
         "alarm of no kind",
         alarms({"name": "empty"}),
-        "an alarm needs exactly one of prometheusRule, query, template or comparison",
+        "an alarm needs exactly one of prometheusRule, query, template, comparison or drift",
     ),
     (
         "a disruption budget that is neither a count nor a percentage",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -131,3 +132,34 @@ def test_a_scrape_thread_pushing_while_the_loop_counts_loses_no_request() -> Non
     assert read("fleetshift_model_latency_seconds_count", POD) == answered
     assert math.isclose(read("fleetshift_model_latency_seconds_sum", POD), answered * 0.001)
     assert read("fleetshift_inflight_requests", POD) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.floats(min_value=-1.0, max_value=2.0), min_size=1, max_size=40),
+        max_size=10,
+    ),
+    st.integers(min_value=1, max_value=3),
+)
+def test_predictions_counted_in_batches_read_as_one_observation_per_row(
+    answers: list[list[float]], columns: int
+) -> None:
+    tallied = RuntimeMetrics(POD)
+    direct = RuntimeMetrics(POD)
+    child = direct.predictions.labels(**POD)
+    for values in answers:
+        rows = np.array(values, dtype=np.float32)
+        if columns > 1:  # a multi-output answer is counted by each row's top score
+            rows = np.stack([rows] + [rows * 0.5] * (columns - 1), axis=1)
+        tallied.tally.predicted(rows)
+        for row in rows:
+            child.observe(float(np.max(row)))
+    names = ("fleetshift_prediction_bucket", "fleetshift_prediction_count")
+    ours = {k: v for k, v in _samples(tallied.registry).items() if k[0] in names}
+    theirs = {k: v for k, v in _samples(direct.registry).items() if k[0] in names}
+    assert ours == theirs
+    total = tallied.registry.get_sample_value("fleetshift_prediction_sum", POD)
+    expected = direct.registry.get_sample_value("fleetshift_prediction_sum", POD)
+    assert total is not None and expected is not None
+    assert math.isclose(total, expected, rel_tol=1e-6, abs_tol=1e-6)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import xgboost
 
 from fleetshift_devcluster.prometheus import LocalPrometheus
 from fleetshift_devcluster.wait import wait_for
@@ -25,19 +24,9 @@ from fleetshift_operator.alarms.base import AlarmContext, AlarmResult
 from fleetshift_operator.alarms.factory import make_alarm_source
 from fleetshift_operator.alarms.prometheus import Prometheus
 from fleetshift_operator.api import Alarm, TemplateAlarm
-from support.runtime_kit import StartRuntime, TrainedModel, csv_body
+from support.runtime_kit import StartRuntime, TrainedModel, csv_body, flipped_model
 
 POD = {"namespace": "shop", "endpoint": "churn", "variant": "main", "revision": "r1"}
-
-
-def flipped(model: TrainedModel) -> TrainedModel:
-    """A model of the same features that answers 200 with the opposite class: trained on
-    the churn rule's complement."""
-    rows = np.random.default_rng(3).normal(size=(400, model.features)).astype(np.float32)
-    labels = (rows[:, 0] + 0.5 * rows[:, 1] <= 0).astype(int)
-    params = {"max_depth": 3, "objective": "binary:logistic", "nthread": 1, "seed": 3}
-    booster = xgboost.train(params, xgboost.DMatrix(rows, label=labels), 10)
-    return TrainedModel(booster, model.rows, model.features)
 
 
 def test_a_shadow_answering_other_classes_breaches_and_a_faithful_one_stays_healthy(
@@ -46,7 +35,7 @@ def test_a_shadow_answering_other_classes_breaches_and_a_faithful_one_stays_heal
     tmp_path: Path,
     prometheus_factory: Callable[[dict[str, object]], LocalPrometheus],
 ) -> None:
-    challenger = flipped(churn_model)
+    challenger = flipped_model(churn_model)
     twin = start_runtime(MODEL_URI=str(churn_model.save(tmp_path / "twin" / "model.ubj")))
     other = start_runtime(MODEL_URI=str(challenger.save(tmp_path / "other" / "model.ubj")))
     mirror = tmp_path / "mirror.json"

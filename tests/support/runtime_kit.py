@@ -122,6 +122,16 @@ def train_model(
     return TrainedModel(booster, rows[:50].copy(), features)
 
 
+def flipped_model(model: TrainedModel) -> TrainedModel:
+    """A model of the same features that answers 200 with the opposite class: trained on
+    the churn rule's complement."""
+    rows = np.random.default_rng(3).normal(size=(400, model.features)).astype(np.float32)
+    labels = (rows[:, 0] + 0.5 * rows[:, 1] <= 0).astype(int)
+    params = {"max_depth": 3, "objective": "binary:logistic", "nthread": 1, "seed": 3}
+    booster = xgboost.train(params, xgboost.DMatrix(rows, label=labels), 10)
+    return TrainedModel(booster, model.rows, model.features)
+
+
 def make_tarball(
     path: Path,
     members: dict[str, bytes],
