@@ -318,7 +318,10 @@ def test_the_runtime_image_serves_xgboosts_predictions_as_a_restricted_pod(
 
     caller = netns.NetnsCaller(real_node.cluster.netns)
     try:
-        answer = caller.call(predict)
+        # Ready is the readiness probe's word; kube-proxy programs the Service a moment
+        # later, and on a loaded machine the first answer can take over the 10 s a
+        # request may: asked again until an answer comes.
+        answer = wait_for(lambda: caller.call(predict), timeout=90, interval=1, message="answer")
     finally:
         caller.close()
     scores = np.array([float(line) for line in answer.split()], dtype=np.float32)
