@@ -397,6 +397,16 @@ INVALID += [
         "greater than 0",
     ),
     (
+        "drift with no threshold",
+        alarms({"name": "moved", "drift": {"threshold": 0}}),
+        "greater than 0",
+    ),
+    (
+        "drift judged on no predictions",
+        alarms({"name": "moved", "drift": {"minSamples": 0}}),
+        "greater than or equal to 1",
+    ),
+    (
         "more datapoints than periods",
         alarms(
             {
@@ -521,6 +531,10 @@ OPTIONAL_BLOCKS: list[tuple[str, Spec]] = [
     (
         "a comparison alarm with its defaults",
         {"deploymentConfig": {"autoRollback": {"alarms": [{"name": "w", "comparison": {}}]}}},
+    ),
+    (
+        "a drift alarm with its defaults",
+        {"deploymentConfig": {"autoRollback": {"alarms": [{"name": "d", "drift": {}}]}}},
     ),
     (
         "a slow-request comparison",
