@@ -175,3 +175,54 @@ def test_a_green_worse_than_blue_is_rolled_back_by_the_comparison(
     assert cause["name"] == "not-worse" and cause["verdict"] == "Breaching"
     assert cause["reason"].endswith(": worse")
     assert gate.traffic.served.get(green, 0) > 0
+
+
+def test_an_operator_killed_mid_bake_resumes_the_comparison_from_the_deployments_start(
+    kube: Client, namespace: str, gate: Gate
+) -> None:
+    comparison = {"metric": "ErrorRate", "marginPercent": 2}
+    base = spec("s3://models/churn/v1", comparison)
+    update = spec("s3://models/churn/v2", comparison)
+    blue, green = revision_of(base), revision_of(update)
+    gate.traffic.set(blue, Behaviour(error_fraction=0.02))
+    gate.traffic.set(green, Behaviour(error_fraction=0.15))
+    kube.create(endpoint_manifest(NAME, namespace, base))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="baseline InService",
+    )
+    set_spec(kube, NAME, namespace, update)
+    baking = wait_for(
+        lambda: (
+            (s := status_of(kube, NAME, namespace)).get("step", {}).get("stage") == "Baking" and s
+        ),
+        timeout=60,
+        interval=0.1,
+        message="the first step baking",
+    )
+    gate.operator.kill()  # SIGKILL: no chance to write anything
+    started = baking["deploymentStartedAt"]
+    served_while_down = gate.traffic.served.get(green, 0)
+    wait_for(
+        lambda: gate.traffic.served.get(green, 0) > served_while_down + 50,
+        timeout=60,
+        message="green serving while the operator is down",
+    )
+    gate.operator.start()
+
+    seen: list[tuple[str, str]] = []
+
+    def rolled_back() -> bool:
+        status = verdicts_seen(kube, namespace, seen)
+        return (
+            status.get("activeRevision") == blue
+            and (status.get("lastDeployment") or {}).get("outcome") == "RolledBack"
+        )
+
+    wait_for(rolled_back, timeout=120, interval=0.5, message="rolled back after the restart")
+    assert "Healthy" not in [verdict for verdict, _ in seen], seen
+    last = status_of(kube, NAME, namespace)["lastDeployment"]
+    assert last["startedAt"] == started, "the deployment resumed; it did not start over"
+    cause = status_of(kube, NAME, namespace)["rollbackCause"]
+    assert cause["name"] == "not-worse" and cause["verdict"] == "Breaching"
