@@ -731,3 +731,42 @@ def test_operator_serves_its_metrics_on_its_own_port(
     series = f'endpoint="{NAME}",namespace="{namespace}"'
     assert f'fleetshift_operator_endpoint_phase{{{series},phase="InService"}} 1.0' in text
     assert f'fleetshift_operator_endpoint_phase{{{series},phase="Updating"}} 0.0' in text
+
+
+def test_a_variant_made_a_shadow_and_back_stops_and_resumes_serving_without_touching_the_other(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    spec = spec_with()
+    main = {**spec["variants"][0], "weight": 80}
+    other = {"name": "other", "model": {"uri": "s3://models/churn/v2"}, "replicas": 1, "weight": 20}
+    kube.create(endpoint_manifest(NAME, namespace, {**spec, "variants": [main, other]}))
+    main_revision = revision_of({"variants": [main]})
+
+    def shares() -> dict[str, int]:
+        variants = status_of(kube, NAME, namespace).get("variants") or []
+        return {v["name"]: v.get("trafficPercent", 0) for v in variants}
+
+    wait_for(lambda: shares() == {"main": 80, "other": 20}, timeout=60, message="both serve")
+    main_pods = pod_names(kube, namespace, main_revision)
+    shadowed = {**other, "shadow": {"samplingPercent": 50}}
+    set_spec(kube, NAME, namespace, {"variants": [main, shadowed]})
+    wait_for(
+        lambda: (
+            shares() == {"main": 100, "other": 0}
+            and [s["variant"] for s in (mirror_file_of(kube, namespace) or {}).get("shadows", [])]
+            == ["other"]
+        ),
+        timeout=60,
+        message="other made a shadow: no share, copied to",
+    )
+    assert (mirror_file_of(kube, namespace) or {})["variants"] == {}  # one serves: nothing to pin
+    set_spec(kube, NAME, namespace, {"variants": [main, other]})
+    wait_for(
+        lambda: (
+            shares() == {"main": 80, "other": 20}
+            and (mirror_file_of(kube, namespace) or {}).get("shadows") == []
+        ),
+        timeout=60,
+        message="other serving again, no longer copied to",
+    )
+    assert pod_names(kube, namespace, main_revision) == main_pods, "main was never redeployed"
