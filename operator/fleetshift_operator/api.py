@@ -601,6 +601,40 @@ class Shadow(_Model):
     """The share of production requests copied to it."""
 
 
+class DataCapture(_Model):
+    """Sampled request and response pairs, written by the runtime as JSON lines in
+    batches, never slowing or failing a request (``runtime/README.md``, "Data capture")."""
+
+    destination: Annotated[
+        str,
+        Field(
+            min_length=6,
+            max_length=1024,
+            pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?)$",
+        ),
+    ]
+    """``s3://bucket/prefix`` (credentials from the variant's env, as for models), or
+    ``pvc://claim/path``: a PersistentVolumeClaim in the Endpoint's namespace, mounted in
+    the pods, and a folder in it."""
+    samplingPercent: Annotated[int, Field(ge=1, le=100)] = 20
+    """The share of requests answered 200 that are captured."""
+    captureRequest: bool = True
+    """Capture each request's body."""
+    captureResponse: bool = True
+    """Capture each response's body."""
+    contentTypes: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=127)]], Field(max_length=10)
+    ] = Field(default_factory=list)
+    """Capture only requests of these media types (e.g. ``text/csv``); empty: all."""
+
+    model_config = _rules(
+        cel(
+            "self.captureRequest || self.captureResponse",
+            "data capture needs captureRequest or captureResponse",
+        ),
+    )
+
+
 class DisruptionBudget(_Model):
     """The PodDisruptionBudget of each of the variant's fleets: how many of its pods a
     node drain or an eviction may take at once."""
@@ -667,6 +701,9 @@ class Variant(_Model):
     """Spreading of each fleet's pods over nodes and zones (default: preferred)."""
     disruptionBudget: DisruptionBudget = Field(default_factory=DisruptionBudget)
     """Each fleet's PodDisruptionBudget (default: one pod at a time)."""
+    dataCapture: DataCapture | None = None
+    """Capture sampled request and response pairs. A change rolls out like any other
+    change of the pods."""
     shadow: Shadow | None = None
     """Make this a shadow: copies of production requests, answers discarded. It is
     deployed and rolled out like any variant, but serves no caller. Mirrored by the

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fleetshift_operator.api import MultiModel, Variant
+from fleetshift_operator.api import DataCapture, MultiModel, Variant
 from fleetshift_operator.planning.names import fleet_name
 from fleetshift_operator.planning.types import AutoscalingPlan, FleetPlan
 
@@ -43,6 +43,7 @@ DEFAULT_IMAGE = "ghcr.io/fleetshift/runtime:0.1.0"
 HTTP_PORT = 8080
 METRICS_PORT = 9090
 MIRROR_FOLDER = "/etc/fleetshift/shadows"
+CAPTURE_FOLDER = "/var/fleetshift/capture"
 MIRROR_KEY = "mirror.json"
 
 
@@ -123,6 +124,7 @@ def get_deployment(
     if variant.model.sha256:
         env.append({"name": "FLEETSHIFT_MODEL_SHA256", "value": variant.model.sha256})
     env += _multi_model_env(variant.model.multiModel)
+    env += _capture_env(variant.dataCapture)
     env += [e.model_dump(exclude_none=True) for e in variant.env]
     container: Manifest = {
         "name": "runtime",
@@ -144,6 +146,15 @@ def get_deployment(
     pod_spec: Manifest = {"containers": [container]}
     if pod_template >= 2:
         _restrict(pod_spec, container)
+    capture = variant.dataCapture
+    if capture is not None and capture.destination.startswith("pvc://"):
+        claim = capture.destination.removeprefix("pvc://").split("/", 1)[0]
+        pod_spec.setdefault("volumes", []).append(
+            {"name": "capture", "persistentVolumeClaim": {"claimName": claim}}
+        )
+        container.setdefault("volumeMounts", []).append(
+            {"name": "capture", "mountPath": CAPTURE_FOLDER}
+        )
     if pod_template >= 3:
         pod_spec["volumes"].append(
             {
@@ -477,6 +488,32 @@ def get_hpa(endpoint: Manifest, fleet: FleetPlan, scaling: AutoscalingPlan) -> M
             },
         },
     }
+
+
+def _capture_env(capture: DataCapture | None) -> list[Manifest]:
+    """The runtime's data capture settings (a PVC destination is the folder it is
+    mounted at).
+
+    >>> env = _capture_env(DataCapture(destination="pvc://captures/churn", samplingPercent=5))
+    >>> {e["name"].removeprefix("FLEETSHIFT_CAPTURE_"): e["value"] for e in env}
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'DESTINATION': '/var/fleetshift/capture/churn', 'SAMPLING_PERCENT': '5',
+     'REQUEST': 'true', 'RESPONSE': 'true', 'CONTENT_TYPES': ''}
+    """
+    if capture is None:
+        return []
+    destination = capture.destination
+    if destination.startswith("pvc://"):
+        path = destination.removeprefix("pvc://").partition("/")[2].strip("/")
+        destination = f"{CAPTURE_FOLDER}/{path}" if path else CAPTURE_FOLDER
+    values = {
+        "DESTINATION": destination,
+        "SAMPLING_PERCENT": str(capture.samplingPercent),
+        "REQUEST": str(capture.captureRequest).lower(),
+        "RESPONSE": str(capture.captureResponse).lower(),
+        "CONTENT_TYPES": ",".join(capture.contentTypes),
+    }
+    return [{"name": f"FLEETSHIFT_CAPTURE_{key}", "value": value} for key, value in values.items()]
 
 
 def _multi_model_env(multi: MultiModel | None) -> list[Manifest]:

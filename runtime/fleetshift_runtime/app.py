@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from .batching import Batcher
+from .capture import Captured, DataCapture, make_capture
 from .codecs import (
     DECODERS,
     ENCODERS,
@@ -171,6 +172,8 @@ class Runtime:
         self._ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self._fastapi: FastAPI | None = None
+        self.capture: DataCapture | None = make_capture(settings, self.metrics, self.pool)
+        """Sampled request and response pairs (``FLEETSHIFT_CAPTURE_DESTINATION``)."""
         self.mirror: Mirror | None = None
         """Copies of sampled requests to shadow variants (``FLEETSHIFT_MIRROR_FILE``)."""
         if settings.mirror_file:
@@ -278,8 +281,12 @@ class Runtime:
                     self._in_background(self._push_metrics_periodically())
                 if self.mirror is not None:
                     self._in_background(self.mirror.run())
+                if self.capture is not None:
+                    self._in_background(self.capture.run())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.capture is not None:
+                    await self.capture.flush()  # what is buffered is not lost on a stop
                 for task in self._background:
                     task.cancel()
                 self.metrics.tally.push()
@@ -445,6 +452,14 @@ class Runtime:
         self._record(label, status, started, model_seconds)
         if status == 200:
             self.metrics.tally.predicted(predictions)
+            if self.capture is not None:
+                request_type = headers.get(b"content-type", b"")
+                self.capture.offer(
+                    request_type,
+                    lambda: Captured(
+                        time.time(), rid, label, request_type, body, content_type.encode(), payload
+                    ),
+                )
         if self.mirror is not None and status == 200:
             self.mirror.offer(
                 Copy(b"/invocations", headers.get(b"content-type", b""), body, predictions, target)
@@ -565,6 +580,13 @@ class Runtime:
         self._record(label, status, started, model_seconds)
         if status == 200:
             self.metrics.tally.predicted(predictions)
+            if self.capture is not None:
+                self.capture.offer(
+                    b"application/json",
+                    lambda: Captured(
+                        time.time(), rid, label, b"application/json", body, content_type, payload
+                    ),
+                )
         if self.mirror is not None and status == 200 and not header:
             self.mirror.offer(Copy(path.encode(), b"application/json", body, predictions, None))
 

@@ -379,6 +379,19 @@ class RuntimeMetrics:
             buckets=self.output_buckets,
             registry=r,
         )
+        self.captured = Counter(
+            "fleetshift_capture_records",
+            "Request and response pairs written by data capture.",
+            LABELS,
+            registry=r,
+        )
+        self.capture_lost = Counter(
+            "fleetshift_capture_dropped_records",
+            "Sampled pairs data capture did not write, by reason: buffer_full (the "
+            "destination could not keep up) or destination (a write failed).",
+            (*LABELS, "reason"),
+            registry=r,
+        )
         self.shadow_copies = Counter(
             "fleetshift_shadow_copies",
             "Copies of production requests for a shadow variant, by what became of them "
@@ -434,6 +447,12 @@ class RuntimeMetrics:
         self._model_labels: set[str] = set()
         self.tally = RequestTally(self)
         """The per-request metrics, counted in plain Python (the hot path's)."""
+
+    def capture_written(self, records: int) -> None:
+        self.captured.labels(**self.labels).inc(records)
+
+    def capture_dropped(self, reason: str, records: int) -> None:
+        self.capture_lost.labels(**self.labels, reason=reason).inc(records)
 
     def _shadow(self, target: Any) -> dict[str, str]:
         return {**self.labels, "shadow": target.variant, "shadow_revision": target.revision}

@@ -104,6 +104,30 @@ def signed_get(
     now: datetime.datetime | None = None,
 ) -> tuple[str, dict[str, str]]:
     """URL and headers of a SigV4-signed GET of one object."""
+    return signed_request(
+        "GET",
+        location,
+        endpoint=endpoint,
+        region=region,
+        credentials=credentials,
+        addressing_style=addressing_style,
+        now=now,
+    )
+
+
+def signed_request(
+    method: str,
+    location: S3Location,
+    *,
+    endpoint: str,
+    region: str,
+    credentials: S3Credentials,
+    addressing_style: str = "auto",
+    now: datetime.datetime | None = None,
+    payload: bytes | None = None,
+) -> tuple[str, dict[str, str]]:
+    """URL and headers of a SigV4-signed request on one object (``payload``: the body of
+    a PUT, whose hash is signed; None: unsigned, for a GET)."""
     if endpoint:
         base = urlsplit(endpoint)
         scheme, host = base.scheme or "https", base.netloc
@@ -119,7 +143,8 @@ def signed_get(
     else:
         path = f"{base_path}/{quote(location.bucket, safe='')}/{encoded_key}"
     url = f"{scheme}://{host}{path}"
-    headers = {"Host": host, "x-amz-content-sha256": UNSIGNED_PAYLOAD}
+    payload_hash = UNSIGNED_PAYLOAD if payload is None else hashlib.sha256(payload).hexdigest()
+    headers = {"Host": host, "x-amz-content-sha256": payload_hash}
     if credentials.anonymous:
         return url, headers
 
@@ -133,12 +158,12 @@ def signed_get(
     signed_names = ";".join(k for k, _ in signed)
     canonical_request = "\n".join(
         [
-            "GET",
+            method,
             path,
             "",
             "".join(f"{k}:{v}\n" for k, v in signed),
             signed_names,
-            UNSIGNED_PAYLOAD,
+            payload_hash,
         ]
     )
     scope = f"{day}/{region}/s3/aws4_request"

@@ -227,6 +227,32 @@ class RuntimeSettings(BaseSettings):
         """``output_buckets`` as numbers (None: the default)."""
         return parse_buckets(self.output_buckets)
 
+    capture_destination: str = ""
+    """Data capture: where sampled request and response pairs go, as JSON lines, an
+    ``s3://bucket/prefix`` or a folder (a PVC mount). Empty: nothing is captured."""
+
+    capture_sampling_percent: int = Field(default=100, ge=0, le=100)
+    """The share of requests answered 200 that are captured."""
+
+    capture_request: bool = True
+    """Capture the request's body."""
+
+    capture_response: bool = True
+    """Capture the response's body."""
+
+    capture_content_types: str = ""
+    """Capture only requests of these media types, comma-separated (e.g.
+    ``text/csv,application/json``); empty: every type."""
+
+    capture_max_records: int = Field(default=1000, ge=1)
+    """Records waiting to be written; past this a record is dropped and counted."""
+
+    capture_flush_seconds: float = Field(default=5.0, gt=0)
+    """A batch is written at least this often."""
+
+    capture_max_object_bytes: int = Field(default=4 * MIB, ge=1024)
+    """A batch is written as soon as its bodies reach this size."""
+
     mirror_file: str = ""
     """Shadow variants (Replicas router): a JSON file naming the shadows to copy sampled
     requests to, written by the operator into a ConfigMap mounted in the pod, read again

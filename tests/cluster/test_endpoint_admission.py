@@ -397,6 +397,24 @@ INVALID += [
         "greater than 0",
     ),
     (
+        "data capture to an http address",
+        set_in(variant, "dataCapture", {"destination": "http://bucket/x"}),
+        "should match",
+    ),
+    (
+        "data capture of nothing",
+        set_in(
+            variant,
+            "dataCapture",
+            {
+                "destination": "s3://captures/churn",
+                "captureRequest": False,
+                "captureResponse": False,
+            },
+        ),
+        "data capture needs captureRequest or captureResponse",
+    ),
+    (
         "drift with no threshold",
         alarms({"name": "moved", "drift": {"threshold": 0}}),
         "greater than 0",
@@ -531,6 +549,22 @@ OPTIONAL_BLOCKS: list[tuple[str, Spec]] = [
     (
         "a comparison alarm with its defaults",
         {"deploymentConfig": {"autoRollback": {"alarms": [{"name": "w", "comparison": {}}]}}},
+    ),
+    (
+        "data capture to a claim, CSV only",
+        {
+            "variants": [
+                {
+                    "name": "main",
+                    "model": {"uri": "s3://models/churn/v1"},
+                    "dataCapture": {
+                        "destination": "pvc://captures/churn",
+                        "samplingPercent": 5,
+                        "contentTypes": ["text/csv"],
+                    },
+                }
+            ]
+        },
     ),
     (
         "a drift alarm with its defaults",

@@ -344,3 +344,33 @@ def test_model_pods_are_admitted_where_the_restricted_pod_security_standard_is_e
                 spec=PodSpec(containers=[Container(name="c", image="busybox")]),
             )
         )
+
+
+def test_turning_data_capture_on_rolls_the_variant_out_with_its_settings(
+    kube: Client, namespace: str, operator_process: OperatorProcess
+) -> None:
+    main = variant("main", "s3://models/churn/v1", replicas=2)
+    spec = create_in_service(kube, namespace, main)
+    capturing = {
+        **main,
+        "dataCapture": {"destination": "s3://captures/churn", "samplingPercent": 10},
+    }
+    assert revision(capturing) != revision(main)
+    set_spec(kube, NAME, namespace, {**spec, "variants": [capturing]})
+    wait_for(
+        lambda: (
+            (s := status_of(kube, NAME, namespace)).get("phase") == "InService"
+            and s.get("activeRevision") == revision(capturing)
+        ),
+        timeout=90,
+        message="the capturing revision InService",
+    )
+    deployment = kube.get(
+        Deployment, fleet_name(NAME, "main", revision(capturing)), namespace=namespace
+    ).to_dict()
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["FLEETSHIFT_CAPTURE_DESTINATION"] == "s3://captures/churn"
+    assert env["FLEETSHIFT_CAPTURE_SAMPLING_PERCENT"] == "10"

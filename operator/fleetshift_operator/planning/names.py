@@ -17,6 +17,7 @@ _POD_FIELDS = (
     "tolerations",
     "podAnnotations",
     "spread",
+    "dataCapture",
 )
 
 MAX_NAME = 63
@@ -50,6 +51,8 @@ def calculate_revision(variant: Variant) -> str:
         pod["model"].pop("multiModel", None)
     if pod.get("spread") == Spread().model_dump(mode="json"):
         pod.pop("spread", None)
+    if pod.get("dataCapture") is None:
+        pod.pop("dataCapture", None)
     digest = hashlib.sha256(json.dumps([pod], sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
