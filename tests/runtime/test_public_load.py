@@ -144,9 +144,16 @@ def test_softprob_model_gives_one_probability_per_class(
     assert model.output_shape == (3,)
     np.testing.assert_allclose(got, _expected(softprob_booster, rows), rtol=0, atol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
-    if options == {}:  # the compiled trees do not cover several outputs: XGBoost answers
-        assert model.predictor_name == "direct C predictor"
-        assert model.compiled_error is not None
+    if options == {} and compiled.compiler() is not None:  # summed per class, then softmax
+        assert model.predictor_name == "compiled trees (built for this model)"
+        assert model.compiled_error is None
+        for count in (1, 7, 8, 9, 100):
+            np.testing.assert_allclose(
+                model.predict(rows[:count]),
+                _expected(softprob_booster, rows[:count]),
+                rtol=0,
+                atol=1e-6,
+            )
 
 
 def test_other_inputs_are_converted(binary_booster: xgboost.Booster, tmp_path: Path) -> None:

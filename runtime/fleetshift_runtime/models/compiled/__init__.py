@@ -3,14 +3,17 @@
 XGBoost's CPU predictor costs ~10 µs per row for the benchmark model (200 trees, depth
 6), plus a ~50 µs fixed cost per call even through the direct C entry point. Here the
 trees become static C tables of complete trees, walked without branches eight rows at
-a time (~2.5 µs per row, ~10 µs for a one-row call). Trees too deep for tables become
-nested ``if``s instead.
+a time, or for a single row eight trees at a time (~2.5 µs per row, ~5 µs for a one-row
+call). Each tree is padded only to the depth of its group of trees of equal depth. Trees
+too deep for tables become nested ``if``s instead.
 
 - The C source is generated here from the booster's own JSON dump: numbers and feature
   indexes only, formatted by this module, so no text from the artifact reaches the
   compiler. It needs a C compiler (``cc``) at run time; without one, or for a model
-  shape it does not cover (categorical splits, DART, multi-output, an objective it does
-  not know), XGBoost keeps serving.
+  shape it does not cover (categorical splits, DART, vector leaves, several targets, an
+  objective it does not know), XGBoost keeps serving. Multi-class models
+  (``multi:softprob``, ``multi:softmax``) are summed per class, each tree into the class
+  XGBoost's ``tree_info`` gives it, then turned into probabilities (or the class index).
 - The build (~0.5 s, at low priority) runs in a background thread after the model
   already serves with XGBoost. The shared library is cached under the model cache dir,
   keyed by the hash of its source, so a restart or a second worker reuses it.
@@ -109,10 +112,11 @@ def compile_validated(
         source, width = generate_c(ensemble)
         with _compile_lock:
             library = build(source, cache_dir)
-        predictor = ModelLibrary(library, width)
+        predictor = ModelLibrary(library, width, ensemble.outputs)
     rows = validation_rows(ensemble)
-    expected = booster.predict(rows).reshape(-1)
-    for batch, want in ((rows[:1], expected[:1]), (rows, expected)):
+    expected = booster.predict(rows)
+    cuts = (1, 7, 8, 9, len(rows))  # one row, the last rows of a batch, full blocks
+    for batch, want in ((rows[:cut], expected[:cut]) for cut in cuts):
         got = predictor(batch)
         if got.shape != want.shape:
             raise UnsupportedModelError(f"shape {got.shape} instead of {want.shape}")

@@ -1,4 +1,4 @@
-"""The booster's JSON dump read into an :class:`Ensemble`: trees, width, margin and output
+"""The booster's JSON dump read into an :class:`Ensemble`: trees, width, margins and output
 transform, after every check that the generators cover it (:func:`parse`)."""
 
 from __future__ import annotations
@@ -28,21 +28,35 @@ _IDENTITY = (
     "binary:logitraw",
 )
 _EXP = ("count:poisson", "reg:gamma", "reg:tweedie")
+_MULTI = ("multi:softprob", "multi:softmax")
+MAX_CLASSES = 256
+"""More classes are not compiled (the per-row sums live on the stack)."""
 
 
 class Transform(enum.IntEnum):
     """What turns the summed leaves into the prediction; the values are ``forest.c``'s.
 
+    ``SOFTMAX`` (``multi:softprob``) turns one sum per class into one probability per
+    class; ``ARGMAX`` (``multi:softmax``) into the index of the largest sum, as a float.
+
     >>> Transform.LOGISTIC.c("s")
     '1.0f / (1.0f + expf(-s))'
+    >>> Transform.SOFTMAX.outputs(3), Transform.ARGMAX.outputs(3), Transform.EXP.outputs(1)
+    (3, 1, 1)
     """
 
     IDENTITY = 0
     LOGISTIC = 1
     EXP = 2
+    SOFTMAX = 3
+    ARGMAX = 4
+
+    def outputs(self, classes: int) -> int:
+        """Predictions per row, given the number of sums per row."""
+        return classes if self is Transform.SOFTMAX else 1
 
     def c(self, total: str) -> str:
-        """The C expression of the prediction, given the sum's variable name."""
+        """The C expression of one-sum transforms' prediction, given the sum's name."""
         if self is Transform.LOGISTIC:
             return f"1.0f / (1.0f + expf(-{total}))"
         if self is Transform.EXP:
@@ -62,11 +76,22 @@ def f32(value: float) -> float:
     return as_f32
 
 
-def _base_margin(learner: dict[str, Any], objective: str) -> float:
+def _base_margins(learner: dict[str, Any], objective: str, classes: int) -> list[float]:
+    """The sum every row starts from, one per class. XGBoost >= 3.1 writes a vector of
+    margins for multi-class models (one per class); older ones a single number used as
+    every class's margin."""
     raw = str(learner["learner_model_param"]["base_score"]).strip("[]")
     if "," in raw:
-        raise UnsupportedModelError("vector base_score")
-    base = float(raw)
+        if objective not in _MULTI:
+            raise UnsupportedModelError("vector base_score")
+        margins = [float(part) for part in raw.split(",")]
+        if len(margins) != classes:
+            raise UnsupportedModelError(f"{len(margins)} base scores for {classes} classes")
+        return margins
+    return [_base_margin(float(raw), objective)] * classes
+
+
+def _base_margin(base: float, objective: str) -> float:
     if objective in _LOGISTIC:
         if not 0 < base < 1:
             raise UnsupportedModelError(f"base_score {base} outside (0, 1)")
@@ -131,13 +156,30 @@ def padded(
 
 @dataclass(frozen=True)
 class Ensemble:
-    """What the generators need from a booster, after every check passed (:func:`parse`)."""
+    """What the generators need from a booster, after every check passed (:func:`parse`).
+
+    ``margins`` holds one starting sum per class (one for single-output models), and
+    ``tree_class`` the class each tree's leaf adds to (XGBoost's ``tree_info``)."""
 
     trees: list[dict[str, Any]]
     width: int
-    margin: float
+    margins: list[float]
     transform: Transform
     depth: int
+    tree_class: list[int]
+    depths: list[int]
+    """Each tree's deepest leaf (at least 1: a lone leaf is padded to one level);
+    ``depth`` is the largest."""
+
+    @property
+    def classes(self) -> int:
+        """Sums per row: the number of classes, or 1."""
+        return len(self.margins)
+
+    @property
+    def outputs(self) -> int:
+        """Predictions per row: one probability per class for ``multi:softprob``, else 1."""
+        return self.transform.outputs(self.classes)
 
     @property
     def fits_tables(self) -> bool:
@@ -150,18 +192,24 @@ def parse(booster: Booster) -> Ensemble:
     document = json.loads(booster.save_json())
     learner = document["learner"]
     objective = learner["objective"]["name"]
-    if objective not in (*_LOGISTIC, *_IDENTITY, *_EXP):
+    if objective not in (*_LOGISTIC, *_IDENTITY, *_EXP, *_MULTI):
         raise UnsupportedModelError(f"objective {objective}")
     params = learner["learner_model_param"]
-    if int(params.get("num_class", "0") or 0) > 1 or int(params.get("num_target", "1") or 1) > 1:
-        raise UnsupportedModelError("several outputs")
+    if int(params.get("num_target", "1") or 1) > 1:
+        raise UnsupportedModelError("several targets")
+    classes = max(1, int(params.get("num_class", "0") or 0))
+    if (classes > 1) != (objective in _MULTI):
+        raise UnsupportedModelError(f"{classes} classes for objective {objective}")
+    if classes > MAX_CLASSES:
+        raise UnsupportedModelError(f"more than {MAX_CLASSES} classes")
     booster_json = learner["gradient_booster"]
     if booster_json.get("name") != "gbtree":
         raise UnsupportedModelError(f"booster {booster_json.get('name')}")
     model = booster_json["model"]
     trees = model["trees"]
-    if any(int(group) != 0 for group in model.get("tree_info", [])):
-        raise UnsupportedModelError("several tree groups")
+    tree_class = [int(group) for group in model.get("tree_info", [0] * len(trees))]
+    if len(tree_class) != len(trees) or any(not 0 <= c < classes for c in tree_class):
+        raise UnsupportedModelError("tree_info does not give each tree a class")
     if not trees:
         raise UnsupportedModelError("no trees")
     if sum(len(tree["left_children"]) for tree in trees) > MAX_NODES:
@@ -169,8 +217,12 @@ def parse(booster: Booster) -> Ensemble:
     width = int(params["num_feature"])
     if width <= 0 or any(int(f) >= width for tree in trees for f in tree["split_indices"]):
         raise UnsupportedModelError("split on a feature outside the model's width")
-    margin = _base_margin(learner, objective)
-    if objective in _LOGISTIC:
+    margins = _base_margins(learner, objective, classes)
+    if objective == "multi:softprob":
+        transform = Transform.SOFTMAX
+    elif objective == "multi:softmax":
+        transform = Transform.ARGMAX
+    elif objective in _LOGISTIC:
         transform = Transform.LOGISTIC
     elif objective in _EXP:
         transform = Transform.EXP
@@ -178,5 +230,7 @@ def parse(booster: Booster) -> Ensemble:
         transform = Transform.IDENTITY
     for tree in trees:
         _check_tree(tree)
-    depth = max(1, *(_depth(tree) for tree in trees))
-    return Ensemble(trees, width, margin, transform, depth)
+    depths = [max(1, _depth(tree)) for tree in trees]
+    return Ensemble(
+        trees, width, [f32(m) for m in margins], transform, max(depths), tree_class, depths
+    )

@@ -13,7 +13,7 @@ import numpy as np
 from ..base import Predictions, Rows
 from .ensemble import Ensemble, UnsupportedModelError, f32, padded
 
-FOREST_ABI = 1
+FOREST_ABI = 2
 """The ``fs_forest`` layout passed to a prebuilt library (``forest.c``)."""
 
 
@@ -25,7 +25,10 @@ class _ForestStruct(ctypes.Structure):
         ("depth", ctypes.c_int32),
         ("width", ctypes.c_int32),
         ("transform", ctypes.c_int32),
-        ("margin", ctypes.c_float),
+        ("classes", ctypes.c_int32),
+        ("outputs", ctypes.c_int32),
+        ("margins", ctypes.c_void_p),
+        ("tree_class", ctypes.c_void_p),
         ("feat", ctypes.c_void_p),
         ("thr", ctypes.c_void_p),
         ("dleft", ctypes.c_void_p),
@@ -41,7 +44,10 @@ class ForestTables:
     depth: int
     width: int
     transform: int
-    margin: float
+    classes: int
+    outputs: int
+    margins: np.ndarray
+    tree_class: np.ndarray
     feat: np.ndarray
     thr: np.ndarray
     dleft: np.ndarray
@@ -61,7 +67,10 @@ def forest_tables(ensemble: Ensemble) -> ForestTables:
         depth=ensemble.depth,
         width=ensemble.width,
         transform=int(ensemble.transform),
-        margin=f32(ensemble.margin),
+        classes=ensemble.classes,
+        outputs=ensemble.outputs,
+        margins=np.array([f32(m) for m in ensemble.margins], dtype=np.float32),
+        tree_class=np.array(ensemble.tree_class, dtype=np.int32),
         feat=np.array([f for p in tables for f in p[0]], dtype=np.int32),
         thr=np.array([t for p in tables for t in p[1]], dtype=np.float32),
         dleft=np.array([d for p in tables for d in p[2]], dtype=np.uint8),
@@ -93,23 +102,33 @@ def _float32_rows(rows: Rows) -> Rows:
     return rows
 
 
+def _output(rows: Rows, outputs: int) -> Predictions:
+    """The array the library writes into: ``(rows,)``, or ``(rows, outputs)``."""
+    shape = (rows.shape[0],) if outputs == 1 else (rows.shape[0], outputs)
+    return np.empty(shape, dtype=np.float32)
+
+
 class ModelLibrary:
-    """A library built for one model: ``fs_predict(rows, n, out)``."""
+    """A library built for one model: ``fs_predict(rows, n, out)``, writing
+    ``fs_num_outputs()`` predictions per row (one per class for ``multi:softprob``)."""
 
     kind = "built for this model"
 
-    def __init__(self, library: Path, width: int) -> None:
+    def __init__(self, library: Path, width: int, outputs: int = 1) -> None:
         self._library = ctypes.CDLL(str(library))
         self.width = width
+        self.outputs = outputs
         self._predict = self._library.fs_predict
         self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
         self._predict.restype = None
         if int(self._library.fs_num_features()) != width:
             raise UnsupportedModelError("library built for another width")
+        if int(self._library.fs_num_outputs()) != outputs:
+            raise UnsupportedModelError("library built for another number of outputs")
 
     def __call__(self, rows: Rows) -> Predictions:
         rows = _float32_rows(rows)
-        out = np.empty(rows.shape[0], dtype=np.float32)
+        out = _output(rows, self.outputs)
         self._predict(rows.ctypes.data, rows.shape[0], out.ctypes.data)
         return out
 
@@ -142,7 +161,10 @@ class ForestLibrary:
                 forest.depth,
                 forest.width,
                 forest.transform,
-                forest.margin,
+                forest.classes,
+                forest.outputs,
+                forest.margins.ctypes.data,
+                forest.tree_class.ctypes.data,
                 forest.feat.ctypes.data,
                 forest.thr.ctypes.data,
                 forest.dleft.ctypes.data,
@@ -152,6 +174,6 @@ class ForestLibrary:
 
     def __call__(self, rows: Rows) -> Predictions:
         rows = _float32_rows(rows)
-        out = np.empty(rows.shape[0], dtype=np.float32)
+        out = _output(rows, self.forest.outputs)
         self._predict(self._struct, rows.ctypes.data, rows.shape[0], out.ctypes.data)
         return out
