@@ -159,6 +159,13 @@ def test_keep_alive_requests_do_not_stall_on_nagle_with_two_workers(
 
     path = churn_model.save(tmp_path / "model.ubj")
     server = start_runtime(MODEL_URI=str(path), WORKERS="2", EVENT_LOOP=loop)
+    # /ping answers once one worker is ready; the connection may land on the other.
+    wait_for(
+        lambda: server.metric("fleetshift_loaded_models") == 2,
+        timeout=60,
+        interval=0.1,
+        message="both workers loaded",
+    )
     body = csv_body(churn_model.rows[:1])
     durations = []
     with httpx.Client() as client:  # one keep-alive connection
