@@ -114,8 +114,13 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out.update(_structural_key(key, value, defs))
     if out.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
-    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
-        out["type"] = "object"
+    if out.get("x-kubernetes-preserve-unknown-fields"):
+        out.setdefault("type", "object")
+        # `additionalProperties: true` (pydantic's `dict[str, Any]`) would give every value an
+        # empty schema, and the apiserver would prune the fields inside each value: an env
+        # var's `valueFrom.secretKeyRef.name` would vanish. Preserving is the whole subtree.
+        if out.get("additionalProperties") is True:
+            del out["additionalProperties"]
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if out.get("default", 0) is None:

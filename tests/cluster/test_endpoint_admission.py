@@ -509,6 +509,27 @@ def test_a_valid_endpoint_is_accepted(kube: Client, namespace: str, endpoint_crd
     assert len(listed) == 1
 
 
+def test_env_from_secrets_config_maps_and_fields_is_kept_as_written(
+    kube: Client, namespace: str, endpoint_crd: str
+) -> None:
+    env = [
+        {"name": "PLAIN", "value": "1"},
+        {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "store", "key": "id"}}},
+        {
+            "name": "MODE",
+            "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode", "optional": True}},
+        },
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    spec = valid_spec()
+    variant(spec)["env"] = env
+    name = f"ep-{uuid.uuid4().hex[:8]}"
+    kube.create(EndpointResource(metadata=ObjectMeta(name=name, namespace=namespace), spec=spec))
+
+    stored = kube.get(EndpointResource, name, namespace=namespace)
+    assert stored.spec["variants"][0]["env"] == env
+
+
 SMALLEST: Spec = {"variants": [{"name": "AllTraffic", "model": {"uri": "s3://models/m.tar.gz"}}]}
 """A variant name and a model URI, nothing else (SageMaker's usual variant name)."""
 
