@@ -44,6 +44,11 @@ COREDNS_VERSION = "v1.15.0"
 CRICTL_VERSION = "v1.34.0"  # the module proxy refuses v1.35.0
 METRICS_SERVER_VERSION = "v0.8.0"  # resource metrics for `kubectl top` and CPU HPAs
 KUBE_SCORE_VERSION = "v1.20.0"  # static checks of the chart and the operator's objects
+# Debian's Prometheus (2.42) is built without Kubernetes service discovery; the real node's
+# Prometheus finds pods through the apiserver as on any cluster. Prometheus publishes its Go
+# module as v0.<major><minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
+PROMETHEUS_VERSION = "v3.16.0"
+PROMETHEUS_MODULE_VERSION = "v0.316.0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +89,7 @@ COREDNS = Binary("coredns", "coredns", COREDNS_VERSION, ("-version",))
 CRICTL = Binary("crictl", "crictl", CRICTL_VERSION, ("--version",))
 METRICS_SERVER = Binary("metrics-server", "metrics-server", METRICS_SERVER_VERSION, ("--version",))
 KUBE_SCORE = Binary("kube-score", "kube-score", KUBE_SCORE_VERSION, ("version",))
+PROMETHEUS = Binary("prometheus", "prometheus", PROMETHEUS_VERSION, ("--version",))
 
 CONTROL_PLANE = (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, ETCD, KWOK)
 ALL = (*CONTROL_PLANE, KUBECTL, HELM)
@@ -99,6 +105,7 @@ REAL_NODE = (
     COREDNS,
     CRICTL,
     METRICS_SERVER,
+    PROMETHEUS,
 )
 """What ``up --node real`` needs beside :data:`ALL`; built only when asked for."""
 CHECKS = (KUBE_SCORE,)
@@ -128,6 +135,7 @@ _GO_INSTALL = {
     "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", "crictl"),
     "metrics-server": ("sigs.k8s.io/metrics-server/cmd/metrics-server", "metrics-server"),
     "kube-score": ("github.com/zegl/kube-score/cmd/kube-score", "kube-score"),
+    "prometheus": ("github.com/prometheus/prometheus/cmd/prometheus", "prometheus"),
     **{
         name: (f"github.com/containernetworking/plugins/plugins/{kind}/{name}", name)
         for kind, name in (
@@ -154,6 +162,9 @@ _VERSION_LDFLAGS = {
     # metrics-server reads client-go's version stamp, like its own release build sets it.
     "metrics-server": f"-X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}",
     "kube-score": f"-X main.version={KUBE_SCORE_VERSION.removeprefix('v')}",
+    "prometheus": (
+        f"-X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION.removeprefix('v')}"
+    ),
     **dict.fromkeys(("bridge", "host-local", "loopback", "portmap"), _CNI_VERSION_STAMP),
 }
 # Build tags and cgo, as the projects' own release builds use them. runc needs cgo and
@@ -165,6 +176,8 @@ _BUILD_TAGS = {
     "runc": "seccomp",
 }
 _CGO = {"runc"}
+# Where the Go module's version is not the one the binary reports.
+_MODULE_VERSIONS = {"prometheus": PROMETHEUS_MODULE_VERSION}
 
 
 _EVERY = (*ALL, *REAL_NODE, *CHECKS)
@@ -394,7 +407,8 @@ def _go_install(binary: Binary) -> None:
     target = cache_dir(binary)
     target.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    _progress(f"go install {package}@{binary.version}")
+    version = _MODULE_VERSIONS.get(binary.name, binary.version)
+    _progress(f"go install {package}@{version}")
     tags = _BUILD_TAGS.get(binary.name)
     _run_go(
         [
@@ -402,7 +416,7 @@ def _go_install(binary: Binary) -> None:
             "-trimpath",
             *([f"-tags={tags}"] if tags else []),
             f"-ldflags=-s -w {_VERSION_LDFLAGS.get(binary.name, '')}".strip(),
-            f"{package}@{binary.version}",
+            f"{package}@{version}",
         ],
         target,
         env={"GOBIN": str(target), "CGO_ENABLED": "1" if binary.name in _CGO else "0"},

@@ -6,15 +6,9 @@ This module sorts before ``test_real_node.py``, whose last test stops the sessio
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +17,12 @@ import pytest
 
 from fleetshift_devcluster import images, netns
 from fleetshift_devcluster.processes import ManagedProcess, stop_processes
-from fleetshift_devcluster.realnode import METRICS_API, NODE_IP, NODE_NAME
+from fleetshift_devcluster.realnode import METRICS_API, NODE_NAME
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.crd import CRD_FILE
+from realnode import kit
 from realnode.conftest import RealNode
+from realnode.kit import Load, ModelServer
 from support.runtime_kit import csv_body, train_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,77 +42,6 @@ def millicores(quantity: str) -> float:
     if quantity[-1] in units:
         return float(quantity[:-1]) * units[quantity[-1]]
     return float(quantity) * 1000
-
-
-class ModelServer:
-    """A plain HTTP file server on the node IP, inside the namespace: where the operator's
-    runtime pods download their model from (``model.uri``)."""
-
-    def __init__(self, netns_name: str, root: Path) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(root))
-        caller = netns.NetnsCaller(netns_name)
-        try:
-            # The socket belongs to the namespace it was made in, whichever thread serves it.
-            self.server = caller.call(
-                lambda: http.server.ThreadingHTTPServer((NODE_IP, 0), handler)
-            )
-        finally:
-            caller.close()
-        self.url = f"http://{NODE_IP}:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-class Load:
-    """Clients in the namespace posting CSV to ``url`` back to back, one connection per
-    request (kube-proxy picks a backend per connection), until :meth:`stop`."""
-
-    def __init__(self, netns_name: str, url: str, body: bytes, threads: int) -> None:
-        self.stopping = threading.Event()
-        self.answered = 0
-        self.failed = 0
-        self._lock = threading.Lock()
-        self._callers = [netns.NetnsCaller(netns_name) for _ in range(threads)]
-        self._threads = [
-            threading.Thread(target=c.call, args=(functools.partial(self._loop, url, body),))
-            for c in self._callers
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _loop(self, url: str, body: bytes) -> None:
-        while not self.stopping.is_set():
-            request = urllib.request.Request(
-                url, data=body, headers={"Content-Type": "text/csv"}, method="POST"
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as reply:
-                    reply.read()
-                ok = True
-            except (urllib.error.URLError, OSError):
-                ok = False
-                time.sleep(0.05)
-            with self._lock:
-                if ok:
-                    self.answered += 1
-                else:
-                    self.failed += 1
-
-    def stop(self) -> None:
-        self.stopping.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-        for caller in self._callers:
-            caller.close()
 
 
 @pytest.fixture
@@ -148,26 +73,7 @@ def operator_in_netns(
 
 
 def ready_pods(node: RealNode, namespace: str) -> list[dict[str, Any]]:
-    listed = json.loads(
-        node.kubectl(
-            "get",
-            "pods",
-            "-n",
-            namespace,
-            "-l",
-            f"fleetshift.dev/endpoint={ENDPOINT}",
-            "-o",
-            "json",
-        )
-    )["items"]
-    return [
-        p
-        for p in listed
-        if any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in p.get("status", {}).get("conditions", [])
-        )
-    ]
+    return kit.ready_pods(node, namespace, f"fleetshift.dev/endpoint={ENDPOINT}")
 
 
 def test_metrics_server_reports_runtime_cpu_and_the_operators_cpu_hpa_scales_out_under_load(
