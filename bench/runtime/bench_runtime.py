@@ -21,7 +21,9 @@
   worker on 1 core vs 2 workers on 2 cores, wrk unpinned), ``nodelay`` (stock ``uvicorn
   --workers 2`` on the asyncio loop vs the runtime, c=1), ``coldstart`` and ``probes``
   (``/ping`` latency while wrk keeps 8 maximum-size bodies, 6 MiB, in flight: the
-  probes a kubelet sends must keep answering).
+  probes a kubelet sends must keep answering), ``grpc`` (the Open Inference Protocol
+  over gRPC against REST on the same server, 1 core, with one Python load generator for
+  both: wrk speaks no gRPC, and one generator for both keeps the ratio fair).
 
 Prints a table (req/s, p50, p99), RSS, time to first prediction, and on its last line the
 ratios vs. MLServer. ``--save`` also writes JSON under ``bench/results/`` (gitignored).
@@ -314,6 +316,115 @@ f:close()
 """
 
 
+LOAD_GENERATOR = r"""
+import asyncio, json, re, sys, time
+kind, port, body_path, concurrency, seconds = sys.argv[1:6]
+body = open(body_path, "rb").read()
+concurrency, seconds = int(concurrency), float(seconds)
+latencies, errors = [], 0
+content_type, extra = b"application/json", b""
+if kind == "rest-binary":
+    length, _, body = body.partition(b"\0")
+    content_type = b"application/octet-stream"
+    extra = b"Inference-Header-Content-Length: " + length + b"\r\n"
+
+async def grpc_worker(call, stop):
+    global errors
+    while (started := time.perf_counter()) < stop:
+        try:
+            await call(body)
+        except Exception:
+            errors += 1
+            continue
+        latencies.append(time.perf_counter() - started)
+
+async def rest_worker(stop):
+    global errors
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
+    request = (b"POST /v2/models/model/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+               + content_type + b"\r\n" + extra + b"Content-Length: " + str(len(body)).encode()
+               + b"\r\n\r\n" + body)
+    while (started := time.perf_counter()) < stop:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        await reader.readexactly(length)
+        if not head.startswith(b"HTTP/1.1 200"):
+            errors += 1
+            continue
+        latencies.append(time.perf_counter() - started)
+    writer.close()
+
+async def run(stop):
+    if kind == "grpc":
+        import grpc
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            await asyncio.gather(*(grpc_worker(call, stop) for _ in range(concurrency)))
+    else:
+        await asyncio.gather(*(rest_worker(stop) for _ in range(concurrency)))
+
+asyncio.run(run(time.perf_counter() + 1.0))  # warm-up
+latencies.clear()
+began = time.perf_counter()
+asyncio.run(run(began + seconds))
+wall = time.perf_counter() - began
+ms = sorted(1e3 * x for x in latencies) or [float("nan")]
+print(json.dumps({"rps": len(latencies) / wall, "p50": ms[len(ms) // 2],
+                  "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))], "errors": errors}))
+"""
+"""The ``grpc`` section's load generator (``python -c``): ``kind`` is ``grpc`` (the body is
+a serialized ``ModelInferRequest``), ``rest-json`` or ``rest-binary`` (the body is the JSON
+header's length, a NUL, then the body); ``concurrency`` calls in flight (gRPC: one HTTP/2
+connection; REST: one keep-alive connection each), warmed up for 1 s, then measured."""
+
+
+def grpc_infer_message(rows: np.ndarray) -> bytes:
+    """A serialized ``ModelInferRequest`` for ``rows``, FP32 in ``raw_input_contents``
+    (what ``tritonclient.grpc`` sends), from the runtime's own message module."""
+    from fleetshift_runtime.oip_grpc import grpc_predict_v2_pb2 as pb  # noqa: PLC0415
+
+    request = pb.ModelInferRequest(model_name="model")
+    request.inputs.add(name="input-0", datatype="FP32", shape=list(rows.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(rows, dtype=np.float32).tobytes())
+    message: bytes = request.SerializeToString()
+    return message
+
+
+def oip_binary_body(rows: np.ndarray) -> bytes:
+    """The REST binary tensor body, prefixed as ``LOAD_GENERATOR`` reads it."""
+    header = json.dumps({"inputs": [{
+        "name": "input-0", "shape": list(rows.shape), "datatype": "FP32",
+        "parameters": {"binary_data_size": rows.size * 4}}]}).encode()  # fmt: skip
+    raw = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
+    return str(len(header)).encode() + b"\0" + header + raw
+
+
+def run_generator(
+    kind: str, port: int, body: bytes, *, concurrency: int, seconds: int, core: str,
+    workdir: Path, server: Server,
+) -> Run:  # fmt: skip
+    """One ``LOAD_GENERATOR`` run, as :func:`run_wrk` reports one."""
+    body_path = workdir / f"{kind}-{abs(hash(body))}.bin"
+    body_path.write_bytes(body)
+    command = ["taskset", "-c", core, sys.executable, "-c", LOAD_GENERATOR, kind, str(port),
+               str(body_path), str(concurrency), str(seconds)]  # fmt: skip
+    cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.monotonic() - wall_before
+    # The server's and the generator's CPU over the warm-up and the measured seconds.
+    cores = (server.cpu_seconds() - cpu_before) / wall
+    client_cores = (
+        client_after.ru_utime + client_after.ru_stime
+        - client_before.ru_utime - client_before.ru_stime
+    ) / wall  # fmt: skip
+    found = json.loads(out.strip().splitlines()[-1])
+    return (found["rps"], found["p50"], found["p99"], found["errors"], cores,
+            os.getloadavg()[0], client_cores)  # fmt: skip
+
+
 Run = tuple[float, float, float, int, float, float, float]
 """One wrk run: req/s, p50 ms, p99 ms, errors, server cores, load1, wrk cores."""
 
@@ -554,11 +665,12 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--rows", default="1,100")
     parser.add_argument(
-        "--sections", default="compare,scaling,nodelay,coldstart,probes",
+        "--sections", default="compare,scaling,nodelay,coldstart,probes,grpc",
         help="compare: vs MLServer, 1 core each; scaling: 1 worker on 1 core vs 2 workers "
              "on 2 cores; nodelay: stock uvicorn --workers 2 vs the runtime at c=1; "
              "coldstart: 5 starts of 1 worker, with and without the compiled trees; "
-             "probes: /ping p50/p99 while wrk keeps 8 max-size bodies in flight",
+             "probes: /ping p50/p99 while wrk keeps 8 max-size bodies in flight; "
+             "grpc: OIP over gRPC vs REST (JSON and binary) on one server, at --rows, c=1 and 8",
     )  # fmt: skip
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument(
@@ -754,6 +866,48 @@ def main() -> int:
                 )
                 log(f"  {line}")
                 summary.append(line)
+
+    if "grpc" in sections:
+        grpc_port = free_port()
+        with fleetshift(model, rows, workers=1, cores="0", name="grpc-vs-rest",
+                        extra_env={"FLEETSHIFT_GRPC_PORT": str(grpc_port)}) as server:  # fmt: skip
+            results = []
+            kinds = {
+                "grpc": (grpc_port, grpc_infer_message),
+                "rest-json": (server.port, lambda r: oip_body(r, "input-0")),
+                "rest-binary": (server.port, oip_binary_body),
+            }
+            for count in row_counts:
+                for conc in [c for c in levels if c <= 8] or levels[:1]:
+                    runs: dict[str, list[Run]] = {}
+                    for _ in range(args.repeat):  # interleaved, as in measure()
+                        for kind, (port, make_body) in kinds.items():
+                            runs.setdefault(kind, []).append(run_generator(
+                                kind, port, make_body(rows[:count]), concurrency=conc,
+                                seconds=args.seconds, core="1", workdir=workdir, server=server,
+                            ))  # fmt: skip
+                    for kind, kind_runs in runs.items():
+                        r = median_result(server.name, kind, count, conc, kind_runs)
+                        results.append(r)
+                        log(f"  {kind:11} rows={count:<3} c={conc:<2} {r.rps:7.0f} req/s "
+                            f"p50 {r.p50_ms:6.2f} p99 {r.p99_ms:7.2f} ms  server "
+                            f"{r.cpu_ms_per_request:.3f} cpu-ms/req  client {r.wrk_cores:.2f} "
+                            f"cores")  # fmt: skip
+            record(server)
+        all_results += results
+        print_table("gRPC vs REST, OIP: the server on core 0, one Python load generator on "
+                    "core 1 (its cores in the wrk column)", results)  # fmt: skip
+        for r in results:
+            if r.protocol == "grpc":
+                for other in ("rest-json", "rest-binary"):
+                    rest = find(results, r.server, other, r.rows, r.concurrency)
+                    if rest:
+                        summary.append(
+                            f"grpc/{other} {r.rows}row/c{r.concurrency} "
+                            f"{r.rps / rest.rps:.2f}x req/s (p99 {r.p99_ms:.2f} vs "
+                            f"{rest.p99_ms:.2f} ms; server cpu-ms/req "
+                            f"{r.cpu_ms_per_request:.3f} vs {rest.cpu_ms_per_request:.3f})"
+                        )
 
     print()
     for name, facts in servers.items():

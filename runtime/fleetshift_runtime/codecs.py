@@ -664,6 +664,24 @@ def _wants_binary(document: dict[str, Any]) -> bool:
 _DATA_TYPES = (list, np.ndarray)
 
 
+def decode_oip_tensor(tensor: dict[str, Any], binary: bytes, width: int) -> Rows:
+    """One input tensor as rows, with the checks and messages of ``/infer``: ``tensor``
+    has ``name``, ``datatype``, ``shape`` and either ``data`` (numbers, a list or a numpy
+    array) or ``parameters.binary_data_size`` with ``binary`` its raw bytes. The gRPC
+    service (``oip_grpc``) decodes its requests with it.
+
+    >>> tensor = {"name": "input-0", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}
+    >>> decode_oip_tensor(tensor, b"", width=2).tolist()
+    [[1.0, 2.0]]
+    >>> try:
+    ...     decode_oip_tensor({**tensor, "shape": [2, 1]}, b"", width=2)
+    ... except RequestError as error:
+    ...     print(error.status, error.reason)
+    400 shape [2, 1] has 1 features per row; this endpoint takes 2
+    """
+    return _oip_tensor(tensor, binary, width, may_hold_booleans=False)
+
+
 def _oip_tensor(tensor: Any, binary: bytes, width: int, may_hold_booleans: bool) -> Rows:
     if not isinstance(tensor, dict):
         raise _oip_error("each input must be an object with name, shape, datatype, data")

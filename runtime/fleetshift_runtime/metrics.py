@@ -324,6 +324,12 @@ class RuntimeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.grpc_requests = Counter(
+            "fleetshift_grpc_requests",
+            "Open Inference Protocol gRPC calls answered, by method and gRPC status code.",
+            (*LABELS, "method", "code"),
+            registry=r,
+        )
         self.inflight = Gauge(
             "fleetshift_inflight_requests",
             "Inference requests being served right now.",

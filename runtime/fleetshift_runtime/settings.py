@@ -78,6 +78,10 @@ class RuntimeSettings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     """Port of the inference API (SageMaker and Open Inference Protocol)."""
 
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the Open Inference Protocol over gRPC (``inference.GRPCInferenceService``),
+    bound on ``host`` beside the REST port; 0 (the default) leaves gRPC off."""
+
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     """Port of the Prometheus ``/metrics`` endpoint; 0 disables it."""
 
