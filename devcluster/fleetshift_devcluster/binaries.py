@@ -49,6 +49,10 @@ KUBE_SCORE_VERSION = "v1.20.0"  # static checks of the chart and the operator's 
 # module as v0.<major><minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
 PROMETHEUS_VERSION = "v3.16.0"
 PROMETHEUS_MODULE_VERSION = "v0.316.0"
+# The custom metrics API from Prometheus (the HPA's invocations-per-replica metric). Its go.mod
+# has no replace directives, but the module proxy refuses its version list, which `go install`
+# reads for deprecation notices: it builds from the wrapper module like Kubernetes.
+PROMETHEUS_ADAPTER_VERSION = "v0.12.0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,9 @@ class Binary:
     """Pinned version, as the executable's ``--version`` reports it."""
     version_args: tuple[str, ...]
     """Arguments that make the executable print its version."""
+    prints_version: bool = True
+    """False for a program with no version to print: only the build in its versioned cache
+    folder counts, never one on ``PATH``."""
 
 
 KUBE_APISERVER = Binary("kube-apiserver", "k8s", KUBERNETES_VERSION, ("--version",))
@@ -90,6 +97,9 @@ CRICTL = Binary("crictl", "crictl", CRICTL_VERSION, ("--version",))
 METRICS_SERVER = Binary("metrics-server", "metrics-server", METRICS_SERVER_VERSION, ("--version",))
 KUBE_SCORE = Binary("kube-score", "kube-score", KUBE_SCORE_VERSION, ("version",))
 PROMETHEUS = Binary("prometheus", "prometheus", PROMETHEUS_VERSION, ("--version",))
+PROMETHEUS_ADAPTER = Binary(
+    "prometheus-adapter", "prometheus-adapter", PROMETHEUS_ADAPTER_VERSION, (), prints_version=False
+)
 
 CONTROL_PLANE = (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, ETCD, KWOK)
 ALL = (*CONTROL_PLANE, KUBECTL, HELM)
@@ -106,6 +116,7 @@ REAL_NODE = (
     CRICTL,
     METRICS_SERVER,
     PROMETHEUS,
+    PROMETHEUS_ADAPTER,
 )
 """What ``up --node real`` needs beside :data:`ALL`; built only when asked for."""
 CHECKS = (KUBE_SCORE,)
@@ -119,8 +130,13 @@ _COMMANDS = {
     "kubelet": "k8s.io/kubernetes/cmd/kubelet",
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
+    "prometheus-adapter": "sigs.k8s.io/prometheus-adapter/cmd/adapter",
 }
-_WRAPPED = {"k8s": "k8s.io/kubernetes", "etcd": "go.etcd.io/etcd/server/v3"}
+_WRAPPED = {
+    "k8s": "k8s.io/kubernetes",
+    "etcd": "go.etcd.io/etcd/server/v3",
+    "prometheus-adapter": "sigs.k8s.io/prometheus-adapter",
+}
 _GO_INSTALL = {
     "kwok": ("sigs.k8s.io/kwok/cmd/kwok", "kwok"),
     "helm": ("helm.sh/helm/v3/cmd/helm", "helm"),
@@ -212,6 +228,8 @@ def reports_version(path: Path, binary: Binary) -> bool:
     """
     if not (path.is_file() and os.access(path, os.X_OK)):
         return False
+    if not binary.prints_version:
+        return path.parent == cache_dir(binary)
     try:
         done = subprocess.run(
             [str(path), *binary.version_args],

@@ -9,6 +9,8 @@ test checks that ``down`` leaves nothing behind.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import http.server
 import json
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from fleetshift_devcluster import binaries, netns
+from fleetshift_devcluster import binaries, netns, pki
 from fleetshift_devcluster.processes import ManagedProcess, stop_processes
 from fleetshift_devcluster.realnode import NODE_IP
 from fleetshift_devcluster.wait import wait_for
@@ -264,8 +266,8 @@ def pod_discovery_config(kubeconfig: Path, namespaces: list[str]) -> dict[str, A
     >>> config = pod_discovery_config(Path("/k/config"), ["ml"])
     >>> config["scrape_configs"][0]["kubernetes_sd_configs"][0]["namespaces"]
     {'names': ['ml']}
-    >>> [r["action"] for r in config["scrape_configs"][0]["relabel_configs"]]
-    ['keep', 'keep']
+    >>> [r.get("action", "replace") for r in config["scrape_configs"][0]["relabel_configs"]]
+    ['keep', 'keep', 'replace']
     """
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
@@ -291,6 +293,9 @@ def pod_discovery_config(kubeconfig: Path, namespaces: list[str]) -> dict[str, A
                         "regex": "metrics",
                         "action": "keep",
                     },
+                    # The pod a series came from, as prometheus-operator labels its targets:
+                    # the adapter maps it to the pod resource for the HPA's Pods metric.
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
                 ],
             }
         ],
@@ -352,3 +357,153 @@ class PodPrometheus:
 
     def stop(self) -> None:
         stop_processes([self.process], grace=10)
+
+
+ADAPTER_PORT = 6443
+CUSTOM_METRICS_API = "v1beta1.custom.metrics.k8s.io"
+
+
+def adapter_config(window: str = "20s") -> dict[str, Any]:
+    """The prometheus-adapter rule README.md gives for ``targetInvocationsPerReplica``:
+    each pod's rate of ``fleetshift_invocations_total`` as ``fleetshift_invocations_per_second``.
+
+    >>> rule = adapter_config()["rules"][0]
+    >>> rule["name"]["as"], rule["resources"]["overrides"]["pod"]
+    ('fleetshift_invocations_per_second', {'resource': 'pod'})
+    """
+    return {
+        "rules": [
+            {
+                "seriesQuery": 'fleetshift_invocations_total{namespace!="",pod!=""}',
+                "resources": {
+                    "overrides": {
+                        "namespace": {"resource": "namespace"},
+                        "pod": {"resource": "pod"},
+                    }
+                },
+                "name": {
+                    "matches": "^fleetshift_invocations_total$",
+                    "as": "fleetshift_invocations_per_second",
+                },
+                "metricsQuery": (
+                    f"sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[{window}])) by (<<.GroupBy>>)"
+                ),
+            }
+        ]
+    }
+
+
+class PrometheusAdapter:
+    """prometheus-adapter (built from its Go module) serving the custom metrics API from
+    :class:`PodPrometheus`, registered with the aggregator as metrics-server is: an
+    APIService, a Service without selector and Endpoints naming the process on the node IP.
+
+    It authenticates to the apiserver with the admin kubeconfig (a development shortcut; a
+    cluster gives it a ServiceAccount with the RBAC of its chart)."""
+
+    def __init__(self, node: RealNode, folder: Path, prometheus_url: str) -> None:
+        self.node = node
+        folder.mkdir(parents=True, exist_ok=True)
+        config = folder / "adapter.yaml"
+        config.write_text(yaml.safe_dump(adapter_config()))
+        keys = node.cluster.keys
+        cert, key = pki.write_serving_cert(
+            keys,
+            "prometheus-adapter-serving",
+            (
+                "prometheus-adapter.kube-system.svc",
+                "prometheus-adapter.kube-system.svc.cluster.local",
+            ),
+            (NODE_IP,),
+        )
+        for path, document in self._objects(keys.ca_cert.read_bytes()):
+            node.cluster.request("POST", path, document)
+        adapter = binaries.ensure((binaries.PROMETHEUS_ADAPTER,))[binaries.PROMETHEUS_ADAPTER.name]
+        kubeconfig = node.cluster.kubeconfig
+        self.process = ManagedProcess.spawn(
+            "prometheus-adapter",
+            netns.in_netns(
+                node.cluster.netns,
+                [
+                    str(adapter),
+                    f"--prometheus-url={prometheus_url}",
+                    f"--config={config}",
+                    "--metrics-relist-interval=5s",
+                    f"--lister-kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    f"--bind-address={NODE_IP}",
+                    f"--secure-port={ADAPTER_PORT}",
+                    f"--tls-cert-file={cert}",
+                    f"--tls-private-key-file={key}",
+                    f"--requestheader-client-ca-file={keys.ca_cert}",
+                    f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT.user}",
+                    "--v=1",
+                ],
+            ),
+            folder / "adapter.log",
+            cwd=folder,
+        )
+
+    @staticmethod
+    def _objects(ca_bundle: bytes) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (
+                "/api/v1/namespaces/kube-system/services",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "prometheus-adapter", "namespace": "kube-system"},
+                    "spec": {"ports": [{"name": "https", "port": 443, "targetPort": ADAPTER_PORT}]},
+                },
+            ),
+            (
+                "/api/v1/namespaces/kube-system/endpoints",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Endpoints",
+                    "metadata": {"name": "prometheus-adapter", "namespace": "kube-system"},
+                    "subsets": [
+                        {
+                            "addresses": [{"ip": NODE_IP}],
+                            "ports": [{"name": "https", "port": ADAPTER_PORT}],
+                        }
+                    ],
+                },
+            ),
+            (
+                "/apis/apiregistration.k8s.io/v1/apiservices",
+                {
+                    "apiVersion": "apiregistration.k8s.io/v1",
+                    "kind": "APIService",
+                    "metadata": {"name": CUSTOM_METRICS_API},
+                    "spec": {
+                        "group": "custom.metrics.k8s.io",
+                        "version": "v1beta1",
+                        "service": {
+                            "namespace": "kube-system",
+                            "name": "prometheus-adapter",
+                            "port": 443,
+                        },
+                        "caBundle": base64.b64encode(ca_bundle).decode(),
+                        "groupPriorityMinimum": 100,
+                        "versionPriority": 100,
+                    },
+                },
+            ),
+        ]
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def stop(self) -> None:
+        """Stop the process and unregister the API (an APIService without a server makes
+        every discovery call of every client report it)."""
+        stop_processes([self.process], grace=5)
+        for path in (
+            f"/apis/apiregistration.k8s.io/v1/apiservices/{CUSTOM_METRICS_API}",
+            "/api/v1/namespaces/kube-system/services/prometheus-adapter",
+            "/api/v1/namespaces/kube-system/endpoints/prometheus-adapter",
+        ):
+            with contextlib.suppress(urllib.error.HTTPError):
+                self.node.cluster.request("DELETE", path)

@@ -22,7 +22,7 @@ from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.crd import CRD_FILE
 from realnode import kit
 from realnode.conftest import RealNode
-from realnode.kit import Load, ModelServer
+from realnode.kit import Load, ModelServer, PodPrometheus, PrometheusAdapter
 from support.runtime_kit import csv_body, train_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,12 +76,12 @@ def ready_pods(node: RealNode, namespace: str) -> list[dict[str, Any]]:
     return kit.ready_pods(node, namespace, f"fleetshift.dev/endpoint={ENDPOINT}")
 
 
-def test_metrics_server_reports_runtime_cpu_and_the_operators_cpu_hpa_scales_out_under_load(
-    real_node: RealNode,
-    node_namespace: str,
-    operator_in_netns: ManagedProcess,
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+def models(
+    real_node: RealNode, node_namespace: str, tmp_path: Path
+) -> Iterator[tuple[ModelServer, Any]]:
+    """The runtime image in the node, the namespace restricted, and a model on a file server
+    in the network namespace: the server and the model's rows."""
     tarball = images.tarball_path(images.RUNTIME)
     if not tarball.exists():
         pytest.skip(f"no runtime image tarball at {tarball}: `make images` builds it")
@@ -92,26 +92,29 @@ def test_metrics_server_reports_runtime_cpu_and_the_operators_cpu_hpa_scales_out
     )
     model = train_model()
     model.save(tmp_path / "models" / "model.ubj")
-    models = ModelServer(real_node.cluster.netns, tmp_path / "models")
-    try:
-        _scale_out_on_real_cpu(real_node, node_namespace, operator_in_netns, models, model.rows)
-    finally:
-        models.close()
+    server = ModelServer(real_node.cluster.netns, tmp_path / "models")
+    yield server, model.rows
+    server.close()
 
 
-def _scale_out_on_real_cpu(
+def test_metrics_server_reports_runtime_cpu_and_the_operators_cpu_hpa_scales_out_under_load(
+    real_node: RealNode,
+    node_namespace: str,
+    operator_in_netns: ManagedProcess,
+    models: tuple[ModelServer, Any],
+) -> None:
+    server, rows = models
+    _scale_out_on_real_cpu(real_node, node_namespace, operator_in_netns, server, rows)
+
+
+def _apply_autoscaled(
     node: RealNode,
     namespace: str,
     operator: ManagedProcess,
     models: ModelServer,
-    rows: Any,
-) -> None:
-    autoscaling = {
-        "minReplicas": 1,
-        "maxReplicas": 3,
-        "targetCPUUtilizationPercent": TARGET_CPU_PERCENT,
-        "scaleOutStabilizationSeconds": 0,
-    }
+    autoscaling: dict[str, Any],
+) -> str:
+    """Apply the Endpoint, wait until it serves, and return its HPA's name."""
     endpoint = {
         "apiVersion": "fleetshift.dev/v1alpha1",
         "kind": "Endpoint",
@@ -143,8 +146,49 @@ def _scale_out_on_real_cpu(
     wait_for(in_service, timeout=120, interval=1, message="the Endpoint InService on a real pod")
     hpas = json.loads(node.kubectl("get", "hpa", "-n", namespace, "-o", "json"))["items"]
     assert len(hpas) == 1, "one HPA for the one fleet"
-    hpa_name = hpas[0]["metadata"]["name"]
-    assert hpas[0]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    name: str = hpas[0]["metadata"]["name"]
+    return name
+
+
+def _scaled_out(node: RealNode, namespace: str, hpa_name: str, minimum: int) -> Any:
+    def probe() -> dict[str, Any] | None:
+        hpa = node.get("hpa", hpa_name, namespace)
+        status = hpa.get("status", {})
+        if (
+            status.get("desiredReplicas", 0) > minimum
+            and status.get("currentReplicas", 0) > minimum
+        ):
+            return hpa
+        return None
+
+    hpa = wait_for(probe, timeout=180, interval=2, message="the HPA scaling out under load")
+    deployment = node.get("deployment", hpa["spec"]["scaleTargetRef"]["name"], namespace)
+    assert deployment["spec"]["replicas"] > 1, "the HPA's count, not the operator's"
+    wait_for(
+        lambda: len(ready_pods(node, namespace)) > 1,
+        timeout=90,
+        interval=1,
+        message="a second Ready runtime pod on the real node",
+    )
+    return hpa
+
+
+def _scale_out_on_real_cpu(
+    node: RealNode,
+    namespace: str,
+    operator: ManagedProcess,
+    models: ModelServer,
+    rows: Any,
+) -> None:
+    autoscaling = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetCPUUtilizationPercent": TARGET_CPU_PERCENT,
+        "scaleOutStabilizationSeconds": 0,
+    }
+    hpa_name = _apply_autoscaled(node, namespace, operator, models, autoscaling)
+    hpa = node.get("hpa", hpa_name, namespace)
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     pod_name = ready_pods(node, namespace)[0]["metadata"]["name"]
 
     # `kubectl top`: the aggregated metrics API, served by metrics-server from the kubelet.
@@ -171,31 +215,78 @@ def _scale_out_on_real_cpu(
         node.cluster.netns, f"http://{service_ip}/invocations", csv_body(rows), LOAD_THREADS
     )
     try:
-
-        def scaled_out() -> dict[str, Any] | None:
-            hpa = node.get("hpa", hpa_name, namespace)
-            status = hpa.get("status", {})
-            minimum = autoscaling["minReplicas"]
-            if (
-                status.get("desiredReplicas", 0) > minimum
-                and status.get("currentReplicas", 0) > minimum
-            ):
-                return hpa
-            return None
-
-        hpa = wait_for(
-            scaled_out, timeout=180, interval=2, message="the HPA scaling out under load"
-        )
-        deployment = node.get("deployment", hpa["spec"]["scaleTargetRef"]["name"], namespace)
-        assert deployment["spec"]["replicas"] > 1, "the HPA's count, not the operator's"
-        wait_for(
-            lambda: len(ready_pods(node, namespace)) > 1,
-            timeout=90,
-            interval=1,
-            message="a second Ready runtime pod on the real node",
-        )
+        hpa = _scaled_out(node, namespace, hpa_name, minimum=1)
     finally:
         load.stop()
     used = hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
     assert used > TARGET_CPU_PERCENT, hpa["status"]
     assert load.answered > 0, f"{load.failed} requests failed, none answered"
+
+
+INVOCATIONS_PER_REPLICA = 5
+
+
+def test_the_invocations_per_replica_hpa_scales_out_on_the_custom_metrics_api(
+    real_node: RealNode,
+    node_namespace: str,
+    operator_in_netns: ManagedProcess,
+    models: tuple[ModelServer, Any],
+    tmp_path: Path,
+) -> None:
+    """``targetInvocationsPerReplica`` on real traffic: Prometheus (Kubernetes discovery)
+    scrapes the runtime pods, prometheus-adapter serves README.md's rule through the
+    aggregator, and the operator's HPA reads it as a Pods metric and scales the fleet."""
+    server, rows = models
+    prometheus = PodPrometheus(real_node, tmp_path / "prometheus", [node_namespace])
+    adapter: PrometheusAdapter | None = None
+    try:
+        adapter = PrometheusAdapter(real_node, tmp_path / "adapter", prometheus.url)
+        autoscaling = {
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "targetInvocationsPerReplica": INVOCATIONS_PER_REPLICA,
+            "scaleOutStabilizationSeconds": 0,
+        }
+        hpa_name = _apply_autoscaled(
+            real_node, node_namespace, operator_in_netns, server, autoscaling
+        )
+        service_ip = real_node.get("service", ENDPOINT, node_namespace)["spec"]["clusterIP"]
+        load = Load(
+            real_node.cluster.netns, f"http://{service_ip}/invocations", csv_body(rows[:5]), 2
+        )
+        try:
+            per_pod = wait_for(
+                lambda: _custom_metric(real_node, node_namespace),
+                timeout=120,
+                interval=2,
+                message="fleetshift_invocations_per_second in the custom metrics API",
+            )
+            hpa = _scaled_out(real_node, node_namespace, hpa_name, minimum=1)
+        finally:
+            load.stop()
+        assert adapter.running(), adapter.process.log_tail(30)
+    finally:
+        if adapter is not None:
+            adapter.stop()
+        prometheus.stop()
+    assert max(per_pod.values()) > INVOCATIONS_PER_REPLICA, per_pod
+    pods_metric = next(m for m in hpa["status"]["currentMetrics"] if m["type"] == "Pods")
+    assert pods_metric["pods"]["metric"]["name"] == "fleetshift_invocations_per_second"
+    assert load.answered > 0 and load.failed == 0, load.counts()
+
+
+def _custom_metric(node: RealNode, namespace: str) -> dict[str, float] | None:
+    """Each pod's ``fleetshift_invocations_per_second`` from the aggregated API, when above 0."""
+    listed = json.loads(
+        node.kubectl(
+            "get",
+            "--raw",
+            f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/*/"
+            "fleetshift_invocations_per_second",
+        )
+    )
+    values = {
+        item["describedObject"]["name"]: millicores(item["value"]) / 1000
+        for item in listed["items"]
+    }
+    return values if values and max(values.values()) > 0 else None
