@@ -455,6 +455,44 @@ class AutoRollback(_Model):
     )
 
 
+MAX_WEBHOOKS = 10
+WebhookType = Literal["PreRollout", "ConfirmPromotion", "PostRollout", "OnRollback"]
+GATE_TYPES: tuple[WebhookType, ...] = ("PreRollout", "ConfirmPromotion")
+"""Webhooks that hold a deployment until they answer 2xx."""
+NOTIFICATION_TYPES: tuple[WebhookType, ...] = ("PostRollout", "OnRollback")
+"""Webhooks that are told once that a deployment ended, and hold nothing."""
+
+
+class Webhook(_Model):
+    """A call out to an HTTP service during a deployment (Flagger-style, see
+    ``docs/webhooks.md``). Gates (``PreRollout``, ``ConfirmPromotion``) hold the
+    deployment until the service answers 2xx; notifications (``PostRollout``,
+    ``OnRollback``) are sent once per deployment. A webhook that does not answer 2xx is
+    never taken as a yes: the step holds (Inconclusive) and the deadline still applies."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=_NAME_RULE)]
+    """The webhook's name, shown in status, Events and ``kubectl fleetshift watch``."""
+    type: WebhookType
+    """``PreRollout``: before green gets any traffic, once green is Ready.
+    ``ConfirmPromotion``: before green is given all of the traffic (the last step).
+    ``PostRollout``: after a deployment succeeded. ``OnRollback``: when a deployment
+    is rolled back."""
+    url: Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s/]+")]
+    """Where the JSON payload is POSTed (``http://`` or ``https://``)."""
+    timeoutSeconds: Annotated[int, Field(ge=1, le=60)] = 10
+    """How long one attempt may take."""
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    """Attempts after the first one when there is no answer (a timeout, a refused
+    connection) or, for a notification, a 429, 502, 503 or 504."""
+    secretRef: SecretKeyRef | None = None
+    """A key of a Secret in the Endpoint's namespace: the payload is signed with it
+    (HMAC-SHA256, ``X-Fleetshift-Signature``)."""
+    metadata: dict[str, Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=dict, max_length=16
+    )
+    """Free-form strings copied into the payload."""
+
+
 class DeploymentConfig(_Model):
     """How a change of the serving pods is rolled out. Blue/green is the default."""
 
@@ -464,11 +502,20 @@ class DeploymentConfig(_Model):
     """Rolling deployment in batches."""
     autoRollback: AutoRollback | None = None
     """Alarms that roll a deployment back by themselves."""
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
+    """Calls out during a deployment: gates that hold it until they answer 2xx, and
+    notifications of its end (``docs/webhooks.md``). At most 10."""
 
     model_config = _rules(
         cel(
             "!(has(self.blueGreen) && has(self.rolling))",
             "set either blueGreen or rolling, not both",
+        ),
+        cel(
+            "!has(self.webhooks) || self.webhooks.all(w,"
+            " self.webhooks.exists_one(x, x.name == w.name))",
+            "webhook names must be unique",
+            ".webhooks",
         ),
     )
 
@@ -969,6 +1016,42 @@ class AlarmStatus(_Status):
     """When it was evaluated."""
 
 
+class WebhookStatus(_Status):
+    """One webhook of one revision: a gate's last answer, or a notification's delivery.
+
+    A gate is ``Pending`` from the moment the deployment needs it until it answers 2xx
+    (``Passed``), and is not called again for that revision after (a restarted operator
+    reads this). A notification is ``Pending`` until it is sent (``Delivered``, or
+    ``Failed`` once its attempts are spent)."""
+
+    name: str
+    """The webhook's name."""
+    type: WebhookType
+    """PreRollout, ConfirmPromotion, PostRollout or OnRollback."""
+    revision: str
+    """The revision the deployment was deploying."""
+    fromRevision: str | None = None
+    """The revision it started from."""
+    state: Literal["Pending", "Passed", "Delivered", "Failed"] = "Pending"
+    """``Pending``: to be called; ``Passed``: a gate answered 2xx; ``Delivered``: a
+    notification answered 2xx; ``Failed``: a notification got no 2xx after all its
+    attempts."""
+    verdict: Literal["Healthy", "Breaching", "Inconclusive", "Error"] | None = None
+    """The verdict of the last call: Healthy only for a 2xx."""
+    statusCode: int | None = None
+    """The HTTP status of the last answer, if there was one."""
+    reason: str = ""
+    """Why, in a sentence (the answer, the timeout, the missing Secret)."""
+    calls: int = 0
+    """Calls made so far (each with up to ``1 + retries`` attempts)."""
+    outcome: str | None = None
+    """For a notification: Succeeded or RolledBack, and why, as sent."""
+    requestedAt: Timestamp
+    """When the deployment first needed it."""
+    calledAt: Timestamp | None = None
+    """When it was last called."""
+
+
 class Rollout(_Status):
     """The rollout fields a variant has and the endpoint's top level repeats."""
 
@@ -1018,6 +1101,9 @@ class VariantStatus(Rollout):
     """Ready replicas of its active fleet."""
     waitingFor: str | None = None
     """What its new fleet's pods are waiting for (Unschedulable, a quota, an image pull)."""
+    webhooks: list[WebhookStatus] = Field(default_factory=list, max_length=2 * MAX_WEBHOOKS)
+    """Its webhooks of the current (or last) deployment, and notifications not yet
+    sent for an earlier one."""
 
 
 class EndpointStatus(Rollout):

@@ -44,6 +44,8 @@ from fleetshift_operator.planning.status import IN_FLIGHT
 from fleetshift_operator.planning.types import FleetObservation, Observed, Plan
 from fleetshift_operator.settings import OperatorSettings
 from fleetshift_operator.traffic import make_router
+from fleetshift_operator.webhooks.base import WebhookCall, WebhookResult, due_calls
+from fleetshift_operator.webhooks.factory import make_webhook_sender
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +146,12 @@ async def reconcile_endpoint(
 
     deployments = await observer.deployments(namespace, name)
     pods = await observer.pods(namespace, name)
-    alarms = await observe_alarms(kube, spec, status, namespace, name, now, settings)
+    # Alarms and webhooks are observed side by side: a slow webhook does not delay the
+    # alarms' verdicts by its own time.
+    alarms, webhooks = await asyncio.gather(
+        observe_alarms(kube, spec, status, namespace, name, now, settings),
+        observe_webhooks(kube, spec, status, namespace, name, now),
+    )
     observed = Observed(
         endpoint=name,
         generation=int(metadata.get("generation", 1)),
@@ -152,6 +159,7 @@ async def reconcile_endpoint(
         controls=read_controls(metadata.get("annotations") or {}),
         alarms=alarms,
         router=spec.traffic.router,
+        webhooks=webhooks,
     )
     plan = plan_endpoint(spec, status, observed, now)
     await apply_plan(kube, endpoint, spec, plan, deployments, pods, observer)
@@ -272,6 +280,46 @@ async def observe_alarms(  # noqa: PLR0917 - what one evaluation needs
         return results
 
     return await asyncio.to_thread(run)
+
+
+async def observe_webhooks(  # noqa: PLR0917 - what one round of calls needs
+    kube: Kube,
+    spec: EndpointSpec,
+    status: EndpointStatus | None,
+    namespace: str,
+    name: str,
+    now: datetime.datetime,
+) -> dict[str, tuple[WebhookResult, ...]] | None:
+    """Call the webhooks the status says are due (``webhooks.base.due_calls``): gates
+    the planner is waiting on, notifications it queued. Their answers are observations,
+    recorded in status by the planner. A signing Secret that cannot be read is an Error
+    result: the webhook is not called unsigned."""
+    calls = due_calls(spec, status, namespace, name, now)
+    if not calls:
+        return None
+    keys: dict[str, bytes | None] = {}
+    failed: dict[str, str] = {}
+    for call in calls:
+        ref = call.hook.secretRef
+        if ref is None or call.hook.name in keys or call.hook.name in failed:
+            continue
+        try:
+            keys[call.hook.name] = (await kube.read_secret(namespace, ref.name, ref.key)).encode()
+        except (ApiError, KeyError) as error:
+            failed[call.hook.name] = f"cannot read the signing key {ref.name}/{ref.key}: {error}"
+    sender = make_webhook_sender()
+
+    def send(call: WebhookCall) -> WebhookResult:
+        reason = failed.get(call.hook.name)
+        if reason is not None:
+            return WebhookResult(call.hook.name, call.revision, "Error", None, reason, 0)
+        return sender.send(call, keys.get(call.hook.name), now)
+
+    answers = await asyncio.gather(*(asyncio.to_thread(send, call) for call in calls))
+    results: dict[str, tuple[WebhookResult, ...]] = {}
+    for call, answer in zip(calls, answers, strict=True):
+        results[call.variant] = (*results.get(call.variant, ()), answer)
+    return results
 
 
 async def apply_plan(  # noqa: PLR0917 - the observed state it acts on

@@ -424,6 +424,26 @@ def _steps_section(endpoint: Mapping[str, Any]) -> list[_Line]:
     return lines
 
 
+def _held_gate(status: Mapping[str, Any]) -> str | None:
+    """The webhook gate the focus variant's deployment waits on, if one holds it."""
+    focus = next(
+        (
+            _mapping(v)
+            for v in _sequence(status.get("variants"))
+            if _mapping(v).get("name") == status.get("variant")
+        ),
+        {},
+    )
+    for hook in map(_mapping, _sequence(focus.get("webhooks"))):
+        if (
+            hook.get("type") in ("PreRollout", "ConfirmPromotion")
+            and hook.get("state") == "Pending"
+            and hook.get("revision") == status.get("candidateRevision")
+        ):
+            return f"held by webhook {hook.get('name')} ({hook.get('type')})"
+    return None
+
+
 def _wait_section(endpoint: Mapping[str, Any], now: datetime.datetime, width: int) -> list[_Line]:
     """The progress bar through the current wait (or through green's readiness)."""
     status = _status(endpoint)
@@ -439,12 +459,15 @@ def _wait_section(endpoint: Mapping[str, Any], now: datetime.datetime, width: in
         ready, desired = _fleet_ready(status, role)
         fraction = ready / desired if desired else 0.0
         label = "Fleet Ready" if role == "blue" else "Green Ready"
-        return [
+        line = (
             _Line()
             .add(f"{label:<18}")
             .add(f"[{progress_bar(fraction, bar)}]", "cyan")
             .add(f" {ready}/{desired} replicas")
-        ]
+        )
+        if (held := _held_gate(status)) is not None:
+            line.add(f"; {held}", "yellow")
+        return [line]
     if stage not in ("Baking", "TerminationWait"):
         return []
     started = parse_timestamp(step.get("startedAt"))
@@ -476,16 +499,23 @@ def _wait_section(endpoint: Mapping[str, Any], now: datetime.datetime, width: in
             f" {format_duration(length - elapsed)} left"
         )
     else:
-        unhealthy = [
-            _mapping(a)
-            for a in _sequence(status.get("alarms"))
-            if _mapping(a).get("verdict") != "Healthy"
-        ]
-        if unhealthy:
-            line.add("  wait over; held for a Healthy verdict", "yellow")
-        else:
-            line.add("  wait over; moving on")
+        line.add(*_after_the_wait(status))
     return [line]
+
+
+def _after_the_wait(status: Mapping[str, Any]) -> tuple[str, str | None]:
+    """What a wait that is over waits on: the alarms, a webhook gate, or nothing."""
+    unhealthy = [
+        _mapping(a)
+        for a in _sequence(status.get("alarms"))
+        if _mapping(a).get("verdict") != "Healthy"
+    ]
+    if unhealthy:
+        return "  wait over; held for a Healthy verdict", "yellow"
+    held = _held_gate(status)
+    if held is not None:
+        return f"  wait over; {held}", "yellow"
+    return "  wait over; moving on", None
 
 
 def _traffic_section(status: Mapping[str, Any], width: int) -> list[_Line]:
@@ -543,6 +573,33 @@ def _alarm_section(status: Mapping[str, Any], now: datetime.datetime) -> list[_L
             .add(str(cause.get("reason", "")), "dim")
         )
     return lines
+
+
+_WEBHOOK_STYLE = {"Passed": "green", "Delivered": "green", "Failed": "red", "Pending": "yellow"}
+
+
+def _webhook_section(status: Mapping[str, Any], now: datetime.datetime) -> list[_Line]:
+    """Each variant's webhook gates and notifications: state, last answer, when."""
+    variants = [_mapping(v) for v in _sequence(status.get("variants"))]
+    many = len(variants) > 1
+    lines: list[_Line] = []
+    for variant in variants:
+        for hook in map(_mapping, _sequence(variant.get("webhooks"))):
+            state = str(hook.get("state", "?"))
+            verdict = str(hook.get("verdict") or "-")
+            called = parse_timestamp(hook.get("calledAt"))
+            when = f"{_ago(called, now)} ago" if called else "not called yet"
+            name = f"{variant.get('name')}/{hook.get('name')}" if many else hook.get("name")
+            lines.append(
+                _Line()
+                .add(f"  {name!s:<18}")
+                .add(f"{hook.get('type', '?')!s:<17}")
+                .add(f"{state:<10}", _WEBHOOK_STYLE.get(state))
+                .add(f"{verdict:<13}", _VERDICT_STYLE.get(verdict))
+                .add(f"{when:<14}", "dim")
+                .add(f"  {hook.get('reason', '')}", "dim")
+            )
+    return [_Line().add("Webhooks", "bold"), *lines] if lines else []
 
 
 def _outcome_section(endpoint: Mapping[str, Any], now: datetime.datetime) -> list[_Line]:
@@ -644,6 +701,7 @@ def render_watch(
         _steps_section(endpoint),
         _traffic_section(status, width),
         _alarm_section(status, now),
+        _webhook_section(status, now),
         _outcome_section(endpoint, now),
         _events_section(events, now),
     )
@@ -751,6 +809,7 @@ def render_status(
         _steps_section(endpoint),
         _traffic_section(status, width),
         _alarm_section(status, now),
+        _webhook_section(status, now),
         _conditions_section(status, now),
         _controls_section(endpoint),
         _outcome_section(endpoint, now),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from fleetshift_operator.api import BlueGreen
 from fleetshift_operator.planning.context import VariantDraft
+from fleetshift_operator.planning.gates import gate_allows
 from fleetshift_operator.planning.steps import calculate_required_ready, calculate_steps
 from fleetshift_operator.planning.times import after, format_time, whole_second
 from fleetshift_operator.planning.transitions import retire_blue
@@ -65,7 +66,13 @@ class BlueGreenStrategy:
             percent,
             draft.autoscaling(calculate_required_ready(size, percent)),
         )
-        if step.stage in ("Baking", "TerminationWait") and not draft.paused:
+        # A bake that is over but held (alarms, a webhook gate) waits for the next poll.
+        if (
+            step.stage in ("Baking", "TerminationWait")
+            and not draft.paused
+            and step.bakeUntil is not None
+            and step.bakeUntil > draft.now
+        ):
             draft.wake_at(step.bakeUntil)
 
     def _move(self, draft: VariantDraft, steps: list[int], size: int, green_ready: int) -> bool:
@@ -74,11 +81,13 @@ class BlueGreenStrategy:
         assert step is not None
         bake_over = step.bakeUntil is None or now >= step.bakeUntil
         if step.stage == "Provisioning":
-            if green_ready >= size:
+            if green_ready >= size and self._gates_allow(draft, steps, 1):
                 self._enter_step(draft, steps, 1)
         elif step.stage == "Baking" and bake_over and draft.alarms_allow_promotion():
             if step.index < len(steps):
-                if green_ready >= calculate_required_ready(size, steps[step.index]):
+                if green_ready >= calculate_required_ready(
+                    size, steps[step.index]
+                ) and self._gates_allow(draft, steps, step.index + 1):
                     self._enter_step(draft, steps, step.index + 1)
             else:
                 wait = self.policy.terminationWaitSeconds
@@ -93,6 +102,15 @@ class BlueGreenStrategy:
                 )
                 bake_over = wait == 0
         return step.stage == "TerminationWait" and bake_over and draft.alarms_allow_promotion()
+
+    @staticmethod
+    def _gates_allow(draft: VariantDraft, steps: list[int], index: int) -> bool:
+        """Webhook gates before step ``index``: PreRollout before the first traffic,
+        ConfirmPromotion before the step that gives green all of it (both, in that order,
+        for AllAtOnce)."""
+        if index == 1 and not gate_allows(draft, "PreRollout"):
+            return False
+        return steps[index - 1] < 100 or gate_allows(draft, "ConfirmPromotion")
 
     def _enter_step(self, draft: VariantDraft, steps: list[int], index: int) -> None:
         now = draft.now

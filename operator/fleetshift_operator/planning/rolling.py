@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fleetshift_operator.api import Rolling
 from fleetshift_operator.planning.context import VariantDraft
+from fleetshift_operator.planning.gates import gate_allows
 from fleetshift_operator.planning.steps import (
     calculate_batch,
     calculate_rolling_targets,
@@ -51,7 +52,11 @@ class RollingStrategy:
         green_ready = green.ready if green is not None else 0
 
         if not draft.paused:
-            if step.stage == "Provisioning" and green_ready >= targets[index - 1]:
+            if (
+                step.stage == "Provisioning"
+                and green_ready >= targets[index - 1]
+                and (step.index > 0 or gate_allows(draft, "PreRollout"))
+            ):
                 step = draft.update_step(
                     stage="Baking",
                     index=index,
@@ -69,6 +74,15 @@ class RollingStrategy:
                 if (until is None or now >= until) and draft.alarms_allow_promotion():
                     if index >= len(targets):
                         retire_blue(draft)
+                        return
+                    if index + 1 == len(targets) and not gate_allows(draft, "ConfirmPromotion"):
+                        _pair(
+                            draft,
+                            green=targets[index - 1],
+                            blue=size - targets[index - 1],
+                            green_serving=targets[index - 1],
+                            size=size,
+                        )
                         return
                     index += 1
                     step = draft.update_step(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from fleetshift_operator.api import (
+    GATE_TYPES,
     HISTORY_LIMIT,
     Condition,
     DeploymentRecord,
@@ -15,6 +16,7 @@ from fleetshift_operator.api import (
     Phase,
     Rollout,
     VariantStatus,
+    WebhookStatus,
 )
 from fleetshift_operator.planning.times import whole_second
 
@@ -139,6 +141,25 @@ def set_condition(  # noqa: PLR0917 - a condition is these seven things
     return [c for c in conditions if c.type != kind] + [updated]
 
 
+def held_by(webhooks: list[WebhookStatus], revision: str | None) -> str | None:
+    """What holds a deployment of ``revision``, in words, if a gate does.
+
+    >>> import datetime
+    >>> at = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    >>> r = WebhookStatus(name="approve", type="ConfirmPromotion", revision="r2",
+    ...                   requestedAt=at, verdict="Inconclusive", reason="HTTP 503: not 2xx")
+    >>> held_by([r], "r2")
+    'waiting for webhook approve (ConfirmPromotion): HTTP 503: not 2xx'
+    >>> held_by([r], "r3") is None
+    True
+    """
+    for record in webhooks:
+        if record.type in GATE_TYPES and record.state == "Pending" and record.revision == revision:
+            why = record.reason or "called"
+            return f"waiting for webhook {record.name} ({record.type}): {why}"
+    return None
+
+
 def _named(variant: VariantStatus, many: bool, text: str) -> str:
     return f"variant {variant.name}: {text}" if many else text
 
@@ -236,6 +257,10 @@ def calculate_conditions(
     step = status.step
     if step and progressing:
         where = f"step {step.index}/{step.total}, green {status.greenTrafficPercent}%"
+        focus = next((v for v in status.variants if v.name == status.variant), None)
+        held = held_by(focus.webhooks, focus.candidateRevision) if focus else None
+        if held:
+            where = f"{where}; {held}"
         message = f"variant {status.variant}: {where}" if many else where
     else:
         message = "no deployment in progress"

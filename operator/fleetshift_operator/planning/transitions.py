@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fleetshift_operator.planning.context import VariantDraft
+from fleetshift_operator.planning.gates import close_gates, notify
 
 NO_DEPLOYMENT = {
     "rollbackReason": None,
@@ -39,6 +40,8 @@ def retire_blue(draft: VariantDraft) -> None:
     size = green.replicas if green is not None and green.replicas else draft.variant.replicas
     draft.plan_fleet(candidate, "blue", size, 100, draft.autoscaling())
     draft.record(candidate, "Succeeded", f"all traffic on {candidate}; {old} retired")
+    close_gates(draft)
+    notify(draft, "PostRollout", f"Succeeded: all traffic on {candidate}; {old} retired")
     draft.update(activeRevision=candidate, rolledBackRevision=None, **NO_DEPLOYMENT)
     draft.set_phase("InService")
     draft.emit("DeploymentSucceeded", f"revision {candidate} is serving; {old} retired")

@@ -11,6 +11,7 @@ from typing import Literal
 
 from fleetshift_operator.alarms.base import AlarmResult
 from fleetshift_operator.api import EndpointStatus
+from fleetshift_operator.webhooks.base import WebhookResult
 
 Role = Literal["blue", "green"]
 
@@ -67,12 +68,21 @@ class Observed:
     evaluated (no alarms, or no bake in progress)."""
     router: str = "Replicas"
     """``spec.traffic.router``: whole pods (Replicas) or exact weights (GatewayAPI)."""
+    webhooks: Mapping[str, tuple[WebhookResult, ...]] | None = None
+    """This reconcile's webhook answers per variant (``webhooks/base.py``); the calls
+    were the ones the status said were due."""
 
     def fleet(self, variant: str, revision: str | None) -> FleetObservation | None:
         for fleet in self.fleets:
             if fleet.variant == variant and fleet.revision == revision:
                 return fleet
         return None
+
+    def webhooks_of(self, variant: str) -> tuple[WebhookResult, ...]:
+        """The answers of ``variant``'s webhooks called in this reconcile."""
+        if self.webhooks is None:
+            return ()
+        return self.webhooks.get(variant, ())
 
     def alarms_of(self, variant: str) -> tuple[AlarmResult, ...] | None:
         """The verdicts of ``variant``'s alarms, or None when they were not evaluated."""

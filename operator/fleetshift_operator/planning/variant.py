@@ -27,6 +27,13 @@ from __future__ import annotations
 
 from fleetshift_operator.api import AlarmStatus, StepStatus
 from fleetshift_operator.planning.context import VariantDraft
+from fleetshift_operator.planning.gates import (
+    close_gates,
+    forget_gates,
+    notify,
+    record_webhook_results,
+)
+from fleetshift_operator.planning.status import held_by
 from fleetshift_operator.planning.steps import calculate_required_ready
 from fleetshift_operator.planning.strategy import DeploymentStrategy
 from fleetshift_operator.planning.times import after, whole_second
@@ -38,6 +45,7 @@ ROLLBACK_RETRY_SECONDS = 5
 def plan_variant(draft: VariantDraft, strategy: DeploymentStrategy, retry: bool) -> None:
     """Decide the next step of one variant's rollout (see the module docstring)."""
     revision = draft.revision
+    record_webhook_results(draft)
     if retry and draft.status.rolledBackRevision == revision:
         draft.update(rolledBackRevision=None)
         draft.emit("RetryRequested", f"retrying revision {revision}")
@@ -164,6 +172,7 @@ def _start_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None
             startedAt=whole_second(now),
         ),
     )
+    forget_gates(draft)
     draft.set_phase("Updating")
     draft.emit(
         "DeploymentStarted",
@@ -202,6 +211,7 @@ def _supersede(draft: VariantDraft, strategy: DeploymentStrategy) -> bool:
     assert candidate is not None
     draft.record(candidate, "Superseded", f"replaced by revision {revision}")
     draft.emit("Superseded", f"revision {candidate} superseded by {revision}")
+    close_gates(draft)
     clear_deployment(draft)
     if revision in (draft.status.activeRevision, draft.status.rolledBackRevision):
         _plan_steady(draft)
@@ -231,12 +241,17 @@ def _reason_to_roll_back(
         return f"green fleet cannot run ({green.failure})", True
     status = draft.update(waitingFor=green.waiting if green is not None else None)
     deadline = status.deadline
+    # A webhook gate is asked only once green's capacity is Ready: while one holds, the
+    # provisioning timeout is over and only the deadline bounds the wait.
+    gate = held_by(status.webhooks, status.candidateRevision)
     if deadline is not None and now >= deadline and not draft.paused:
-        return "the deployment did not finish before maximumExecutionTimeoutSeconds", True
+        why = "the deployment did not finish before maximumExecutionTimeoutSeconds"
+        return (f"{why}; {gate}" if gate else why), True
     step = status.step
     if (
         step is not None
         and step.stage == "Provisioning"
+        and gate is None
         and _provisioning_bounded(strategy)
         and not draft.paused
     ):
@@ -275,6 +290,8 @@ def _rollback(
         draft.emit("RollbackStarted", f"rolling back {candidate}: {reason}", warning=warning)
         draft.update(rolledBackRevision=candidate)
         draft.record(candidate or "", "RolledBack", reason)
+        close_gates(draft)
+        notify(draft, "OnRollback", f"RolledBack: {reason}")
     if strategy.roll_back(draft):
         draft.fleets.clear()
         serve_blue(draft)
