@@ -191,6 +191,17 @@ class Runtime:
         self.grpc_server: Any = None
         """The Open Inference Protocol's gRPC server (``FLEETSHIFT_GRPC_PORT``), once
         started."""
+        self.answered_by: list[tuple[bytes, bytes]] = [
+            (name, value.encode())
+            for name, value in (
+                (b"x-amzn-invoked-production-variant", settings.variant),
+                (b"x-fleetshift-revision", settings.revision),
+            )
+            if value
+        ]
+        """Response headers of ``/invocations`` naming who answered: SageMaker's variant
+        header, and the revision (a caller behind kube-proxy cannot otherwise tell which
+        fleet served it)."""
         self.on_fatal: Callable[[], None] = _terminate_self
         """Called when the model cannot load: stops the server (``__main__`` sets it)."""
 
@@ -462,7 +473,7 @@ class Runtime:
         except Exception as error:
             status, reason = status_for(error, rid)
             payload, content_type = _error_body(reason, rid), "application/json"
-        await _send(send, status, payload, content_type.encode(), rid)
+        await _send(send, status, payload, content_type.encode(), rid, self.answered_by)
         self._record(label, status, started, model_seconds)
         if status == 200:
             self.metrics.tally.predicted(predictions)

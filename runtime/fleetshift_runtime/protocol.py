@@ -15,7 +15,11 @@ arrives: every keep-alive request then takes ~40 ms (measured: 22 req/s instead 
   does not arrive within ``body_timeout`` after its headers is cut off;
 - at most ``max_connections`` connections per worker: a new connection beyond that
   closes the oldest connection still waiting for its request headers (a slow client),
-  or, when every connection is busy with a request, is itself answered 503.
+  or, when every connection is busy with a request, is itself answered 503;
+- a connection open longer than ``max_connection_age`` gets ``Connection: close`` on its
+  next response and ends after it (uvicorn adds the header when a request's cycle is not
+  kept alive): kube-proxy balances per connection, so this is what moves keep-alive
+  clients onto a new traffic split.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class ConnectionLimits:
     header_timeout: float
     body_timeout: float
     max_connections: int
+    max_connection_age: float = 0.0
+    """Seconds; 0: no limit."""
 
     @classmethod
     def from_settings(cls, settings: RuntimeSettings) -> ConnectionLimits:
@@ -69,6 +75,7 @@ class ConnectionLimits:
             header_timeout=settings.header_timeout_seconds,
             body_timeout=settings.body_timeout_seconds,
             max_connections=settings.max_connections or default_max_connections(),
+            max_connection_age=settings.max_connection_age_seconds,
         )
 
 
@@ -122,6 +129,8 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._request_ended = False
         self._since = self.loop.time()
         """When the current phase (waiting for headers, or for the body) began."""
+        self._opened = self._since
+        """When the connection was made (for ``max_connection_age``)."""
 
     # --- connection life ------------------------------------------------------------
 
@@ -131,7 +140,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
-        self._since = self.loop.time()
+        self._since = self._opened = self.loop.time()
         if NoDelayHttpToolsProtocol._sweeping is not self.loop:
             NoDelayHttpToolsProtocol._sweeping = self.loop
             self._schedule_sweep()
@@ -219,11 +228,15 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
                 )
 
     def on_headers_complete(self) -> None:
-        """The headers are in: the body clock starts."""
+        """The headers are in: the body clock starts. A connection past its age answers
+        this request and closes."""
         self._in_headers = False
         self._in_body = True
-        self._since = self.loop.time()
+        self._since = now = self.loop.time()
         _headers_complete(self)
+        age = self._limits.max_connection_age
+        if age and now - self._opened >= age and self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         """The body is in: no clock runs while the request is served."""

@@ -134,6 +134,13 @@ class RuntimeSettings(BaseSettings):
     connection closes the one that has waited longest for its request headers (a slow
     client), or gets a 503 when every connection is busy."""
 
+    max_connection_age_seconds: float = Field(default=30.0, ge=0)
+    """How long a keep-alive connection is reused. The first response after it has been
+    open this long carries ``Connection: close`` and the connection ends after it; the
+    client reconnects and kube-proxy picks a backend again, so a client that keeps its
+    connections open follows a traffic shift (a canary's share, a rollback) within this
+    time instead of staying on the pod it first reached. 0: reuse for ever."""
+
     inline_body_bytes: int = Field(default=64 * 1024, ge=0)
     """Bodies up to this size are parsed, predicted and encoded on the event loop (the
     fast path: a 100-row request is ~20 KB); larger ones in a worker thread, so the
