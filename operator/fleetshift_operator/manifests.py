@@ -30,12 +30,18 @@ LABEL_REVISION = "fleetshift.dev/revision"
 LABEL_SERVING = "fleetshift.dev/serving"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_POD_TEMPLATE = "fleetshift.dev/pod-template"
-POD_TEMPLATE = 3
+DRAIN_SECONDS = 5
+"""How long a deleted pod keeps serving before it is asked to stop (its preStop sleep): the
+time for its removal from the EndpointSlices to reach every kube-proxy."""
+POD_TEMPLATE = 4
 """The generation of the pod template this operator writes. 2: restricted pods (non-root,
 read-only root with an emptyDir at /tmp, no capabilities, no privilege escalation, seccomp
 RuntimeDefault) spread over nodes and zones. 3: the Endpoint's shadows ConfigMap mounted
 (optional) and named in ``FLEETSHIFT_MIRROR_FILE``, so the runtime copies requests to
-shadow variants without a mesh. A fleet created with an older template keeps
+shadow variants without a mesh. 4: a preStop sleep of :data:`DRAIN_SECONDS`, so a pod
+being deleted keeps serving while kube-proxy learns it is gone (measured on the real node:
+without it, a rollback that deletes green reset a few connections kube-proxy still sent
+there). A fleet created with an older template keeps
 it: changing it in place would restart the pods outside any guardrail, so the new template
 arrives with the variant's next revision, through its deployment policy."""
 MANAGER = "fleetshift"
@@ -104,6 +110,8 @@ def get_deployment(
     ['kubernetes.io/hostname', 'topology.kubernetes.io/zone']
     >>> pod["volumes"][1]
     {'name': 'shadows', 'configMap': {'name': 'churn-shadows', 'optional': True}}
+    >>> pod["containers"][0]["lifecycle"]
+    {'preStop': {'sleep': {'seconds': 5}}}
     >>> old = get_deployment(ep, v, FleetPlan("main", "abc", "green", 3, 0),
     ...                      include_replicas=True, pod_template=1)["spec"]["template"]["spec"]
     >>> sorted(old)
@@ -178,6 +186,9 @@ def get_deployment(
                 }
                 for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
             ]
+    if pod_template >= 4:
+        # Kubernetes' own sleep action: nothing to run in the image (1.30+).
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
     if variant.nodeSelector:
         pod_spec["nodeSelector"] = dict(variant.nodeSelector)
     if variant.tolerations:

@@ -335,7 +335,9 @@ def test_model_pods_are_admitted_where_the_restricted_pod_security_standard_is_e
         "topology.kubernetes.io/zone",
     }
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
-    assert deployment["metadata"]["annotations"]["fleetshift.dev/pod-template"] == "3"
+    assert deployment["metadata"]["annotations"]["fleetshift.dev/pod-template"] == "4"
+    # The apiserver kept the drain: a deleted pod serves on while kube-proxy catches up.
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     # The check has teeth: a pod without the restrictions is refused in this namespace.
     with pytest.raises(ApiError, match="violates PodSecurity"):
         kube.create(
