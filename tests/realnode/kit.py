@@ -153,6 +153,66 @@ class Load:
             caller.close()
 
 
+class KeepAliveLoad:
+    """Clients in the namespace that each keep one HTTP/1.1 connection open and reuse it
+    for every request, reconnecting only when the server ends it, until :meth:`stop`.
+
+    Counts answers by the revision that gave them (``X-Fleetshift-Revision``) and the
+    connections each client opened."""
+
+    def __init__(self, netns_name: str, host: str, body: bytes, clients: int) -> None:
+        self.stopping = threading.Event()
+        self.by_revision: dict[str, int] = {}
+        self.failed = 0
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._callers = [netns.NetnsCaller(netns_name) for _ in range(clients)]
+        self._threads = [
+            threading.Thread(target=c.call, args=(functools.partial(self._loop, host, body),))
+            for c in self._callers
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self, host: str, body: bytes) -> None:
+        import http.client  # noqa: PLC0415
+
+        connection = http.client.HTTPConnection(host, 80, timeout=10)
+        while not self.stopping.is_set():
+            fresh = connection.sock is None
+            try:
+                connection.request(
+                    "POST", "/invocations", body=body, headers={"Content-Type": "text/csv"}
+                )
+                response = connection.getresponse()
+                response.read()
+            except (http.client.HTTPException, OSError):
+                connection.close()
+                with self._lock:
+                    self.failed += 1
+                time.sleep(0.05)
+                continue
+            revision = response.getheader("x-fleetshift-revision") or "?"
+            with self._lock:
+                self.connections += fresh
+                if response.status == 200:
+                    self.by_revision[revision] = self.by_revision.get(revision, 0) + 1
+                else:
+                    self.failed += 1
+        connection.close()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.by_revision)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        for caller in self._callers:
+            caller.close()
+
+
 class S3Gateway:
     """VersityGW (a real S3 gateway) on the node IP inside the namespace, backed by a
     folder: the runtime pods read ``s3://`` models from it with credentials from a Secret."""

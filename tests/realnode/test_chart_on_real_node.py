@@ -26,7 +26,7 @@ from fleetshift_devcluster import binaries, images
 from fleetshift_devcluster.realnode import NODE_NAME
 from fleetshift_devcluster.wait import wait_for
 from realnode.conftest import RealNode
-from realnode.kit import Load, PodPrometheus, S3Gateway, in_netns, ready_pods
+from realnode.kit import KeepAliveLoad, Load, PodPrometheus, S3Gateway, in_netns, ready_pods
 from support.runtime_kit import FEATURES, csv_body, train_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ class ChartStack:
     """``s3://`` URIs: ``v1`` and ``v2`` (valid), ``incompatible`` (5xx on every request)."""
     rows: Any
 
-    def endpoint(self, model: str) -> dict[str, Any]:
+    def endpoint(self, model: str, bake: int = CANARY_BAKE_SECONDS) -> dict[str, Any]:
         return {
             "apiVersion": "fleetshift.dev/v1alpha1",
             "kind": "Endpoint",
@@ -72,6 +72,9 @@ class ChartStack:
                             # one column fewer, loads, turns Ready, and fails every request.
                             {"name": "FLEETSHIFT_NUM_FEATURES", "value": str(FEATURES)},
                             *self.s3.variant_env("model-store"),
+                            # Keep-alive connections end after 1 s (30 s by default), so
+                            # the keep-alive test sees many of kube-proxy's picks quickly.
+                            {"name": "FLEETSHIFT_MAX_CONNECTION_AGE_SECONDS", "value": "1"},
                         ],
                         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
                     }
@@ -81,7 +84,7 @@ class ChartStack:
                         "trafficRouting": {
                             "type": "Canary",
                             "canarySize": {"type": "InstanceCount", "value": 1},
-                            "waitIntervalSeconds": CANARY_BAKE_SECONDS,
+                            "waitIntervalSeconds": bake,
                         },
                         "terminationWaitSeconds": 2,
                         "maximumExecutionTimeoutSeconds": 600,
@@ -292,26 +295,46 @@ def test_a_canary_to_a_failing_model_is_rolled_back_by_its_alarm_on_real_pods(
         after = wait_for(
             lambda: _in_service(stack), timeout=120, interval=1, message="blue alone again"
         )
-        quiet_from = load.counts()
-        wait_for(
-            lambda: load.answered - sum(v for k, v in quiet_from.items() if 200 <= k < 300) >= 50,
-            timeout=60,
-            interval=0.5,
-            message="50 more answers after the rollback",
-        )
+        # kube-proxy applies the Service's new endpoints within its sync period (1 s): a
+        # caller may still meet green in that window, and never after it.
+        in_service_at = load.counts()
+        settled = _after_answers(load, in_service_at, SYNC_WINDOW_ANSWERS, "kube-proxy's sync")
+        _after_answers(load, settled, CHECKED_ANSWERS, "answers after it")
+        final = load.counts()
     finally:
         load.stop()
     assert after["activeRevision"] == blue
     assert record["fromRevision"] == blue and record["revision"] != blue
     assert "green-5xx" in record["reason"], record
     assert failed_during_canary > 0, "callers did meet the failing canary (it took traffic)"
-    failed_after = load.failed - sum(v for k, v in quiet_from.items() if not 200 <= k < 300)
-    assert failed_after == 0, f"errors after the rollback: {load.counts()} vs {quiet_from}"
+    in_window = _failures(in_service_at, settled)
+    assert _failures(settled, final) == 0, f"errors after the rollback: {final} vs {settled}"
+    print(f"{in_window} errors in the {SYNC_WINDOW_ANSWERS} answers after InService")
     # Prometheus found the green pods by Kubernetes discovery and saw their 5xx.
     errors = stack.prometheus.query(
         f'sum(fleetshift_invocation_5xx_errors_total{{revision="{record["revision"]}"}})'
     )
     assert errors and float(errors[0]["value"][1]) > 0, errors
+
+
+SYNC_WINDOW_ANSWERS = 1000
+"""About 2-3 s of the three clients' answers: kube-proxy's minimum sync period is 1 s."""
+CHECKED_ANSWERS = 500
+
+
+def _failures(before: dict[int, int], after: dict[int, int]) -> int:
+    return sum(n - before.get(code, 0) for code, n in after.items() if not 200 <= code < 300)
+
+
+def _after_answers(load: Load, since: dict[int, int], count: int, what: str) -> dict[int, int]:
+    """Wait until ``count`` more requests were answered; the counts then."""
+    base = sum(since.values())
+
+    def counted() -> dict[int, int] | None:
+        now = load.counts()
+        return now if sum(now.values()) - base >= count else None
+
+    return wait_for(counted, timeout=60, interval=0.2, message=f"{count} {what}")
 
 
 def test_an_operator_pod_force_deleted_mid_rollout_is_replaced_and_its_successor_finishes(
@@ -383,3 +406,54 @@ def _force_delete_mid_rollout(stack: ChartStack, old_operator: str) -> None:
     assert new_operator != old_operator
     logs = stack.node.kubectl("logs", new_operator, "-n", stack.operator_namespace)
     assert ENDPOINT in logs, logs[-2000:]
+
+
+KEEP_ALIVE_CLIENTS = 4
+KEEP_ALIVE_SECONDS = 12
+
+
+def test_keep_alive_clients_follow_the_canary_share_through_kube_proxy(
+    stack: ChartStack,
+) -> None:
+    """kube-proxy picks a backend per connection. Clients that keep their connection open
+    still see the canary's share, because the runtime ends each connection after its age
+    (1 s in every revision here; 30 s by default) and every reconnection is a new pick."""
+    before = wait_for(lambda: _in_service(stack), timeout=180, interval=1, message="InService")
+    # A bake longer than the measurement: the share stays the canary's throughout.
+    current = stack.node.get("fsep", ENDPOINT, stack.namespace)["spec"]["variants"][0]
+    other = "v1" if current["model"]["uri"] != stack.models["v1"] else "v2"
+    stack.node.apply(stack.endpoint(other, bake=120))
+
+    def canary_serving() -> dict[str, Any] | None:
+        status = stack.status()
+        green = status.get("candidateRevision")
+        if green and stack.serving_revisions().get(green) == 1:
+            return status
+        return None
+
+    status = wait_for(canary_serving, timeout=180, interval=0.5, message="the canary serving")
+    green, blue = status["candidateRevision"], before["activeRevision"]
+    assert stack.serving_revisions() == {blue: REPLICAS - 1, green: 1}
+    host = stack.node.get("service", ENDPOINT, stack.namespace)["spec"]["clusterIP"]
+    load = KeepAliveLoad(
+        stack.node.cluster.netns, host, csv_body(stack.rows[:5]), KEEP_ALIVE_CLIENTS
+    )
+    try:
+        wait_for(
+            lambda: load.connections >= KEEP_ALIVE_CLIENTS * (KEEP_ALIVE_SECONDS - 2),
+            timeout=KEEP_ALIVE_SECONDS * 3,
+            interval=0.5,
+            message="the clients reconnecting as their connections age",
+        )
+        assert stack.status().get("candidateRevision") == green, "still in the canary step"
+    finally:
+        load.stop()
+    counts = load.counts()
+    total = sum(counts.values())
+    share = counts.get(green, 0) / total
+    # One green pod of three: a third of the connections, each about a second of requests.
+    # Over ~40 connections the share is 1/3 +- 0.075 (one standard deviation); without the
+    # age each client would sit on one pod, and the share would be a multiple of 1/4.
+    assert 0.1 < share < 0.6, (counts, load.connections)
+    assert set(counts) == {blue, green}, counts
+    assert load.failed == 0, (load.failed, counts)
