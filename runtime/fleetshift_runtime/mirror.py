@@ -108,9 +108,21 @@ def parse_mirror_file(text: bytes) -> PeersFile:
 
 
 def _checked_url(url: str) -> str:
+    """``url`` when it is ``http://host[:port]``, else ValueError (a port out of range too,
+    which ``urlsplit`` only notices when the port is read, long after the file was read).
+
+    >>> _checked_url("http://churn-main-serving.shop.svc:80")
+    'http://churn-main-serving.shop.svc:80'
+    >>> _checked_url("http://churn:99999")
+    Traceback (most recent call last):
+    ...
+    ValueError: Port out of range 0-65535
+    """
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
         raise ValueError(f"shadow url {url!r}: expected http://host[:port]")
+    if parts.port == 0:
+        raise ValueError(f"shadow url {url!r}: port 0")
     return url
 
 
