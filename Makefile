@@ -14,6 +14,7 @@ help:
 	@echo "make cluster NODE=real   the same plus a real node, inside a network namespace (root)"
 	@echo "make cluster-down  stop it"
 	@echo "make demo          the guardrail walkthrough: canary and linear updates, live, with timelines"
+	@echo "make demo NODE=real   the same on real pods: the runtime image, kube-proxy, a real kubelet (root)"
 	@echo "make images        build the operator and runtime images with podman (no registry, no Docker)"
 
 venv: $(STAMP)
@@ -86,8 +87,10 @@ cluster-down: venv
 # The guardrail walkthrough. Flags go through DEMO_FLAGS, e.g.
 #   make demo DEMO_FLAGS="--canary-wait 60 --policies canary"
 DEMO_FLAGS ?=
+# NODE=real: the same story on real pods (a real node in a network namespace; root).
 demo: venv tools binaries
-	$(BIN)/fleetshift-demo $(DEMO_FLAGS)
+	@if [ "$(NODE)" = real ]; then $(MAKE) --no-print-directory realnode-binaries images; fi
+	$(BIN)/fleetshift-demo --node $(NODE) $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

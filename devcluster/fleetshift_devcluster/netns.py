@@ -18,11 +18,12 @@ alive by a bind mount of ``/proc/<pid>/ns/mnt`` in the state folder. Inside it:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -86,6 +87,28 @@ def in_netns(name: str, argv: list[str]) -> list[str]:
 def in_node(name: str, mount_ns: Path, argv: list[str]) -> list[str]:
     """``argv`` run inside the network namespace and the node's mount namespace."""
     return ["nsenter", f"--net={netns_path(name)}", f"--mount={mount_ns}", *argv]
+
+
+@contextlib.contextmanager
+def entered(name: str) -> Iterator[None]:
+    """The calling thread inside the network namespace ``name`` for the body, and back where
+    it was after. Threads and processes it starts meanwhile are born inside (a new thread or
+    a forked child takes its creator's namespaces), so a whole program can run there: the
+    real-node demo does, since the apiserver listens only in the namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    target = os.open(netns_path(name), os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise NamespaceError(f"setns({name}): {os.strerror(ctypes.get_errno())}")
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                raise NamespaceError(f"setns(back): {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(target)
+        os.close(home)
 
 
 class NetnsCaller:

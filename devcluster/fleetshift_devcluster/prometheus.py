@@ -45,11 +45,15 @@ class LocalPrometheus:
     """The CA that signed the TLS certificate of ``web_config`` (for the readiness check)."""
     basic_auth: tuple[str, str] | None = None
     """The user name and password the readiness check sends."""
+    host: str = "127.0.0.1"
+    """The address it listens on (the real node's IP, inside its namespace, for pods)."""
+    binary: Path | None = None
+    """The executable; Debian's (:func:`prometheus_binary`) when None."""
 
     @property
     def url(self) -> str:
         tls = self.web_config is not None and "tls_server_config" in self.web_config
-        return f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -65,10 +69,10 @@ class LocalPrometheus:
         if not self.port:
             self.port = free_port()
         arguments = [
-            str(prometheus_binary()),
+            str(self.binary or prometheus_binary()),
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={self.folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.listen-address={self.host}:{self.port}",
             "--web.enable-lifecycle",
             "--log.level=warn",
         ]
@@ -132,3 +136,47 @@ class LocalPrometheus:
                 pass
             time.sleep(0.1)
         raise ClusterError(f"prometheus did not become ready on {self.url}")
+
+
+def kubernetes_pods_config(kubeconfig: Path, namespaces: list[str]) -> dict[str, object]:
+    """Scrape every fleet pod of ``namespaces`` found through the Kubernetes API, as the
+    chart's PodMonitor selects them (the endpoint label, the container port named
+    ``metrics``), every second, keeping the runtime's own labels and adding the ``pod``
+    (prometheus-adapter maps it to the pod resource). Needs a Prometheus with Kubernetes
+    discovery, which Debian's lacks (``binaries.PROMETHEUS``).
+
+    >>> job = kubernetes_pods_config(Path("/k/config"), ["ml"])["scrape_configs"][0]
+    >>> job["kubernetes_sd_configs"][0]["namespaces"]
+    {'names': ['ml']}
+    >>> [r.get("action", "replace") for r in job["relabel_configs"]]
+    ['keep', 'keep', 'replace']
+    """
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "fleetshift-pods",
+                "honor_labels": True,
+                "kubernetes_sd_configs": [
+                    {
+                        "role": "pod",
+                        "kubeconfig_file": str(kubeconfig),
+                        "namespaces": {"names": namespaces},
+                    }
+                ],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_label_fleetshift_dev_endpoint"],
+                        "regex": ".+",
+                        "action": "keep",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                        "regex": "metrics",
+                        "action": "keep",
+                    },
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                ],
+            }
+        ],
+    }

@@ -27,6 +27,7 @@ import yaml
 
 from fleetshift_devcluster import binaries, netns, pki
 from fleetshift_devcluster.processes import ManagedProcess, stop_processes
+from fleetshift_devcluster.prometheus import kubernetes_pods_config
 from fleetshift_devcluster.realnode import NODE_IP
 from fleetshift_devcluster.wait import wait_for
 from realnode.conftest import RealNode
@@ -318,50 +319,6 @@ class S3Gateway:
         stop_processes([self.process], grace=5)
 
 
-def pod_discovery_config(kubeconfig: Path, namespaces: list[str]) -> dict[str, Any]:
-    """Prometheus's configuration: every fleet pod of ``namespaces`` found through the
-    Kubernetes API (as the chart's PodMonitor selects them: the endpoint label and the
-    container port named ``metrics``), scraped every second with the runtime's own labels.
-
-    >>> config = pod_discovery_config(Path("/k/config"), ["ml"])
-    >>> config["scrape_configs"][0]["kubernetes_sd_configs"][0]["namespaces"]
-    {'names': ['ml']}
-    >>> [r.get("action", "replace") for r in config["scrape_configs"][0]["relabel_configs"]]
-    ['keep', 'keep', 'replace']
-    """
-    return {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "fleetshift-pods",
-                "honor_labels": True,
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "kubeconfig_file": str(kubeconfig),
-                        "namespaces": {"names": namespaces},
-                    }
-                ],
-                "relabel_configs": [
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_label_fleetshift_dev_endpoint"],
-                        "regex": ".+",
-                        "action": "keep",
-                    },
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                        "regex": "metrics",
-                        "action": "keep",
-                    },
-                    # The pod a series came from, as prometheus-operator labels its targets:
-                    # the adapter maps it to the pod resource for the HPA's Pods metric.
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                ],
-            }
-        ],
-    }
-
-
 class PodPrometheus:
     """Prometheus (built from its Go module: Debian's has no Kubernetes discovery) on the
     node IP inside the namespace, finding the fleet pods through the apiserver."""
@@ -373,7 +330,9 @@ class PodPrometheus:
         self.url = f"http://{NODE_IP}:{self.port}"
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "prometheus.yml"
-        config.write_text(yaml.safe_dump(pod_discovery_config(node.cluster.kubeconfig, namespaces)))
+        config.write_text(
+            yaml.safe_dump(kubernetes_pods_config(node.cluster.kubeconfig, namespaces))
+        )
         prometheus = binaries.ensure((binaries.PROMETHEUS,))[binaries.PROMETHEUS.name]
         self.process = ManagedProcess.spawn(
             "prometheus",

@@ -84,6 +84,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="requests per second the load generator sends (default 40)",
     )
     parser.add_argument(
+        "--node",
+        choices=("kwok", "real"),
+        default="kwok",
+        help="kwok: the pods are runtime processes the demo starts (default); real: the "
+        "runtime image on a real node, inside a network namespace (root, `make images`, "
+        "the real node's binaries; docs/real-node.md)",
+    )
+    parser.add_argument(
         "--policies",
         default="canary,linear",
         help="which stories to tell, comma-separated: canary, linear",
@@ -138,12 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress.say(f"stopped {len(stale)} processes left by an earlier run")
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        progress.say(f"starting the local control plane in {work / 'cluster'}")
-        with running_cluster(work / "cluster") as cluster:
-            demo = Demo(options, cluster, progress, stop)
-            with demo.running():
-                demo.run(lambda summary, record: _after_scenario(demo, summary, record))
-                summaries = demo.summaries
+        if args.node == "real":
+            progress.say(f"starting the control plane and a real node in {work / 'cluster'}")
+            summaries = _on_real_node(options, work, progress, stop)
+        else:
+            progress.say(f"starting the local control plane in {work / 'cluster'}")
+            with running_cluster(work / "cluster") as cluster:
+                demo = Demo(options, cluster, progress, stop)
+                with demo.running():
+                    demo.run(lambda summary, record: _after_scenario(demo, summary, record))
+                    summaries = demo.summaries
     except KeyboardInterrupt:
         progress.say("interrupted: everything the demo started has been stopped")
         return 130
@@ -163,6 +175,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wall time {wall:.0f} s; timelines and logs in {options.output}/")
     good = all(s.as_expected and s.within_bound for s in summaries)
     return 0 if good else 1
+
+
+def _on_real_node(
+    options: DemoOptions, work: Path, progress: Progress, stop: StopRequest
+) -> list[ScenarioSummary]:
+    """The story on a real node; this thread (and all it starts) inside its namespace."""
+    from fleetshift_devcluster import netns  # noqa: PLC0415 - only for --node real
+    from fleetshift_devcluster.demo.realnode import RealNodeDemo  # noqa: PLC0415
+    from fleetshift_devcluster.realnode import running_real_node  # noqa: PLC0415
+
+    with running_real_node(work / "cluster") as cluster, netns.entered(cluster.netns):
+        demo = RealNodeDemo(options, cluster, progress, stop)
+        with demo.running():
+            demo.run(lambda summary, record: _after_scenario(demo, summary, record))
+            return demo.summaries
 
 
 def _after_scenario(demo: Demo, summary: ScenarioSummary, record: ScenarioRecord) -> None:

@@ -69,6 +69,8 @@ class Route:
     port: int
     revision: str
     ready: bool
+    host: str = "127.0.0.1"
+    """Where to connect: the runtime process on loopback, or a Service's ClusterIP."""
 
 
 @dataclasses.dataclass

@@ -71,6 +71,9 @@ def ready_pods(slices: list[EndpointSlice]) -> list[str]:
 class LoadGenerator:
     """Sends ``rate`` requests a second to one Endpoint's Service, in a thread."""
 
+    keepalive_connections = 32
+    """Connections kept open between requests (0: a new connection per request)."""
+
     def __init__(
         self,
         kubeconfig: Path,
@@ -119,7 +122,9 @@ class LoadGenerator:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        limits = httpx.Limits(
+            max_connections=64, max_keepalive_connections=self.keepalive_connections
+        )
         async with httpx.AsyncClient(timeout=2.0, limits=limits) as client:
             refresher = asyncio.create_task(self._refresh_loop())
             rows = itertools.cycle(self.rows)
@@ -160,6 +165,11 @@ class LoadGenerator:
             await asyncio.sleep(REFRESH_SECONDS)
 
     def _targets_of(self, endpoint: str) -> list[Route]:
+        routes = self.routes()
+        return [routes[pod] for pod in self._ready_pods(endpoint) if pod in routes]
+
+    def _ready_pods(self, endpoint: str) -> list[str]:
+        """The pods behind the Ready endpoints of ``endpoint``'s Service."""
         slices = list(
             self.kube.list(
                 EndpointSlice,
@@ -167,8 +177,7 @@ class LoadGenerator:
                 labels={"kubernetes.io/service-name": endpoint},
             )
         )
-        routes = self.routes()
-        return [routes[pod] for pod in ready_pods(slices) if pod in routes]
+        return ready_pods(slices)
 
     async def _send(
         self, client: httpx.AsyncClient, endpoint: str, target: Route, row: str
@@ -177,13 +186,15 @@ class LoadGenerator:
         started = time.perf_counter()
         try:
             answer = await client.post(
-                f"http://127.0.0.1:{target.port}/invocations",
+                f"http://{target.host}:{target.port}/invocations",
                 content=row.encode(),
                 headers={"Content-Type": "text/csv", "Accept": "text/csv"},
             )
             status = answer.status_code
+            # Behind a Service only the answer can say which fleet gave it.
+            revision = answer.headers.get("x-fleetshift-revision", target.revision)
         except httpx.HTTPError:
-            status = 0
+            status, revision = 0, target.revision
         latency = time.perf_counter() - started
         with self._lock:
-            self.answers.append(Answer(sent_at, endpoint, target.revision, status, latency))
+            self.answers.append(Answer(sent_at, endpoint, revision, status, latency))

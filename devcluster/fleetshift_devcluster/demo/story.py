@@ -243,16 +243,35 @@ class Demo:
         self._install_crd()
         with contextlib.suppress(ApiError):
             self.kube.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
-        self.launcher.start()
-        self.progress.say("starting Prometheus (file-based discovery of the runtimes, 1 s scrapes)")
-        self.prometheus.start(get_prometheus_config(self.launcher.targets_file))
-        self.progress.say("starting the operator and the pod launcher")
+        self._start_pods()
+        self.prometheus.start(self._prometheus_config())
+        self.progress.say("starting the operator")
         self._start_operator()
         rows = self.models.requests_csv.read_text().splitlines()
-        self.loadgen = LoadGenerator(
+        self.loadgen = self._load_generator(rows)
+        self.loadgen.start()
+
+    # -- what differs on a real node (demo/realnode.py overrides these) -------------------
+
+    def _start_pods(self) -> None:
+        """kwok's pods get runtime processes from the launcher."""
+        self.progress.say("starting the pod launcher (a runtime process per pod)")
+        self.launcher.start()
+        self.progress.say("starting Prometheus (file-based discovery of the runtimes, 1 s scrapes)")
+
+    def _prometheus_config(self) -> dict[str, Any]:
+        return get_prometheus_config(self.launcher.targets_file)
+
+    def _load_generator(self, rows: list[str]) -> LoadGenerator:
+        return LoadGenerator(
             self.cluster.kubeconfig, NAMESPACE, self.launcher.routes, rows, self.options.rate
         )
-        self.loadgen.start()
+
+    def _manifest(self, scenario: Scenario) -> dict[str, Any]:
+        assert self.models is not None
+        return get_endpoint(
+            scenario.endpoint, self.models.uri(scenario.model), scenario.policy, self.options
+        )
 
     def _install_crd(self) -> None:
         from fleetshift_operator.crd import build_crd  # noqa: PLC0415 - the operator's own CRD
@@ -299,9 +318,7 @@ class Demo:
     def run_scenario(self, scenario: Scenario) -> tuple[ScenarioSummary, ScenarioRecord]:
         assert self.models is not None and self.loadgen is not None
         self._check_alive()
-        manifest = get_endpoint(
-            scenario.endpoint, self.models.uri(scenario.model), scenario.policy, self.options
-        )
+        manifest = self._manifest(scenario)
         self.loadgen.aim(scenario.endpoint)
         started = time.time()
         self.progress.begin(scenario)
