@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,35 +108,47 @@ def test_metrics_server_reports_runtime_cpu_and_the_operators_cpu_hpa_scales_out
     _scale_out_on_real_cpu(real_node, node_namespace, operator_in_netns, server, rows)
 
 
+def _autoscaled_endpoint(
+    namespace: str,
+    models: ModelServer,
+    autoscaling: dict[str, Any],
+    model_file: str = "model.ubj",
+    deployment_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Endpoint: one variant of the runtime image on the real node, autoscaled."""
+    spec: dict[str, Any] = {
+        "variants": [
+            {
+                "name": "main",
+                "model": {"uri": f"{models.url}/{model_file}"},
+                "image": "fleetshift/runtime:dev",
+                "replicas": 1,
+                "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+                "resources": {"requests": {"cpu": f"{CPU_REQUEST_MILLICORES}m", "memory": "128Mi"}},
+                "autoscaling": autoscaling,
+            }
+        ]
+    }
+    if deployment_config is not None:
+        spec["deploymentConfig"] = deployment_config
+    return {
+        "apiVersion": "fleetshift.dev/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": ENDPOINT, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def _apply_autoscaled(
     node: RealNode,
     namespace: str,
     operator: ManagedProcess,
     models: ModelServer,
     autoscaling: dict[str, Any],
+    deployment_config: dict[str, Any] | None = None,
 ) -> str:
     """Apply the Endpoint, wait until it serves, and return its HPA's name."""
-    endpoint = {
-        "apiVersion": "fleetshift.dev/v1alpha1",
-        "kind": "Endpoint",
-        "metadata": {"name": ENDPOINT, "namespace": namespace},
-        "spec": {
-            "variants": [
-                {
-                    "name": "main",
-                    "model": {"uri": f"{models.url}/model.ubj"},
-                    "image": "fleetshift/runtime:dev",
-                    "replicas": 1,
-                    "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
-                    "resources": {
-                        "requests": {"cpu": f"{CPU_REQUEST_MILLICORES}m", "memory": "128Mi"}
-                    },
-                    "autoscaling": autoscaling,
-                }
-            ]
-        },
-    }
-    node.apply(endpoint)
+    node.apply(_autoscaled_endpoint(namespace, models, autoscaling, "model.ubj", deployment_config))
 
     def in_service() -> bool:
         if not operator.running():
@@ -221,6 +234,119 @@ def _scale_out_on_real_cpu(
     used = hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
     assert used > TARGET_CPU_PERCENT, hpa["status"]
     assert load.answered > 0, f"{load.failed} requests failed, none answered"
+
+
+def test_under_load_after_the_canary_greens_cpu_hpa_scales_out_and_idle_blues_does_not_balloon(
+    real_node: RealNode,
+    node_namespace: str,
+    operator_in_netns: ManagedProcess,
+    models: tuple[ModelServer, Any],
+    tmp_path: Path,
+) -> None:
+    """argoproj/argo-rollouts#2857: one HPA over both fleets scaled the stable fleet to its
+    maximum during a canary. Here each fleet has its own HPA over its own pods. A canary
+    goes to 100%, blue is kept through a termination wait (idle, for a quick rollback),
+    and under load green's HPA scales green out on green's real CPU while blue's, which
+    sees only blue's idle pod, stays at one replica throughout."""
+    server, rows = models
+    autoscaling = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetCPUUtilizationPercent": TARGET_CPU_PERCENT,
+        "scaleOutStabilizationSeconds": 0,
+    }
+    deployment_config = {
+        "blueGreen": {
+            "trafficRouting": {
+                "type": "Canary",
+                "canarySize": {"type": "CapacityPercent", "value": 50},
+                "waitIntervalSeconds": 5,
+            },
+            "terminationWaitSeconds": 900,
+            "maximumExecutionTimeoutSeconds": 1800,
+        }
+    }
+    _apply_autoscaled(
+        real_node, node_namespace, operator_in_netns, server, autoscaling, deployment_config
+    )
+    shutil.copy(tmp_path / "models" / "model.ubj", tmp_path / "models" / "model-v2.ubj")
+    real_node.apply(
+        _autoscaled_endpoint(node_namespace, server, autoscaling, "model-v2.ubj", deployment_config)
+    )
+
+    def blue_kept_idle() -> dict[str, Any] | None:
+        if not operator_in_netns.running():
+            raise AssertionError(f"the operator exited:\n{operator_in_netns.log_tail(40)}")
+        status = real_node.get("fsep", ENDPOINT, node_namespace).get("status") or {}
+        fleets = status.get("fleets") or {}
+        stage = (status.get("step") or {}).get("stage")
+        if stage == "TerminationWait" and {"blue", "green"} <= fleets.keys():
+            return fleets
+        return None
+
+    fleets = wait_for(
+        blue_kept_idle, timeout=180, interval=1, message="green at 100%, blue kept idle"
+    )
+    assert fleets["green"]["trafficPercent"] == 100, fleets
+    assert fleets["blue"]["trafficPercent"] == 0, fleets
+    blue_hpa, green_hpa = fleets["blue"]["deployment"], fleets["green"]["deployment"]
+    for name in (blue_hpa, green_hpa):
+        hpa = real_node.get("hpa", name, node_namespace)
+        assert hpa["spec"]["scaleTargetRef"]["name"] == name, hpa["spec"]
+
+    service_ip = real_node.get("service", ENDPOINT, node_namespace)["spec"]["clusterIP"]
+    load = Load(
+        real_node.cluster.netns,
+        f"http://{service_ip}/invocations",
+        csv_body(rows),
+        LOAD_THREADS,
+    )
+    blue_seen: list[dict[str, Any]] = []
+
+    def green_scaled_out() -> dict[str, Any] | None:
+        blue = real_node.get("hpa", blue_hpa, node_namespace)
+        blue_seen.append(blue.get("status", {}))
+        green = real_node.get("hpa", green_hpa, node_namespace).get("status", {})
+        if green.get("desiredReplicas", 0) > 1 and green.get("currentReplicas", 0) > 1:
+            return green
+        return None
+
+    try:
+        green_status = wait_for(
+            green_scaled_out, timeout=180, interval=2, message="green's HPA scaling out"
+        )
+        green_pods = (
+            f"fleetshift.dev/revision={fleets['green']['revision']},fleetshift.dev/serving=true"
+        )
+        wait_for(
+            lambda: len(kit.ready_pods(real_node, node_namespace, green_pods)) > 1,
+            timeout=90,
+            interval=1,
+            message="green's new pod Ready and serving",
+        )
+        # Blue's HPA has had the whole scale-out to react; one more reading after it.
+        blue_seen.append(real_node.get("hpa", blue_hpa, node_namespace).get("status", {}))
+    finally:
+        load.stop()
+
+    used = green_status["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+    assert used > TARGET_CPU_PERCENT, green_status
+    # (current, desired); desired is 0 until the HPA has first read blue's metrics.
+    blue_counts = [(s.get("currentReplicas"), s.get("desiredReplicas", 0)) for s in blue_seen]
+    assert all(current == 1 and desired <= 1 for current, desired in blue_counts), blue_counts
+    assert blue_counts[-1] == (1, 1), blue_counts
+    blue_deployment = real_node.get("deployment", blue_hpa, node_namespace)
+    assert blue_deployment["spec"]["replicas"] == 1, "blue did not balloon"
+    blue_used = [
+        m["resource"]["current"]["averageUtilization"]
+        for s in blue_seen
+        for m in s.get("currentMetrics") or []
+        if m.get("type") == "Resource"
+    ]
+    assert blue_used and max(blue_used) < TARGET_CPU_PERCENT, blue_seen
+    status = real_node.get("fsep", ENDPOINT, node_namespace)["status"]
+    assert status["fleets"]["blue"]["trafficPercent"] == 0, "blue served no caller"
+    assert load.answered > 0 and load.failed == 0, load.counts()
 
 
 INVOCATIONS_PER_REPLICA = 5
