@@ -306,7 +306,7 @@ def test_under_load_after_the_canary_greens_cpu_hpa_scales_out_and_idle_blues_do
     def green_scaled_out() -> dict[str, Any] | None:
         blue = real_node.get("hpa", blue_hpa, node_namespace)
         blue_seen.append(blue.get("status", {}))
-        green = real_node.get("hpa", green_hpa, node_namespace).get("status", {})
+        green: dict[str, Any] = real_node.get("hpa", green_hpa, node_namespace).get("status", {})
         if green.get("desiredReplicas", 0) > 1 and green.get("currentReplicas", 0) > 1:
             return green
         return None
