@@ -53,6 +53,11 @@ PROMETHEUS_MODULE_VERSION = "v0.316.0"
 # has no replace directives, but the module proxy refuses its version list, which `go install`
 # reads for deprecation notices: it builds from the wrapper module like Kubernetes.
 PROMETHEUS_ADAPTER_VERSION = "v0.12.0"
+# A Gateway API data plane on the real node, to execute the HTTPRoutes of the GatewayAPI
+# router. v3.6.12 builds from the wrapper module as it is (its replaces name published forks);
+# v3.7.13 needs three local substitutions, as the module proxy refuses some of its
+# dependencies (docs/gateway-api.md). Neither implements the RequestMirror filter.
+TRAEFIK_VERSION = "v3.6.12"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +105,7 @@ PROMETHEUS = Binary("prometheus", "prometheus", PROMETHEUS_VERSION, ("--version"
 PROMETHEUS_ADAPTER = Binary(
     "prometheus-adapter", "prometheus-adapter", PROMETHEUS_ADAPTER_VERSION, (), prints_version=False
 )
+TRAEFIK = Binary("traefik", "traefik", TRAEFIK_VERSION, ("version",))
 
 CONTROL_PLANE = (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, ETCD, KWOK)
 ALL = (*CONTROL_PLANE, KUBECTL, HELM)
@@ -117,6 +123,7 @@ REAL_NODE = (
     METRICS_SERVER,
     PROMETHEUS,
     PROMETHEUS_ADAPTER,
+    TRAEFIK,
 )
 """What ``up --node real`` needs beside :data:`ALL`; built only when asked for."""
 CHECKS = (KUBE_SCORE,)
@@ -131,11 +138,13 @@ _COMMANDS = {
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
     "prometheus-adapter": "sigs.k8s.io/prometheus-adapter/cmd/adapter",
+    "traefik": "github.com/traefik/traefik/v3/cmd/traefik",
 }
 _WRAPPED = {
     "k8s": "k8s.io/kubernetes",
     "etcd": "go.etcd.io/etcd/server/v3",
     "prometheus-adapter": "sigs.k8s.io/prometheus-adapter",
+    "traefik": "github.com/traefik/traefik/v3",
 }
 _GO_INSTALL = {
     "kwok": ("sigs.k8s.io/kwok/cmd/kwok", "kwok"),
@@ -182,6 +191,13 @@ _VERSION_LDFLAGS = {
         f"-X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION.removeprefix('v')}"
     ),
     **dict.fromkeys(("bridge", "host-local", "loopback", "portmap"), _CNI_VERSION_STAMP),
+}
+# Version stamps of commands built from a wrapper module (Kubernetes' are set apart).
+_WRAPPED_LDFLAGS = {
+    "traefik": (
+        "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version="
+        + TRAEFIK_VERSION.removeprefix("v")
+    ),
 }
 # Build tags and cgo, as the projects' own release builds use them. runc needs cgo and
 # libseccomp (Debian's libseccomp-dev) for its seccomp filters.
@@ -501,7 +517,11 @@ def ensure(binaries: tuple[Binary, ...] = ALL) -> dict[str, Path]:
         else:
             _go_install(binary)
     for component, group in to_wrap.items():
-        ldflags = _kubernetes_ldflags() if component == "k8s" else "-s -w"
+        ldflags = (
+            _kubernetes_ldflags()
+            if component == "k8s"
+            else _WRAPPED_LDFLAGS.get(component, "-s -w")
+        )
         _build_from_wrapper(_WRAPPED[component], group[0].version, group, ldflags)
     for binary in binaries:
         path = found.get(binary.name, cache_dir(binary) / binary.name)

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import http.server
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -526,3 +527,85 @@ class PrometheusAdapter:
         ):
             with contextlib.suppress(urllib.error.HTTPError):
                 self.node.cluster.request("DELETE", path)
+
+
+GATEWAY_PORT = 8000
+GATEWAY_CONTROLLER = "traefik.io/gateway-controller"
+
+
+class TraefikGateway:
+    """Traefik (built from its Go module) as the Gateway API data plane, on the node IP
+    inside the namespace: it watches Gateways of its GatewayClass and the HTTPRoutes
+    attached to them through the apiserver, and proxies to the pod IPs of their backend
+    Services' EndpointSlices.
+
+    It runs with the admin kubeconfig (a development shortcut; a cluster gives it a
+    ServiceAccount with the RBAC of its chart). ``--global.*`` keep it from calling out."""
+
+    def __init__(self, node: RealNode, folder: Path, namespace: str) -> None:
+        self.netns = node.cluster.netns
+        self.url = f"http://{NODE_IP}:{GATEWAY_PORT}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in binaries.gateway_api_crds():
+            node.kubectl("apply", "--server-side", "-f", str(path))
+        node.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/gatewayclasses.gateway.networking.k8s.io",
+            "crd/gateways.gateway.networking.k8s.io",
+            "crd/httproutes.gateway.networking.k8s.io",
+            "--timeout=30s",
+        )
+        node.apply(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "GatewayClass",
+                "metadata": {"name": "traefik"},
+                "spec": {"controllerName": GATEWAY_CONTROLLER},
+            }
+        )
+        node.apply(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "metadata": {"name": "public", "namespace": namespace},
+                "spec": {
+                    "gatewayClassName": "traefik",
+                    # A listener's port is one of Traefik's entry points.
+                    "listeners": [{"name": "web", "protocol": "HTTP", "port": GATEWAY_PORT}],
+                },
+            }
+        )
+        traefik = binaries.ensure((binaries.TRAEFIK,))[binaries.TRAEFIK.name]
+        self.process = ManagedProcess.spawn(
+            "traefik",
+            netns.in_netns(
+                self.netns,
+                [
+                    str(traefik),
+                    f"--entryPoints.web.address={NODE_IP}:{GATEWAY_PORT}",
+                    "--providers.kubernetesgateway=true",
+                    f"--providers.kubernetesgateway.namespaces={namespace}",
+                    "--global.checknewversion=false",
+                    "--global.sendanonymoususage=false",
+                    "--log.level=INFO",
+                ],
+            ),
+            folder / "traefik.log",
+            cwd=folder,
+            env={**os.environ, "KUBECONFIG": str(node.cluster.kubeconfig)},
+        )
+
+        def programmed() -> bool:
+            if not self.process.running():
+                raise AssertionError(f"Traefik exited:\n{self.process.log_tail(30)}")
+            gateway = node.get("gateway", "public", namespace)
+            return any(
+                c["type"] == "Programmed" and c["status"] == "True"
+                for c in gateway.get("status", {}).get("conditions", [])
+            )
+
+        wait_for(programmed, timeout=60, interval=0.5, message="the Gateway Programmed")
+
+    def stop(self) -> None:
+        stop_processes([self.process], grace=10)
