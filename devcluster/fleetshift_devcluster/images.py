@@ -7,7 +7,9 @@
    its venv module and Debian's CA bundle; no docs, man pages or locales) and imports it as
    ``localhost/fleetshift/base:<recipe hash>``;
 3. builds ``operator/Dockerfile`` and ``runtime/Dockerfile`` on it
-   (``--build-arg BASE_IMAGE=...``) as ``fleetshift/operator:dev`` and ``fleetshift/runtime:dev``;
+   (``--build-arg BASE_IMAGE=...``) as ``fleetshift/operator:dev`` and ``fleetshift/runtime:dev``,
+   and the example pipeline step ``examples/pipeline/scale-features/Dockerfile`` as
+   ``fleetshift/example-scaler:dev``;
 4. saves each as a docker-archive tarball, named ``docker.io/fleetshift/<name>:dev`` (what
    Kubernetes makes of ``fleetshift/<name>:dev``), for ``ctr -n k8s.io images import``.
 
@@ -125,7 +127,14 @@ class ImageSpec:
 
 OPERATOR = ImageSpec("operator", "operator/Dockerfile", ("pyproject.toml", "README.md", "operator"))
 RUNTIME = ImageSpec("runtime", "runtime/Dockerfile", ("pyproject.toml", "README.md", "runtime"))
-IMAGES = (OPERATOR, RUNTIME)
+EXAMPLE_SCALER = ImageSpec(
+    "example-scaler",
+    "examples/pipeline/scale-features/Dockerfile",
+    ("examples/pipeline/scale-features",),
+)
+"""The example pre-processing step of a serial inference pipeline (docs/pipelines.md): a
+few lines of standard-library Python, so it builds in seconds on the base."""
+IMAGES = (OPERATOR, RUNTIME, EXAMPLE_SCALER)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -561,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for image in built:
         state = f"built in {image.seconds:.0f} s" if image.rebuilt else "unchanged, not rebuilt"
-        print(f"{image.spec.tag:<26} {image.size_bytes / 1e6:6.0f} MB  {state:<24} {image.tarball}")
+        print(f"{image.spec.tag:<30} {image.size_bytes / 1e6:6.0f} MB  {state:<24} {image.tarball}")
     if not any(image.rebuilt for image in built):
         print(f"[images] nothing to do: inputs unchanged ({time.monotonic() - started:.1f} s)")
     return 0

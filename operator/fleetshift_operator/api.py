@@ -713,6 +713,67 @@ class Spread(_Model):
     and a pod that cannot be spread waits (shown in ``Degraded``)."""
 
 
+RUNTIME_PORTS = (8080, 9090)
+"""The runtime container's inference and metrics ports (``manifests.HTTP_PORT`` and
+``METRICS_PORT``; a test holds them equal): no pipeline step may listen on them."""
+RUNTIME_CONTAINER = "runtime"
+"""The name of the runtime's container in every serving pod."""
+MIN_PIPELINE_STEPS, MAX_PIPELINE_STEPS = 2, 5
+_MEDIA_TYPE = r"^[-!#$&^_.+a-zA-Z0-9]+/[-!#$&^_.+*a-zA-Z0-9]+( *;.*)?$"
+
+
+class PipelineStep(_Model):
+    """One step of a serial inference pipeline (``docs/pipelines.md``): a container of the
+    serving pod that serves SageMaker's ``GET /ping`` and ``POST /invocations`` on
+    ``127.0.0.1:<port>`` (the port is given to it in ``SAGEMAKER_BIND_TO_PORT``), or, with
+    no image, the Fleetshift runtime serving the variant's model."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+    """The step's name: its container's name, and the name errors and the per-step
+    latency metric give it (lower-case letters, digits and '-')."""
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """The step's image; none: this step is the Fleetshift runtime and the variant's
+    model (``image``, ``env`` and ``resources`` of the variant)."""
+    port: Annotated[int, Field(ge=1024, le=65535)] | None = None
+    """The port the step's container serves on the pod's loopback (1024-65535, not the
+    runtime's 8080 or 9090). Required with ``image``."""
+    contentType: Annotated[str, Field(max_length=127, pattern=_MEDIA_TYPE)] | None = None
+    """The Content-Type the step is sent (default: the type of what it receives: the
+    caller's request for the first step, else the previous step's answer's)."""
+    accept: Annotated[str, Field(max_length=127, pattern=_MEDIA_TYPE)] | None = None
+    """The Accept the step is sent (default: the caller's for the last step, none for the
+    others)."""
+    env: list[EnvVar] | None = Field(default=None, max_length=64)
+    """Environment of the step's container."""
+    resources: Resources | None = None
+    """CPU and memory of the step's container."""
+
+    model_config = _rules(
+        cel(
+            "has(self.image) == has(self.port)",
+            "a pipeline step with an image needs the port it serves /ping and /invocations"
+            " on (1024-65535); the runtime's step (no image) takes no port",
+        ),
+        cel(
+            "has(self.image) || (!has(self.env) && !has(self.resources))",
+            "the runtime's step (no image) takes its env and resources from the variant's"
+            " env and resources",
+        ),
+        cel(
+            "!has(self.port) || (self.port != 8080 && self.port != 9090)",
+            "ports 8080 and 9090 are the runtime's (inference and metrics); give this step"
+            " another port",
+            ".port",
+        ),
+        cel(
+            f"!has(self.image) || self.name != '{RUNTIME_CONTAINER}'",
+            f"the container {RUNTIME_CONTAINER!r} is the Fleetshift runtime's; give this step"
+            " another name",
+            ".name",
+        ),
+    )
+
+
 class Variant(_Model):
     """A production variant: one model served by one fleet of replicas."""
 
@@ -755,6 +816,40 @@ class Variant(_Model):
     """Make this a shadow: copies of production requests, answers discarded. It is
     deployed and rolled out like any variant, but serves no caller. Mirrored by the
     GatewayAPI router (an ``HTTPRoute`` ``RequestMirror``)."""
+    pipeline: (
+        Annotated[
+            list[PipelineStep],
+            Field(min_length=MIN_PIPELINE_STEPS, max_length=MAX_PIPELINE_STEPS),
+        ]
+        | None
+    ) = None
+    """A serial inference pipeline (SageMaker's): 2 to 5 steps called in order in each
+    pod, the answer of one the request of the next; exactly one step has no image: the
+    runtime and this variant's model. The pipeline is part of the pod, so a change rolls
+    out, bakes and rolls back as one revision (``docs/pipelines.md``)."""
+
+    model_config = _rules(
+        cel(
+            "!has(self.pipeline) || (size(self.pipeline) >= 2 && size(self.pipeline) <= 5"
+            " && self.pipeline.exists_one(s, !has(s.image)))",
+            "a pipeline has 2 to 5 steps, exactly one of them without an image (the runtime"
+            " serving this variant's model); the others are containers with an image and a"
+            " port",
+            ".pipeline",
+        ),
+        cel(
+            "!has(self.pipeline)"
+            " || self.pipeline.all(s, self.pipeline.exists_one(t, t.name == s.name))",
+            "pipeline step names must be unique",
+            ".pipeline",
+        ),
+        cel(
+            "!has(self.pipeline) || self.pipeline.all(s, !has(s.port)"
+            " || self.pipeline.exists_one(t, has(t.port) && t.port == s.port))",
+            "pipeline step ports must be unique: the steps share the pod's network",
+            ".pipeline",
+        ),
+    )
 
 
 # -- traffic routers -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fleetshift_operator.api import DataCapture, MultiModel, Variant
+from fleetshift_operator.api import DataCapture, MultiModel, PipelineStep, Variant
 from fleetshift_operator.planning.names import fleet_name
 from fleetshift_operator.planning.types import AutoscalingPlan, FleetPlan
 
@@ -133,6 +133,7 @@ def get_deployment(
         env.append({"name": "FLEETSHIFT_MODEL_SHA256", "value": variant.model.sha256})
     env += _multi_model_env(variant.model.multiModel)
     env += _capture_env(variant.dataCapture)
+    env += _pipeline_env(variant.pipeline)
     env += [e.model_dump(exclude_none=True) for e in variant.env]
     container: Manifest = {
         "name": "runtime",
@@ -189,6 +190,7 @@ def get_deployment(
     if pod_template >= 4:
         # Kubernetes' own sleep action: nothing to run in the image (1.30+).
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
+    _add_pipeline_steps(pod_spec, container, variant.pipeline or [])
     if variant.nodeSelector:
         pod_spec["nodeSelector"] = dict(variant.nodeSelector)
     if variant.tolerations:
@@ -237,6 +239,74 @@ def _restrict(pod_spec: Manifest, container: Manifest) -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def _pipeline_env(steps: list[PipelineStep] | None) -> list[Manifest]:
+    """The runtime's ``FLEETSHIFT_PIPELINE``: the steps in order, the one without a port
+    being the runtime's model (none without a pipeline).
+
+    >>> from fleetshift_operator.api import PipelineStep as S
+    >>> _pipeline_env([S(name="scale", image="scaler:1", port=8081, contentType="text/csv"),
+    ...                S(name="model")])[0]["value"]
+    '[{"name":"scale","port":8081,"contentType":"text/csv"},{"name":"model"}]'
+    """
+    if not steps:
+        return []
+    described = []
+    for step in steps:
+        entry: dict[str, Any] = {"name": step.name}
+        if step.image is not None:
+            entry["port"] = step.port
+        if step.contentType:
+            entry["contentType"] = step.contentType
+        if step.accept:
+            entry["accept"] = step.accept
+        described.append(entry)
+    return [{"name": "FLEETSHIFT_PIPELINE", "value": json.dumps(described, separators=(",", ":"))}]
+
+
+def _add_pipeline_steps(pod_spec: Manifest, runtime: Manifest, steps: list[PipelineStep]) -> None:
+    """A container per pipeline step with an image, hardened as the runtime's is (the same
+    securityContext, a writable ``/tmp`` of its own on a read-only root, the same preStop
+    drain, so a step serves as long as the runtime that calls it), told its port in
+    ``SAGEMAKER_BIND_TO_PORT``. Readiness is the runtime's: its ``/ping`` asks every
+    step's.
+
+    >>> from fleetshift_operator.api import ModelSource, PipelineStep as S
+    >>> from fleetshift_operator.planning.types import FleetPlan
+    >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
+    >>> v = Variant(name="main", model=ModelSource(uri="s3://m/1"),
+    ...             pipeline=[S(name="scale", image="scaler:1", port=8081), S(name="model")])
+    >>> pod = get_deployment(ep, v, FleetPlan("main", "abc", "green", 1, 0),
+    ...                      include_replicas=True)["spec"]["template"]["spec"]
+    >>> [c["name"] for c in pod["containers"]]
+    ['runtime', 'scale']
+    >>> pod["containers"][1]["env"]
+    [{'name': 'SAGEMAKER_BIND_TO_PORT', 'value': '8081'}]
+    >>> pod["containers"][1]["volumeMounts"], pod["volumes"][-1]
+    ([{'name': 'step-1-tmp', 'mountPath': '/tmp'}], {'name': 'step-1-tmp', 'emptyDir': {}})
+    """
+    for index, step in enumerate(steps, 1):
+        if step.image is None:
+            continue
+        volume = f"step-{index}-tmp"
+        container: Manifest = {
+            "name": step.name,
+            "image": step.image,
+            "env": [
+                {"name": "SAGEMAKER_BIND_TO_PORT", "value": str(step.port)},
+                *(e.model_dump(exclude_none=True) for e in step.env or []),
+            ],
+        }
+        if step.resources is not None:
+            container["resources"] = step.resources.model_dump(exclude_none=True)
+        if "securityContext" in runtime:
+            container["securityContext"] = dict(runtime["securityContext"])
+            pod_spec.setdefault("volumes", []).append({"name": volume, "emptyDir": {}})
+            container["volumeMounts"] = [{"name": volume, "mountPath": "/tmp"}]
+        if "lifecycle" in runtime:
+            container["lifecycle"] = runtime["lifecycle"]
+        pod_spec["containers"].append(container)
 
 
 def mirror_config_name(endpoint: str) -> str:

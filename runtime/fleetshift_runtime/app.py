@@ -10,6 +10,7 @@ them. ``create_app()`` is the factory uvicorn runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import itertools
 import logging
@@ -54,6 +55,7 @@ from .mirror import Copy, Mirror
 from .models.base import Model, Predictions, Rows
 from .models.loading import load_model
 from .models.multi import ModelCache, check_target_model
+from .pipeline import Pipeline, StepError, error_body, parse_pipeline
 from .settings import RuntimeSettings
 from .sources import is_remote, join_uri, local_path
 
@@ -188,6 +190,14 @@ class Runtime:
                 variant=settings.variant,
                 executor=self.pool,
             )
+        self.pipeline: Pipeline | None = None
+        """The steps of a serial inference pipeline (``FLEETSHIFT_PIPELINE``)."""
+        if settings.pipeline:
+            self.pipeline = Pipeline(
+                parse_pipeline(settings.pipeline),
+                self.metrics,
+                settings.pipeline_step_timeout_seconds,
+            )
         self.grpc_server: Any = None
         """The Open Inference Protocol's gRPC server (``FLEETSHIFT_GRPC_PORT``), once
         started."""
@@ -312,6 +322,8 @@ class Runtime:
                     await self.capture.flush()  # what is buffered is not lost on a stop
                 for task in self._background:
                     task.cancel()
+                if self.pipeline is not None:
+                    self.pipeline.close()
                 self.metrics.tally.push()
                 self.pool.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
@@ -377,6 +389,12 @@ class Runtime:
 
     async def _readiness(self, send: Send) -> None:
         rid = self._new_id()
+        if self.single.status == "ready" and self.pipeline is not None:
+            reason = await self.pipeline.unready()
+            if reason is not None:
+                body = orjson.dumps({"ready": False, "error": reason})
+                await _send(send, 503, body, _JSON, rid)
+                return
         if self.single.status == "ready":
             await _send(send, 200, b'{"ready":true}', _JSON, rid)
         else:
@@ -436,6 +454,9 @@ class Runtime:
             and await self._forwarded(b"/invocations", headers, receive, send, rid)
         ):
             return
+        if self.pipeline is not None:
+            await self._pipeline_invocations(self.pipeline, receive, send, headers, rid, started)
+            return
         self.metrics.tally.started()
         model_seconds: float | None = None
         label = ""
@@ -489,6 +510,85 @@ class Runtime:
             self.mirror.offer(
                 Copy(b"/invocations", headers.get(b"content-type", b""), body, predictions, target)
             )
+
+    # --- serial inference pipelines ---------------------------------------------------
+
+    async def _pipeline_invocations(  # noqa: PLR0917 - one caller, the hot route
+        self,
+        pipeline: Pipeline,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        rid: bytes,
+        started: float,
+    ) -> None:
+        """``POST /invocations`` through every step of the pipeline (``pipeline.py``)."""
+        self.metrics.tally.started()
+        model_seconds: float | None = None
+        label = ""
+        target = headers.get(TARGET_MODEL_HEADER)
+        try:
+            body = await _read_body(receive, headers, self.settings.max_request_bytes)
+            model = await self.resolve_model(
+                target.decode("latin-1") if target is not None else None
+            )
+            label = model.name
+            answer = await pipeline.run(
+                body,
+                headers.get(b"content-type", b"").decode("latin-1"),
+                headers.get(b"accept", b"").decode("latin-1"),
+                rid,
+                functools.partial(self._model_step, model),
+            )
+            payload = answer.body
+            content_type = (answer.content_type or "application/octet-stream").encode("latin-1")
+            predictions, model_seconds = answer.predictions, answer.model_seconds
+            status = 200
+        except _ClientGoneError:
+            self.metrics.tally.gone()
+            return
+        except StepError as error:
+            if error.status is None and error.cause is not None:
+                status, reason = status_for(error.cause, rid)
+                reason = f"step {error.step!r}: {reason}"
+            else:
+                status, reason = error.status or 502, error.reason
+            payload, content_type = error_body(error, reason, rid), _JSON
+        except Exception as error:
+            status, reason = status_for(error, rid)
+            payload, content_type = _error_body(reason, rid), _JSON
+        await _send(send, status, payload, content_type, rid, self.answered_by)
+        self._record(label, status, started, model_seconds)
+        if status != 200:
+            return
+        self.metrics.tally.predicted(predictions)
+        request_type = headers.get(b"content-type", b"")
+        if self.capture is not None:
+            self.capture.offer(
+                request_type,
+                lambda: Captured(
+                    time.time(), rid, label, request_type, body, content_type, payload
+                ),
+            )
+        if self.mirror is not None:
+            self.mirror.offer(Copy(b"/invocations", request_type, body, predictions, target))
+
+    async def _model_step(
+        self, model: Model, body: bytes, content_type: str, accept: str
+    ) -> tuple[bytes, str, Predictions, float]:
+        """The runtime's model as one step of a pipeline: ``/invocations``' decoding,
+        prediction and encoding, with the content types the pipeline gives."""
+        in_format = request_format(content_type)
+        out_format = response_format(accept, in_format)
+        decode, encode = DECODERS[in_format], ENCODERS[out_format]
+        if len(body) <= self._inline_bytes:
+            rows = decode(body, self.width_for(model))
+            predictions, model_seconds = await self.batcher.submit(model, rows)
+            return encode(predictions), out_format, predictions, model_seconds
+        payload, model_seconds, predictions = await asyncio.get_running_loop().run_in_executor(
+            self.pool, _decode_predict_encode, decode, encode, body, self.width_for(model), model
+        )
+        return payload, out_format, predictions, model_seconds
 
     def _record(self, label: str, status: int, started: float, model_seconds: float | None) -> None:
         overhead = time.perf_counter() - started
@@ -575,6 +675,8 @@ class Runtime:
         name = oip_model_name(path)
         try:
             body = await _read_body(receive, headers, self.settings.max_request_bytes)
+            if self.pipeline is not None:
+                raise self.pipeline.bypassed()
             model = await self.resolve_model(name)
             label = model.name
             header = headers.get(b"inference-header-content-length", b"").decode("latin-1")

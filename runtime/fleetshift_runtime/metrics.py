@@ -440,6 +440,21 @@ class RuntimeMetrics:
             (*LABELS, "target_variant", "outcome"),
             registry=r,
         )
+        self.pipeline_step_latency = Histogram(
+            "fleetshift_pipeline_step_latency_seconds",
+            "Time one step of a serial inference pipeline took for a request, by step "
+            "(the runtime's model step: decoding, predicting and encoding).",
+            (*LABELS, "step"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pipeline_step_errors = Counter(
+            "fleetshift_pipeline_step_errors",
+            "Requests a serial inference pipeline step failed, by step and reason (4xx, "
+            "5xx, timeout, unreachable, bad_answer).",
+            (*LABELS, "step", "reason"),
+            registry=r,
+        )
         base = self.labels
         self.model_latency_child = self.model_latency.labels(**base)
         self.overhead_latency_child = self.overhead_latency.labels(**base)
@@ -459,6 +474,13 @@ class RuntimeMetrics:
 
     def capture_dropped(self, reason: str, records: int) -> None:
         self.capture_lost.labels(**self.labels, reason=reason).inc(records)
+
+    def pipeline_step(self, step: str) -> Any:
+        """The latency histogram child of one pipeline step, bound once."""
+        return self.pipeline_step_latency.labels(**self.labels, step=step)
+
+    def pipeline_step_error(self, step: str, reason: str) -> None:
+        self.pipeline_step_errors.labels(**self.labels, step=step, reason=reason).inc()
 
     def _shadow(self, target: Any) -> dict[str, str]:
         return {**self.labels, "shadow": target.variant, "shadow_revision": target.revision}

@@ -287,6 +287,28 @@ class RuntimeSettings(BaseSettings):
     """A one-score prediction's class boundary when a shadow's answers are compared with
     production's (a multi-output row's class is its arg-max)."""
 
+    pipeline: str = ""
+    """A serial inference pipeline (SageMaker's inference pipeline): the steps of this pod,
+    in order, as JSON, e.g. ``[{"name": "scale", "port": 8081}, {"name": "model"}]``. A step
+    with a ``port`` is a container of the pod serving ``/ping`` and ``/invocations`` on
+    ``127.0.0.1:<port>``; the one step without is this runtime's model. A step may declare
+    the ``contentType`` it is sent and the ``accept`` it is asked for. ``/invocations``
+    sends each step's answer to the next and returns the last; ``/ping`` is 200 only when
+    every step's is. Written by the operator from ``variants[].pipeline``; empty: no
+    pipeline (docs/pipelines.md)."""
+
+    @field_validator("pipeline")
+    @classmethod
+    def _check_pipeline(cls, text: str) -> str:
+        from .pipeline import parse_pipeline  # noqa: PLC0415 - settings stay light
+
+        parse_pipeline(text)
+        return text
+
+    pipeline_step_timeout_seconds: float = Field(default=60.0, gt=0)
+    """How long one pipeline step may take to answer before the caller gets a 504 naming
+    it."""
+
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """Event loop implementation: ``uvloop`` (faster) or the standard ``asyncio`` loop.
     Either way the runtime sets TCP_NODELAY on every connection (see README)."""

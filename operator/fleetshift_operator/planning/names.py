@@ -18,6 +18,7 @@ _POD_FIELDS = (
     "podAnnotations",
     "spread",
     "dataCapture",
+    "pipeline",
 )
 
 MAX_NAME = 63
@@ -53,6 +54,8 @@ def calculate_revision(variant: Variant) -> str:
         pod.pop("spread", None)
     if pod.get("dataCapture") is None:
         pod.pop("dataCapture", None)
+    if pod.get("pipeline") is None:
+        pod.pop("pipeline", None)
     digest = hashlib.sha256(json.dumps([pod], sort_keys=True).encode()).hexdigest()
     return digest[:10]
 

@@ -238,6 +238,8 @@ class GrpcService:
                     f"request is {len(raw)} bytes; the limit is {self._limit} "
                     "(FLEETSHIFT_MAX_REQUEST_BYTES)",
                 )
+            if runtime.pipeline is not None:
+                raise runtime.pipeline.bypassed()
             if len(raw) <= self._inline_bytes:
                 request = _parse(raw)
                 model = await runtime.resolve_model(request.model_name)
