@@ -123,9 +123,11 @@ REAL_NODE = (
     METRICS_SERVER,
     PROMETHEUS,
     PROMETHEUS_ADAPTER,
-    TRAEFIK,
 )
 """What ``up --node real`` needs beside :data:`ALL`; built only when asked for."""
+GATEWAY = (TRAEFIK,)
+"""The Gateway API data plane the real-node tests run beside a cluster (not needed to
+start one); ``binaries --node real`` builds it with :data:`REAL_NODE`."""
 CHECKS = (KUBE_SCORE,)
 """Static checkers the tests run on manifests; built on first use."""
 
@@ -206,13 +208,16 @@ _BUILD_TAGS = {
         ("containerd", "ctr", "containerd-shim-runc-v2"), "no_btrfs no_devmapper no_zfs"
     ),
     "runc": "seccomp",
+    # Kubernetes discovery alone (Prometheus' own tags): the cloud providers' SDKs are most
+    # of its build.
+    "prometheus": "remove_all_sd,enable_kubernetes_sd",
 }
 _CGO = {"runc"}
 # Where the Go module's version is not the one the binary reports.
 _MODULE_VERSIONS = {"prometheus": PROMETHEUS_MODULE_VERSION}
 
 
-_EVERY = (*ALL, *REAL_NODE, *CHECKS)
+_EVERY = (*ALL, *REAL_NODE, *GATEWAY, *CHECKS)
 
 
 class BuildError(RuntimeError):

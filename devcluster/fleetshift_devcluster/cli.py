@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return _down(folder)
     if args.command == "status":
         return _status(folder)
-    return binaries.main(binaries.REAL_NODE if args.node == "real" else ())
+    return binaries.main((*binaries.REAL_NODE, *binaries.GATEWAY) if args.node == "real" else ())
 
 
 if __name__ == "__main__":

@@ -879,6 +879,13 @@ class GatewayAPIRouting(_Model):
         default_factory=list, max_length=16
     )
     """Hostnames the route serves."""
+    mirroring: Literal["Gateway", "Runtime"] = "Gateway"
+    """Who copies requests to a shadow variant. ``Gateway``: the route's ``RequestMirror``
+    filter (Gateway API Extended support: check that your implementation has it; Traefik
+    3.6 and 3.7 accept the filter and then answer every request on the route with a 500).
+    ``Runtime``: the production pods copy them, as with the Replicas router, and compare
+    each shadow answer with production's (the paired comparison and the
+    ``ShadowDisagreement`` alarm need this; ``docs/gateway-api.md``)."""
 
 
 class Traffic(_Model):

@@ -640,7 +640,8 @@ def get_http_route(
     splits them, whatever its weight. A header match is more specific than none, so
     these rules win for the requests they match. A shadow variant takes no share and no
     rule of its own: the default rule mirrors ``samplingPercent`` of the requests to its
-    fleet with the larger share (a ``RequestMirror`` filter; answers are discarded).
+    fleet with the larger share (a ``RequestMirror`` filter; answers are discarded), unless
+    ``routing`` says ``mirroring: Runtime`` (production pods copy them instead).
 
     >>> from fleetshift_operator.planning.types import FleetPlan
     >>> ep = {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}}
@@ -658,6 +659,8 @@ def get_http_route(
     >>> rules = get_http_route(ep, plan, {})["spec"]["rules"]
     >>> len(rules), rules[0]["filters"][0]["requestMirror"]
     (2, {'backendRef': {'name': 'churn-b-r3', 'port': 80}, 'percent': 10})
+    >>> "filters" in get_http_route(ep, plan, {"mirroring": "Runtime"})["spec"]["rules"][0]
+    False
     """
     metadata = endpoint["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
@@ -677,7 +680,8 @@ def get_http_route(
     serving = [f for f in fleets if f.variant not in sampling]
     default: Manifest = {"backendRefs": [backend(f, f.route_weight) for f in serving]}
     mirrors = []
-    for target in calculate_mirror_targets(endpoint, fleets):
+    gateway_mirrors = routing.get("mirroring", "Gateway") == "Gateway"
+    for target in calculate_mirror_targets(endpoint, fleets) if gateway_mirrors else []:
         ref = {"name": fleet_name(name, target.variant, target.revision), "port": 80}
         percent = sampling[target.variant]
         mirrors.append(

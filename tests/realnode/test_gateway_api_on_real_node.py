@@ -195,3 +195,114 @@ def test_a_real_gateway_splits_by_the_routers_weights_and_pins_by_target_variant
     assert abs(shares[("a", revisions["a"])] - 56.25) <= TOLERANCE_POINTS, shares
     assert abs(shares[("b", revisions["b"])] - 25) <= TOLERANCE_POINTS, shares
     print(f"through Traefik: {dict(counts)}")
+
+
+def _metric_total(text: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples in a Prometheus text page whose labels include
+    ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, _, value = line.rpartition(" ")
+        if all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_with_runtime_mirroring_a_shadow_behind_a_real_gateway_gets_copies_no_caller_sees(
+    real_node: RealNode,
+    node_namespace: str,
+    operator_in_netns: ManagedProcess,
+    models: tuple[ModelServer, Any],
+    gateway: TraefikGateway,
+    tmp_path: Path,
+) -> None:
+    """``gatewayAPI.mirroring: Runtime``, for a gateway without ``RequestMirror`` (Traefik):
+    the route carries production's traffic only, production's pods copy every request to
+    the shadow's fleet Service and compare the answers."""
+    server, rows = models
+    shutil.copy(tmp_path / "models" / "model.ubj", tmp_path / "models" / "shadow.ubj")
+    production = {
+        "name": "main",
+        "model": {"uri": f"{server.url}/model.ubj"},
+        "image": images.RUNTIME.tag,
+        "replicas": 1,
+        "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+    }
+    shadow = {
+        **production,
+        "name": "candidate",
+        "model": {"uri": f"{server.url}/shadow.ubj"},
+        "shadow": {"samplingPercent": 100},
+    }
+    real_node.apply(
+        {
+            "apiVersion": "fleetshift.dev/v1alpha1",
+            "kind": "Endpoint",
+            "metadata": {"name": ENDPOINT, "namespace": node_namespace},
+            "spec": {
+                "variants": [production, shadow],
+                "traffic": {
+                    "router": "GatewayAPI",
+                    "gatewayAPI": {
+                        "parentRefs": [{"name": "public", "sectionName": "web"}],
+                        "mirroring": "Runtime",
+                    },
+                },
+            },
+        }
+    )
+
+    def in_service() -> bool:
+        if not operator_in_netns.running():
+            raise AssertionError(f"the operator exited:\n{operator_in_netns.log_tail(40)}")
+        status = real_node.get("fsep", ENDPOINT, node_namespace).get("status") or {}
+        return status.get("phase") == "InService" and _route_accepted(real_node, node_namespace)
+
+    wait_for(in_service, timeout=120, interval=1, message="InService, the route Accepted")
+    route = real_node.get("httproute", ENDPOINT, node_namespace)
+    assert all("filters" not in rule for rule in route["spec"]["rules"]), route["spec"]
+    body = csv_body(rows[:2])
+    url = f"{gateway.url}/invocations"
+    production_pod = kit.ready_pods(
+        real_node, node_namespace, f"fleetshift.dev/endpoint={ENDPOINT},fleetshift.dev/variant=main"
+    )[0]
+    metrics_url = f"http://{production_pod['status']['podIP']}:9090/metrics"
+
+    def metrics() -> str:
+        def get() -> str:
+            with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+                text: str = reply.read().decode()
+                return text
+
+        return kit.in_netns(real_node.cluster.netns, get)
+
+    # The kubelet brings the shadows ConfigMap into running pods on its next sync.
+    def compared() -> float | None:
+        counts = _count_answers(real_node, url, body, 20)
+        assert {variant for variant, _ in counts} == {"main"}, counts
+        rows_compared = _metric_total(metrics(), "fleetshift_shadow_compared_rows_total")
+        return rows_compared or None
+
+    wait_for(compared, timeout=150, interval=2, message="production comparing shadow answers")
+    before = metrics()
+    counts = _count_answers(real_node, url, body, 200)
+    assert {variant for variant, _ in counts} == {"main"}, counts
+    assert sum(counts.values()) == 200
+
+    def copies_answered() -> float | None:
+        answered = _metric_total(
+            metrics(), "fleetshift_shadow_copies_total", shadow="candidate", outcome="answered"
+        )
+        start = _metric_total(
+            before, "fleetshift_shadow_copies_total", shadow="candidate", outcome="answered"
+        )
+        return answered - start if answered - start >= 200 else None
+
+    wait_for(copies_answered, timeout=30, interval=1, message="every request copied")
+    page = metrics()
+    assert _metric_total(page, "fleetshift_shadow_disagreements_total") == 0, "same model"
+    for outcome in ("failed", "timeout", "unreachable"):
+        assert _metric_total(page, "fleetshift_shadow_copies_total", outcome=outcome) == 0, page
