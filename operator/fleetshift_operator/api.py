@@ -493,6 +493,35 @@ class Webhook(_Model):
     """Free-form strings copied into the payload."""
 
 
+class CapacityPolicy(_Model):
+    """Capacity-aware cutover (``docs/capacity.md``): during a canary or linear step the
+    operator records green's load per replica against its latency (and CPU, when
+    Prometheus has it); before the step that gives green all of the traffic it computes
+    the replicas green needs to carry the variant's whole load within that latency,
+    raises green's HPA minimum (or its replicas, without an HPA) to that many, and holds
+    the step until they are Ready. Pods the cluster cannot place hold the step, and
+    status says why. AllAtOnce has no canary to learn from: it keeps blue's size."""
+
+    enabled: bool = True
+    """On by default for canary and linear steps; ``false`` keeps the plain rule (green
+    as many Ready replicas as blue before its last step)."""
+    headroomPercent: Annotated[int, Field(ge=0, le=400)] = 0
+    """Extra load to plan for, on top of the load the variant carries (20 plans for a
+    20% spike at the cutover)."""
+    latencyQuantile: Annotated[float, Field(ge=0.5, le=0.999)] = 0.95
+    """The latency quantile recorded with each sample (of ``fleetshift_model_latency_seconds``)."""
+    maxLatencySeconds: Annotated[float, Field(gt=0, le=60)] | None = None
+    """The latency green must keep at full load; default: the median of the quantiles
+    green showed during the canary."""
+    maxScalePercent: Annotated[int, Field(ge=100, le=1000)] = 200
+    """The most green replicas the fit may ask for, in percent of blue's size (the HPA's
+    ``maxReplicas`` also applies): a canary share far from green's final one samples
+    green lightly, and the fit never extrapolates."""
+    windowSeconds: Annotated[int, Field(ge=5, le=600)] = 30
+    """The rate window of each sample; a step is sampled only once it has carried its
+    share for one and a half windows, so a sample never mixes two splits."""
+
+
 class DeploymentConfig(_Model):
     """How a change of the serving pods is rolled out. Blue/green is the default."""
 
@@ -505,6 +534,9 @@ class DeploymentConfig(_Model):
     webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
     """Calls out during a deployment: gates that hold it until they answer 2xx, and
     notifications of its end (``docs/webhooks.md``). At most 10."""
+    capacity: CapacityPolicy | None = None
+    """Capacity-aware cutover for canary and linear steps (on by default; see
+    ``docs/capacity.md``)."""
 
     model_config = _rules(
         cel(
@@ -516,6 +548,11 @@ class DeploymentConfig(_Model):
             " self.webhooks.exists_one(x, x.name == w.name))",
             "webhook names must be unique",
             ".webhooks",
+        ),
+        cel(
+            "!(has(self.capacity) && has(self.rolling))",
+            "capacity applies to blueGreen canary and linear steps; a rolling deployment"
+            " replaces pods in place and has no cutover to pre-scale for",
         ),
     )
 
@@ -535,6 +572,13 @@ class MultiModel(_Model):
     """The memory one replica gives loaded models, estimated by their file sizes; the
     least recently used are evicted to stay within it. Keep it under the container's
     memory limit."""
+    diskBudgetMiB: Annotated[int, Field(ge=64, le=1048576)] = 4096
+    """The disk one replica gives downloaded and unpacked models, in its cache under
+    ``/tmp`` (an emptyDir, on the node's ephemeral storage); the least recently used
+    files are deleted to stay within it, and downloaded again on their next load. A
+    model bigger than it is refused with a 413 that says both sizes. Keep it within the
+    ephemeral storage the pod may use (the emptyDir's ``sizeLimit``, the node's free
+    disk)."""
 
 
 class ModelSource(_Model):
@@ -1154,6 +1198,59 @@ class WebhookStatus(_Status):
     """When it was last called."""
 
 
+class CapacitySample(_Status):
+    """Green's load per replica against its latency and CPU, over one rate window."""
+
+    at: Timestamp
+    """When the sample was taken (the end of its window)."""
+    loadPerReplica: float
+    """Requests per second per serving green replica."""
+    replicas: int
+    """Green replicas serving while it was taken."""
+    latencySeconds: float | None = None
+    """Green's latency quantile (``capacity.latencyQuantile``); None without data."""
+    cpuCoresPerReplica: float | None = None
+    """Green's CPU per replica in cores, when Prometheus has container CPU."""
+
+
+class CapacityStatus(_Status):
+    """The capacity-aware cutover of one deployment: the fit and the decision."""
+
+    revision: str
+    """The green revision it is about."""
+    samples: list[CapacitySample] = Field(default_factory=list, max_length=20)
+    """The last samples of green's canary steps, oldest first."""
+    load: float | None = None
+    """Requests per second the whole variant carried at the last observation."""
+    latencyBoundSeconds: float | None = None
+    """The latency green must keep at full load."""
+    perReplica: float | None = None
+    """Requests per second one green replica was seen to carry within that latency."""
+    neededReplicas: int | None = None
+    """Green replicas the full load needs (after headroom, within maxReplicas)."""
+    readyReplicas: int = 0
+    """Green replicas Ready when the decision was made."""
+    pendingReplicas: int = 0
+    """Green pods waiting to be placed or started."""
+    estimated: bool = False
+    """True when no usable sample was seen and ``neededReplicas`` is blue's size."""
+    capped: bool = False
+    """True when maxReplicas is below what the load needs."""
+    verdict: Literal["Healthy", "Inconclusive"] | None = None
+    """Healthy: the fit is measured and green has the replicas Ready. Inconclusive: the
+    fit is an estimate, or green is still scaling (the step holds)."""
+    decision: Literal["Measuring", "PreScaling", "Holding", "Ready"] = "Measuring"
+    """Measuring (canary steps), PreScaling (replicas raised, waiting for them),
+    Holding (pods cannot be placed), Ready (green has them: the step may go)."""
+    reason: str = ""
+    """The fit and the decision in words, as ``kubectl fleetshift watch`` shows them."""
+    holdingSince: Timestamp | None = None
+    """When the step to 100% started waiting for green's capacity (None: it never
+    waited); kept once it goes, so ``decidedAt - holdingSince`` is the hold."""
+    decidedAt: Timestamp | None = None
+    """When the decision was last updated (once Ready: when the step could go)."""
+
+
 class Rollout(_Status):
     """The rollout fields a variant has and the endpoint's top level repeats."""
 
@@ -1183,6 +1280,8 @@ class Rollout(_Status):
     """Inconclusive evaluations in a row (for ``onInconclusive: RollBack``)."""
     rollbackCause: AlarmStatus | None = None
     """The alarm evaluation that caused the last automatic rollback, if one did."""
+    capacity: CapacityStatus | None = None
+    """The capacity-aware cutover of the current (or last) deployment."""
 
 
 class VariantStatus(Rollout):

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import datetime
 import hashlib
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,14 @@ from lightkube.core.exceptions import ApiError
 
 from fleetshift_operator.alarms.base import AlarmContext, AlarmResult
 from fleetshift_operator.alarms.factory import make_alarm_source
-from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusAuth
-from fleetshift_operator.api import EndpointSpec, EndpointStatus, SecretKeyRef
+from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusAuth, PrometheusError
+from fleetshift_operator.api import (
+    CapacityPolicy,
+    EndpointSpec,
+    EndpointStatus,
+    SecretKeyRef,
+    VariantStatus,
+)
 from fleetshift_operator.controls import read_controls
 from fleetshift_operator.kube import DeploymentView, Kube, PodView
 from fleetshift_operator.manifests import (
@@ -38,10 +45,16 @@ from fleetshift_operator.manifests import (
     get_hpa,
 )
 from fleetshift_operator.observe import Observer
+from fleetshift_operator.planning.capacity import capacity_policy_of
 from fleetshift_operator.planning.names import calculate_revision, fleet_name
 from fleetshift_operator.planning.plan import plan_endpoint
 from fleetshift_operator.planning.status import IN_FLIGHT
-from fleetshift_operator.planning.types import FleetObservation, Observed, Plan
+from fleetshift_operator.planning.types import (
+    CapacityObservation,
+    FleetObservation,
+    Observed,
+    Plan,
+)
 from fleetshift_operator.settings import OperatorSettings
 from fleetshift_operator.traffic import make_router
 from fleetshift_operator.webhooks.base import WebhookCall, WebhookResult, due_calls
@@ -72,6 +85,8 @@ def observe_fleets(
     ...             "Unschedulable: 0/3 nodes are available")
     >>> observe_fleets([d], [q])[0].waiting
     'Unschedulable: 0/3 nodes are available (pod ep-main-abc-2)'
+    >>> observe_fleets([d], [q])[0].pending
+    1
     """
     fleets = []
     for deployment in deployments:
@@ -79,6 +94,7 @@ def observe_fleets(
             p for p in pods if p.revision == deployment.revision and p.variant == deployment.variant
         ]
         failures = [p.failure for p in members if p.failure]
+        pending = [p for p in members if p.waiting and not p.deleting]
         waiting = deployment.waiting or next(
             (f"{p.waiting} (pod {p.name})" for p in members if p.waiting and not p.deleting),
             None,
@@ -91,6 +107,7 @@ def observe_fleets(
                 ready=deployment.ready,
                 failure=failures[0] if failures else None,
                 waiting=waiting,
+                pending=len(pending),
             )
         )
     return tuple(fleets)
@@ -148,9 +165,10 @@ async def reconcile_endpoint(
     pods = await observer.pods(namespace, name)
     # Alarms and webhooks are observed side by side: a slow webhook does not delay the
     # alarms' verdicts by its own time.
-    alarms, webhooks = await asyncio.gather(
+    alarms, webhooks, capacity = await asyncio.gather(
         observe_alarms(kube, spec, status, namespace, name, now, settings),
         observe_webhooks(kube, spec, status, namespace, name, now),
+        observe_capacity(kube, spec, status, namespace, name, settings),
     )
     observed = Observed(
         endpoint=name,
@@ -160,6 +178,7 @@ async def reconcile_endpoint(
         alarms=alarms,
         router=spec.traffic.router,
         webhooks=webhooks,
+        capacity=capacity,
     )
     plan = plan_endpoint(spec, status, observed, now)
     await apply_plan(kube, endpoint, spec, plan, deployments, pods, observer)
@@ -280,6 +299,127 @@ async def observe_alarms(  # noqa: PLR0917 - what one evaluation needs
         return results
 
     return await asyncio.to_thread(run)
+
+
+def capacity_queries(
+    policy: CapacityPolicy, namespace: str, name: str, variant: VariantStatus, deployment: str
+) -> dict[str, str]:
+    """The PromQL of one capacity observation (``docs/runtime-metrics.md``): each
+    revision's request rate, green's latency quantile and green's container CPU.
+
+    >>> v = VariantStatus(name="main", candidateRevision="g", activeRevision="b")
+    >>> queries = capacity_queries(CapacityPolicy(), "ml", "churn", v, "churn-main-g")
+    >>> print(queries["rate"].replace(",", ", "))
+    sum by (revision) (rate(fleetshift_invocations_total{namespace="ml", endpoint="churn",
+    variant="main", revision=~"g|b"}[30s]))
+    >>> queries["latency"].startswith("histogram_quantile(0.95, sum by (le) (rate(")
+    True
+    """
+    window = f"[{policy.windowSeconds}s]"
+    fleet = f'namespace="{namespace}",endpoint="{name}",variant="{variant.name}"'
+    both = f'{fleet},revision=~"{variant.candidateRevision}|{variant.activeRevision}"'
+    green = f'{fleet},revision="{variant.candidateRevision}"'
+    return {
+        "rate": f"sum by (revision) (rate(fleetshift_invocations_total{{{both}}}{window}))",
+        "latency": (
+            f"histogram_quantile({policy.latencyQuantile}, sum by (le) "
+            f"(rate(fleetshift_model_latency_seconds_bucket{{{green}}}{window})))"
+        ),
+        "cpu": (
+            f'sum(rate(container_cpu_usage_seconds_total{{namespace="{namespace}",'
+            f'pod=~"{deployment}-.*",container!="",container!="POD"}}{window}))'
+        ),
+    }
+
+
+def _green_serving(status: EndpointStatus, variant: VariantStatus) -> int:
+    """Green replicas that served during the last reconcile (the traffic spread over
+    them): its serving pods with the Replicas router, its Ready pods with Gateway API."""
+    for fleet in status.fleets.values():
+        if fleet.revision == variant.candidateRevision and fleet.role == "green":
+            return (
+                fleet.servingReplicas
+                if fleet.servingReplicas is not None
+                else (fleet.readyReplicas)
+            )
+    return 0
+
+
+def _first_value(series: list[dict[str, Any]]) -> float | None:
+    for one in series:
+        value = float(one["value"][1])
+        if math.isfinite(value):
+            return value
+    return None
+
+
+async def observe_capacity(  # noqa: PLR0917 - what one observation needs
+    kube: Kube,
+    spec: EndpointSpec,
+    status: EndpointStatus | None,
+    namespace: str,
+    name: str,
+    settings: OperatorSettings | None,
+) -> dict[str, CapacityObservation] | None:
+    """Each deploying variant's load and green's latency while a canary step carries
+    traffic (``planning/capacity.py`` records them as samples and sizes green for the
+    step to 100%). No Prometheus, or no data, is an observation without numbers: the
+    planner then falls back to blue's size and never calls the fit Healthy."""
+    policy = capacity_policy_of(spec)
+    if policy is None or status is None:
+        return None
+    sampled = [
+        v
+        for v in status.variants
+        if v.phase == "Updating"
+        and v.candidateRevision is not None
+        and v.activeRevision is not None
+        and v.step is not None
+        and v.step.stage == "Baking"
+        and 0 < v.step.greenPercent < 100
+    ]
+    if not sampled:
+        return None
+    try:
+        prometheus = await prometheus_for(kube, spec, namespace, settings or OperatorSettings())
+    except (ApiError, KeyError) as error:
+        prometheus, missing = None, f"cannot read the Prometheus credentials: {error}"
+    else:
+        missing = "no Prometheus: set FLEETSHIFT_PROMETHEUS_URL or autoRollback.prometheus.url"
+    if prometheus is None:
+        return {v.name: CapacityObservation(None, None, 0, reason=missing) for v in sampled}
+    client = prometheus
+
+    def observe(variant: VariantStatus) -> CapacityObservation:
+        assert variant.candidateRevision is not None
+        deployment = fleet_name(name, variant.name, variant.candidateRevision)
+        queries = capacity_queries(policy, namespace, name, variant, deployment)
+        replicas = _green_serving(status, variant)
+        try:
+            rates = {
+                one["metric"].get("revision", ""): float(one["value"][1])
+                for one in client.instant(queries["rate"])
+            }
+            latency = _first_value(client.instant(queries["latency"]))
+        except PrometheusError as error:
+            return CapacityObservation(None, None, replicas, reason=f"Prometheus: {error}")
+        try:
+            cpu = _first_value(client.instant(queries["cpu"]))
+        except PrometheusError:
+            cpu = None  # container CPU is optional (cAdvisor may not be scraped)
+        green = rates.get(variant.candidateRevision)
+        blue = rates.get(variant.activeRevision or "", 0.0 if green is not None else None)
+        return CapacityObservation(
+            green_rps=green,
+            blue_rps=blue,
+            green_replicas=replicas,
+            latency_seconds=latency,
+            cpu_cores=cpu,
+            reason=None if green is not None else "no requests counted for green yet",
+        )
+
+    answers = await asyncio.gather(*(asyncio.to_thread(observe, v) for v in sampled))
+    return {v.name: answer for v, answer in zip(sampled, answers, strict=True)}
 
 
 async def observe_webhooks(  # noqa: PLR0917 - what one round of calls needs

@@ -512,10 +512,100 @@ def _after_the_wait(status: Mapping[str, Any]) -> tuple[str, str | None]:
     ]
     if unhealthy:
         return "  wait over; held for a Healthy verdict", "yellow"
-    held = _held_gate(status)
+    held = _held_gate(status) or _held_capacity(status)
     if held is not None:
         return f"  wait over; {held}", "yellow"
     return "  wait over; moving on", None
+
+
+def _held_capacity(status: Mapping[str, Any]) -> str | None:
+    """The capacity-aware cutover's hold on the deployment, if it holds it.
+
+    >>> held = {"candidateRevision": "r2", "capacity": {"revision": "r2",
+    ...     "decision": "Holding", "neededReplicas": 4, "readyReplicas": 2,
+    ...     "pendingReplicas": 2}}
+    >>> _held_capacity(held)
+    'held for capacity: 2 of 4 green replicas Ready, 2 Pending'
+    >>> _held_capacity({**held, "capacity": {**held["capacity"], "decision": "Ready"}})
+    """
+    capacity = _mapping(status.get("capacity"))
+    if capacity.get("revision") != status.get("candidateRevision"):
+        return None
+    if capacity.get("decision") not in ("PreScaling", "Holding"):
+        return None
+    pending = _int(capacity.get("pendingReplicas"))
+    text = (
+        f"held for capacity: {_int(capacity.get('readyReplicas'))} of "
+        f"{_int(capacity.get('neededReplicas'))} green replicas Ready"
+    )
+    return text + (f", {pending} Pending" if pending else "")
+
+
+_CAPACITY_STYLE = {"Ready": "green", "Holding": "red", "PreScaling": "yellow", "Measuring": None}
+
+
+def _capacity_section(status: Mapping[str, Any], now: datetime.datetime) -> list[_Line]:
+    """Each variant's capacity-aware cutover: the decision, the fit and what it waits
+    for (the scheduler's words), and the last sample of load per replica against latency.
+
+    >>> now = datetime.datetime(2026, 1, 1, 0, 10, tzinfo=datetime.UTC)
+    >>> status = {"variants": [{"name": "main", "capacity": {"revision": "r2",
+    ...     "samples": [{"at": "2026-01-01T00:09:50Z", "loadPerReplica": 100.0,
+    ...                  "replicas": 1, "latencySeconds": 0.004}],
+    ...     "neededReplicas": 3, "readyReplicas": 2, "pendingReplicas": 1,
+    ...     "verdict": "Inconclusive", "decision": "Holding",
+    ...     "reason": "green needs 3 replicas for 300 req/s; 2 of 3 Ready, 1 Pending (x)",
+    ...     "decidedAt": "2026-01-01T00:09:58Z"}}]}
+    >>> print(_lines(_capacity_section(status, now), 100, False), end="")
+    Capacity
+      main  Holding     Inconclusive  needs 3, 2 Ready, 1 Pending  2s ago
+            green needs 3 replicas for 300 req/s
+            2 of 3 Ready, 1 Pending (x)
+            fit: 1 samples, last 100 req/s per replica at 4 ms (10s ago)
+    """
+    variants = [_mapping(v) for v in _sequence(status.get("variants"))]
+    lines: list[_Line] = []
+    for variant in variants:
+        capacity = _mapping(variant.get("capacity"))
+        if not capacity:
+            continue
+        decision = str(capacity.get("decision", "Measuring"))
+        verdict = str(capacity.get("verdict") or "-")
+        decided = parse_timestamp(capacity.get("decidedAt"))
+        needed = capacity.get("neededReplicas")
+        counts = (
+            f"needs {needed}, {_int(capacity.get('readyReplicas'))} Ready, "
+            f"{_int(capacity.get('pendingReplicas'))} Pending"
+            if needed is not None
+            else "measuring green"
+        )
+        lines.append(
+            _Line()
+            .add(f"  {variant.get('name')!s:<6}")
+            .add(f"{decision:<12}", _CAPACITY_STYLE.get(decision))
+            .add(f"{verdict:<14}", _VERDICT_STYLE.get(verdict))
+            .add(counts)
+            .add(f"  {_ago(decided, now)} ago" if decided else "", "dim")
+        )
+        for part in str(capacity.get("reason") or "").split("; "):
+            if part:
+                lines.append(_Line().add(f"        {part}", "dim"))
+        samples = [_mapping(x) for x in _sequence(capacity.get("samples"))]
+        if samples:
+            last = samples[-1]
+            latency = last.get("latencySeconds")
+            at = f"{float(latency) * 1000:.0f} ms" if isinstance(latency, int | float) else "-"
+            cpu = last.get("cpuCoresPerReplica")
+            cpu_text = f", {float(cpu):.2f} cores" if isinstance(cpu, int | float) else ""
+            taken = _ago(parse_timestamp(last.get("at")), now)
+            lines.append(
+                _Line().add(
+                    f"        fit: {len(samples)} samples, last "
+                    f"{float(last.get('loadPerReplica', 0)):.0f} req/s per replica at {at}"
+                    f"{cpu_text} ({taken} ago)"
+                )
+            )
+    return [_Line().add("Capacity", "bold"), *lines] if lines else []
 
 
 def _traffic_section(status: Mapping[str, Any], width: int) -> list[_Line]:
@@ -701,6 +791,7 @@ def render_watch(
         _steps_section(endpoint),
         _traffic_section(status, width),
         _alarm_section(status, now),
+        _capacity_section(status, now),
         _webhook_section(status, now),
         _outcome_section(endpoint, now),
         _events_section(events, now),
@@ -809,6 +900,7 @@ def render_status(
         _steps_section(endpoint),
         _traffic_section(status, width),
         _alarm_section(status, now),
+        _capacity_section(status, now),
         _webhook_section(status, now),
         _conditions_section(status, now),
         _controls_section(endpoint),
@@ -837,6 +929,8 @@ def _step_cell(status: Mapping[str, Any]) -> str:
     total = _int(step.get("total"))
     index = _int(step.get("index"))
     cell = f"{stage} {index}/{total}" if total and index else stage
+    if _held_capacity(status) is not None:
+        cell += " (capacity)"
     return cell + (" (paused)" if status.get("paused") else "")
 
 

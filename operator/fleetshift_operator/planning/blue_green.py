@@ -12,6 +12,11 @@ Worked example (canary 25%, 4 replicas, wait 60 s, termination wait 120 s)::
 from __future__ import annotations
 
 from fleetshift_operator.api import BlueGreen
+from fleetshift_operator.planning.capacity import (
+    capacity_allows,
+    capacity_floor,
+    record_capacity_sample,
+)
 from fleetshift_operator.planning.context import VariantDraft
 from fleetshift_operator.planning.gates import gate_allows
 from fleetshift_operator.planning.steps import calculate_required_ready, calculate_steps
@@ -39,6 +44,7 @@ class BlueGreenStrategy:
         draft.update_step(total=len(steps))
         green = draft.fleet(candidate)
         green_ready = green.ready if green is not None else 0
+        record_capacity_sample(draft)
 
         if draft.actions.take("promote"):
             if green is not None and green_ready >= size:
@@ -59,12 +65,14 @@ class BlueGreenStrategy:
             first = calculate_required_ready(size, steps[0])
             percent = percent if green is not None and green_ready >= first else 0
         draft.plan_fleet(active, "blue", size, 100 - percent, draft.autoscaling())
+        # The capacity-aware cutover may ask for more green replicas than blue has.
+        floor = capacity_floor(draft)
         draft.plan_fleet(
             candidate,
             "green",
-            size,
+            max(size, floor),
             percent,
-            draft.autoscaling(calculate_required_ready(size, percent)),
+            draft.autoscaling(max(calculate_required_ready(size, percent), floor)),
         )
         # A bake that is over but held (alarms, a webhook gate) waits for the next poll.
         if (
@@ -85,9 +93,14 @@ class BlueGreenStrategy:
                 self._enter_step(draft, steps, 1)
         elif step.stage == "Baking" and bake_over and draft.alarms_allow_promotion():
             if step.index < len(steps):
-                if green_ready >= calculate_required_ready(
-                    size, steps[step.index]
-                ) and self._gates_allow(draft, steps, step.index + 1):
+                # Before the step to 100% the capacity-aware cutover sizes green (first:
+                # it raises the replicas the next check counts on).
+                capacity = steps[step.index] < 100 or capacity_allows(draft, size)
+                if (
+                    capacity
+                    and green_ready >= calculate_required_ready(size, steps[step.index])
+                    and self._gates_allow(draft, steps, step.index + 1)
+                ):
                     self._enter_step(draft, steps, step.index + 1)
             else:
                 wait = self.policy.terminationWaitSeconds

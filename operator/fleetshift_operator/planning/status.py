@@ -10,6 +10,7 @@ from typing import Any, Literal
 from fleetshift_operator.api import (
     GATE_TYPES,
     HISTORY_LIMIT,
+    CapacityStatus,
     Condition,
     DeploymentRecord,
     EndpointStatus,
@@ -160,6 +161,22 @@ def held_by(webhooks: list[WebhookStatus], revision: str | None) -> str | None:
     return None
 
 
+def held_for_capacity(record: CapacityStatus | None, revision: str | None) -> str | None:
+    """What the capacity-aware cutover holds a deployment of ``revision`` for, if it does.
+
+    >>> r = CapacityStatus(revision="r2", decision="Holding", reason="2 of 4 Ready")
+    >>> held_for_capacity(r, "r2")
+    'waiting for capacity: 2 of 4 Ready'
+    >>> held_for_capacity(r, "r3") is None
+    True
+    """
+    if record is None or record.revision != revision:
+        return None
+    if record.decision in ("PreScaling", "Holding"):
+        return f"waiting for capacity: {record.reason}"
+    return None
+
+
 def _named(variant: VariantStatus, many: bool, text: str) -> str:
     return f"variant {variant.name}: {text}" if many else text
 
@@ -259,6 +276,8 @@ def calculate_conditions(
         where = f"step {step.index}/{step.total}, green {status.greenTrafficPercent}%"
         focus = next((v for v in status.variants if v.name == status.variant), None)
         held = held_by(focus.webhooks, focus.candidateRevision) if focus else None
+        if focus is not None and held is None:
+            held = held_for_capacity(focus.capacity, focus.candidateRevision)
         if held:
             where = f"{where}; {held}"
         message = f"variant {status.variant}: {where}" if many else where

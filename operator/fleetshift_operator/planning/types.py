@@ -36,6 +36,27 @@ class FleetObservation:
     """What its missing pods wait for (Unschedulable, a quota, an image pull), if
     anything: not fatal by itself, but shown at once and bounded by
     ``provisioningTimeoutSeconds``."""
+    pending: int = 0
+    """Its pods waiting to be placed or started (a subset of the missing ones)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityObservation:
+    """One variant's load and green's latency over the last rate window (Prometheus),
+    for the capacity-aware cutover (``planning/capacity.py``). None is no data."""
+
+    green_rps: float | None
+    """Requests per second green answered."""
+    blue_rps: float | None
+    """Requests per second blue answered."""
+    green_replicas: int
+    """Green replicas that were serving (the traffic spread over them)."""
+    latency_seconds: float | None = None
+    """Green's latency quantile (``capacity.latencyQuantile``)."""
+    cpu_cores: float | None = None
+    """Green's CPU in cores, summed over its pods, when Prometheus has container CPU."""
+    reason: str | None = None
+    """Why there is no data, when there is none."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +92,9 @@ class Observed:
     webhooks: Mapping[str, tuple[WebhookResult, ...]] | None = None
     """This reconcile's webhook answers per variant (``webhooks/base.py``); the calls
     were the ones the status said were due."""
+    capacity: Mapping[str, CapacityObservation] | None = None
+    """This reconcile's load observations per variant, while a canary step is sampled or
+    the step to 100% is near (``planning/capacity.py``)."""
 
     def fleet(self, variant: str, revision: str | None) -> FleetObservation | None:
         for fleet in self.fleets:
@@ -83,6 +107,12 @@ class Observed:
         if self.webhooks is None:
             return ()
         return self.webhooks.get(variant, ())
+
+    def capacity_of(self, variant: str) -> CapacityObservation | None:
+        """``variant``'s load observation in this reconcile, if one was made."""
+        if self.capacity is None:
+            return None
+        return self.capacity.get(variant)
 
     def alarms_of(self, variant: str) -> tuple[AlarmResult, ...] | None:
         """The verdicts of ``variant``'s alarms, or None when they were not evaluated."""

@@ -163,6 +163,7 @@ def _start_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None
         alarms=[],
         rollbackCause=None,
         waitingFor=None,
+        capacity=None,
         step=StepStatus(
             stage="Provisioning",
             index=0,
