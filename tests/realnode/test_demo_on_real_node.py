@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetshift_devcluster import images, netns
+from fleetshift_devcluster.demo.plots import fetch_shadow_series, plot_shadow_scenario
 from fleetshift_devcluster.demo.progress import Progress
 from fleetshift_devcluster.demo.realnode import RealNodeDemo
 from fleetshift_devcluster.demo.story import NAMESPACE, DemoOptions, ScenarioRecord
@@ -58,3 +59,48 @@ def test_the_canary_story_runs_on_real_pods_through_kube_proxy(
     ok = {a.revision for a in answered if a.status == 200}
     failed = {a.revision for a in answered if a.status >= 500}
     assert len(ok) == 2 and len(failed) == 1 and not ok & failed, (ok, failed)
+
+
+def test_the_shadow_story_catches_a_disagreeing_shadow_before_it_serves_a_caller(
+    real_node: RealNode, tmp_path: Path
+) -> None:
+    """``--policies shadow``: production copies every request to the shadow's green fleet,
+    compares the answers, and the ``ShadowDisagreement`` alarm rolls the shadow back; no
+    caller is answered by it, and the plot shows the paired difference."""
+    if not images.tarball_path(images.RUNTIME).exists():
+        pytest.skip("no runtime image: `make images` builds it")
+    options = DemoOptions(output=tmp_path / "demo", canary_wait=10, rate=40.0, policies=("Shadow",))
+    finished: list[tuple[ScenarioSummary, ScenarioRecord]] = []
+    try:
+        with netns.entered(real_node.cluster.netns):
+            demo = RealNodeDemo(options, real_node.cluster, Progress())
+            with demo.running():
+                demo.run(lambda summary, record: finished.append((summary, record)))
+                record = finished[-1][1]
+                shadow = fetch_shadow_series(
+                    demo.prometheus.url,
+                    NAMESPACE,
+                    record.scenario.endpoint,
+                    record.started,
+                    record.finished,
+                )
+                path = plot_shadow_scenario(
+                    record, shadow, tmp_path / "shadow.png", "shadow", options.shadow_threshold
+                )
+            answers = demo.loadgen.answers if demo.loadgen is not None else []
+    finally:
+        real_node.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    summaries = {summary.name: summary for summary, _ in finished}
+    assert [s.outcome for s in summaries.values()] == ["InService", "RolledBack"], summaries
+    caught = summaries["shadow-caught"]
+    assert caught.reason.startswith("alarm shadow-disagreement"), caught
+    assert caught.green_requests == 0, "the shadow never answered a caller"
+    # Every caller was answered 200 by production's one revision.
+    answered = [a for a in answers if a.status]
+    assert answered and {a.status for a in answered} == {200}
+    assert len({a.revision for a in answered}) == 1
+    # The disagreeing revision's copies were compared: its class differed on most rows.
+    disagreement = shadow["disagreement"].get(record.candidate)
+    assert disagreement is not None, shadow["disagreement"].keys()
+    assert max(v for v in disagreement[1] if v == v) >= options.shadow_threshold  # NaN-free
+    assert path.stat().st_size > 0

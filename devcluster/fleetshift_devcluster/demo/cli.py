@@ -20,7 +20,12 @@ from pathlib import Path
 import psutil
 
 from fleetshift_devcluster.cluster import ClusterError, running_cluster
-from fleetshift_devcluster.demo.plots import fetch_series, plot_scenario
+from fleetshift_devcluster.demo.plots import (
+    fetch_series,
+    fetch_shadow_series,
+    plot_scenario,
+    plot_shadow_scenario,
+)
 from fleetshift_devcluster.demo.progress import Progress
 from fleetshift_devcluster.demo.stopping import StopRequest
 from fleetshift_devcluster.demo.story import (
@@ -93,14 +98,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--policies",
-        default="canary,linear",
-        help="which stories to tell, comma-separated: canary, linear",
+        default=None,
+        help="which stories to tell, comma-separated: canary, linear, shadow (the shadow "
+        "story runs on the real node only; default: canary,linear, and shadow with --node real)",
     )
     args = parser.parse_args(argv)
+    if args.policies is None:
+        args.policies = "canary,linear,shadow" if args.node == "real" else "canary,linear"
     policies = [p.strip().capitalize() for p in args.policies.split(",") if p.strip()]
-    unknown = sorted(set(policies) - {"Canary", "Linear"})
+    unknown = sorted(set(policies) - {"Canary", "Linear", "Shadow"})
     if unknown or not policies:
-        parser.error(f"--policies takes canary and/or linear, not {args.policies!r}")
+        parser.error(f"--policies takes canary, linear and/or shadow, not {args.policies!r}")
+    if "Shadow" in policies and args.node != "real":
+        parser.error(
+            "the shadow story needs --node real: production pods read the shadows ConfigMap "
+            "from a mounted volume and reach the shadow by its Service's DNS name, which the "
+            "kwok launcher's processes cannot"
+        )
     args.policies = tuple(policies)
     return args
 
@@ -195,16 +209,16 @@ def _on_real_node(
 def _after_scenario(demo: Demo, summary: ScenarioSummary, record: ScenarioRecord) -> None:
     """Report the scenario and draw its timeline from Prometheus's data."""
     demo.progress.done(summary)
-    data = fetch_series(
-        demo.prometheus.url,
-        NAMESPACE,
-        record.scenario.endpoint,
-        record.started - 8,
-        record.finished + demo.options.settle_seconds,
-    )
     scenario = record.scenario
+    window = (record.started - 8, record.finished + demo.options.settle_seconds)
     title = f"{summary.name}: {summary.outcome} ({scenario.policy}, {scenario.model} model)"
-    path = plot_scenario(record, data, demo.options.output / f"{summary.name}.png", title)
+    path = demo.options.output / f"{summary.name}.png"
+    if scenario.policy == "Shadow":
+        shadow = fetch_shadow_series(demo.prometheus.url, NAMESPACE, scenario.endpoint, *window)
+        plot_shadow_scenario(record, shadow, path, title, demo.options.shadow_threshold)
+    else:
+        data = fetch_series(demo.prometheus.url, NAMESPACE, scenario.endpoint, *window)
+        plot_scenario(record, data, path, title)
     demo.progress.say(f"   timeline: {path}")
 
 

@@ -1,7 +1,7 @@
 """The demo's data and models, trained here so the story needs nothing downloaded.
 
 The data is churn-shaped: 20 numeric columns of a telecom account (minutes, calls,
-charges, service calls...) and whether the customer left. Three models come out:
+charges, service calls...) and whether the customer left. Four models come out:
 
 - ``baseline``: 20 features, the model in service when the story starts;
 - ``incompatible``: built for a different input schema (19 features, as a model
@@ -9,7 +9,10 @@ charges, service calls...) and whether the customer left. Three models come out:
   and reports Ready, but every real request fails with a 5xx: the fault only
   traffic reveals, which the canary's alarm must catch (see runtime/README.md,
   "The incompatible model mechanism");
-- ``valid``: 20 features, retrained with more trees: the update that should succeed.
+- ``valid``: 20 features, retrained with more trees: the update that should succeed;
+- ``disagreeing``: 20 features, trained on the opposite labels. It answers every request
+  with a 200 and the wrong numbers: the model only a comparison with production's answers
+  to the same requests can catch (the shadow story).
 
 Each is written as SageMaker's ``model.tar.gz`` holding one ``xgboost-model`` file.
 """
@@ -58,6 +61,7 @@ class DemoModels:
     incompatible: Path
     valid: Path
     requests_csv: Path
+    disagreeing: Path
 
     def uri(self, which: str) -> str:
         """The model URI an Endpoint names, e.g. ``uri("valid")``."""
@@ -101,11 +105,12 @@ def _tarball(booster: xgboost.Booster, path: Path) -> Path:
 
 
 def build_models(folder: Path) -> DemoModels:
-    """Train the three models and write a CSV of requests (no header, one row a line)."""
+    """Train the four models and write a CSV of requests (no header, one row a line)."""
     x, y = churn_data(4000, seed=11)
     baseline = _train(x, y, trees=60, depth=4)
     incompatible = _train(x[:, 1:], y, trees=60, depth=4)  # another schema: 19 columns
     valid = _train(x, y, trees=120, depth=5)
+    disagreeing = _train(x, 1 - y, trees=60, depth=4)  # the opposite answers, all 200
     requests, _ = churn_data(500, seed=23)
     csv = folder / "churn-requests.csv"
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,4 +120,5 @@ def build_models(folder: Path) -> DemoModels:
         incompatible=_tarball(incompatible, folder / "incompatible" / "model.tar.gz"),
         valid=_tarball(valid, folder / "valid" / "model.tar.gz"),
         requests_csv=csv,
+        disagreeing=_tarball(disagreeing, folder / "disagreeing" / "model.tar.gz"),
     )

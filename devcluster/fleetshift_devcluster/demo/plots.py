@@ -26,7 +26,12 @@ if TYPE_CHECKING:
     from fleetshift_devcluster.demo.story import ScenarioRecord
 
 Series = dict[str, tuple[list[float], list[float]]]
-MODEL_COLORS = {"baseline": "#1f77b4", "incompatible": "#d62728", "valid": "#2ca02c"}
+MODEL_COLORS = {
+    "baseline": "#1f77b4",
+    "incompatible": "#d62728",
+    "valid": "#2ca02c",
+    "disagreeing": "#9467bd",
+}
 MARKER_STYLE = {
     "update": ("#555555", "--"),
     "step": ("#1f77b4", ":"),
@@ -36,8 +41,10 @@ MARKER_STYLE = {
 }
 
 
-def query_range(prometheus: str, query: str, start: float, end: float) -> Series:
-    """``query`` over [start, end] at 1 s steps, as revision -> (times, values)."""
+def query_range(
+    prometheus: str, query: str, start: float, end: float, key: str = "revision"
+) -> Series:
+    """``query`` over [start, end] at 1 s steps, as the ``key`` label -> (times, values)."""
     answer = httpx.get(
         f"{prometheus}/api/v1/query_range",
         params={"query": query, "start": start, "end": end, "step": "1"},
@@ -46,7 +53,7 @@ def query_range(prometheus: str, query: str, start: float, end: float) -> Series
     answer.raise_for_status()
     series: Series = {}
     for result in answer.json()["data"]["result"]:
-        revision = result["metric"].get("revision", "")
+        revision = result["metric"].get(key, "")
         times = [float(t) for t, _ in result["values"]]
         values = [float(v) for _, v in result["values"]]
         series[revision] = (times, values)
@@ -77,6 +84,97 @@ def fetch_series(
         "p99": quantile(0.99),
     }
     return {name: query_range(prometheus, q, start, end) for name, q in queries.items()}
+
+
+def fetch_shadow_series(
+    prometheus: str, namespace: str, endpoint: str, start: float, end: float
+) -> dict[str, Series]:
+    """The shadow story's panels, from what production's pods export about the copies
+    they sent (by the shadow's revision) and the callers' traffic (by production's)."""
+    where = f'namespace="{namespace}",endpoint="{endpoint}"'
+    window = "5s"
+
+    def difference(q: float) -> str:
+        return (
+            f"histogram_quantile({q}, sum by (le, shadow_revision) "
+            f"(rate(fleetshift_shadow_abs_difference_bucket{{{where}}}[{window}])))"
+        )
+
+    shadow_queries = {
+        "copies": (
+            f"sum by (shadow_revision) (rate(fleetshift_shadow_copies_total"
+            f'{{{where},outcome="answered"}}[{window}]))'
+        ),
+        "difference_p50": difference(0.5),
+        "difference_p90": difference(0.9),
+        "disagreement": (
+            f"100 * sum by (shadow_revision) "
+            f"(rate(fleetshift_shadow_disagreements_total{{{where}}}[{window}]))"
+            f" / sum by (shadow_revision) "
+            f"(rate(fleetshift_shadow_compared_rows_total{{{where}}}[{window}]))"
+        ),
+    }
+    data = {
+        name: query_range(prometheus, q, start, end, key="shadow_revision")
+        for name, q in shadow_queries.items()
+    }
+    data["invocations"] = query_range(
+        prometheus,
+        f"sum by (revision) (rate(fleetshift_invocations_total{{{where}}}[{window}]))",
+        start,
+        end,
+    )
+    return data
+
+
+def plot_shadow_scenario(
+    record: ScenarioRecord, data: dict[str, Series], path: Path, title: str, threshold: float
+) -> Path:
+    """The shadow story's timeline: callers' answers by revision, the copies each shadow
+    revision answered, the paired absolute difference of its predictions from
+    production's for the same requests (median and p90), and the share of rows whose
+    predicted class differs, against the alarm's threshold."""
+    start = record.started - 8
+    names = record.revisions
+
+    def label(revision: str) -> str:
+        return f"{names.get(revision, 'fleet')} ({revision[:6]})"
+
+    def color(revision: str) -> str:
+        return MODEL_COLORS.get(names.get(revision, ""), "#7f7f7f")
+
+    def draw(axis: Axes, series: Series, prefix: str = "", style: str = "-") -> None:
+        for revision, (times, values) in sorted(series.items()):
+            axis.plot(
+                [t - start for t in times],
+                values,
+                linestyle=style,
+                color=color(revision),
+                label=f"{prefix}{label(revision)}",
+            )
+
+    figure, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
+    draw(axes[0], data["invocations"], "callers answered by ")
+    axes[0].set_ylabel("invocations / s")
+    draw(axes[1], data["copies"], "copies answered by shadow ")
+    axes[1].set_ylabel("shadow copies / s")
+    draw(axes[2], data["difference_p50"], "median ")
+    draw(axes[2], data["difference_p90"], "p90 ", style="--")
+    axes[2].set_ylabel("|shadow - production|")
+    draw(axes[3], data["disagreement"], "class differs: ")
+    axes[3].axhline(threshold, color="#d62728", linestyle=":", linewidth=1, label="alarm threshold")
+    axes[3].set_ylim(-5, 105)
+    axes[3].set_ylabel("disagreement (%)")
+    for axis in axes:
+        axis.legend(loc="upper left", fontsize=8)
+        _draw_markers(axis, record.markers, start)
+    axes[0].set_title(title)
+    axes[3].set_xlabel("seconds")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
 
 
 def plot_scenario(record: ScenarioRecord, data: dict[str, Series], path: Path, title: str) -> Path:

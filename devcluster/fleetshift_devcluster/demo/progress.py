@@ -120,7 +120,10 @@ class Progress:
             "baseline": "create it with the baseline model",
             "incompatible": "update it to the incompatible model",
             "valid": "update it to the valid model",
+            "disagreeing": "give its shadow the model that disagrees with production",
         }[scenario.model]
+        if scenario.policy == "Shadow" and scenario.model == "baseline":
+            what = "create it: production and a shadow, both the baseline model"
         self.say(f"== {scenario.name}: {scenario.endpoint}: {what} ({scenario.policy})")
         self._last_key = None
 

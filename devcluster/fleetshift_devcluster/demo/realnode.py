@@ -97,16 +97,18 @@ class RealNodeDemo(Demo):
     def _manifest(self, scenario: Scenario) -> dict[str, Any]:
         manifest = super()._manifest(scenario)
         assert self.models is not None and self.model_server is not None
-        path: Path = getattr(self.models, scenario.model)
-        relative = path.relative_to(self.models.requests_csv.parent)
-        variant = manifest["spec"]["variants"][0]
-        variant["model"]["uri"] = (
-            f"http://{NODE_IP}:{self.model_server.server_port}/{relative.as_posix()}"
-        )
-        variant.pop("podAnnotations", None)  # kwok's; the kubelet runs these pods
-        variant["image"] = images.RUNTIME.tag
-        variant["nodeSelector"] = {"kubernetes.io/hostname": NODE_NAME}
-        variant["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"}}
+        root = self.models.requests_csv.parent.resolve()
+        for variant in manifest["spec"]["variants"]:
+            # The file:// URI of a model the demo trained, served over HTTP instead.
+            path = Path(variant["model"]["uri"].removeprefix("file://"))
+            relative = path.relative_to(root)
+            variant["model"]["uri"] = (
+                f"http://{NODE_IP}:{self.model_server.server_port}/{relative.as_posix()}"
+            )
+            variant.pop("podAnnotations", None)  # kwok's; the kubelet runs these pods
+            variant["image"] = images.RUNTIME.tag
+            variant["nodeSelector"] = {"kubernetes.io/hostname": NODE_NAME}
+            variant["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"}}
         return manifest
 
     def _stop(self) -> None:

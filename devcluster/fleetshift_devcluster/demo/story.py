@@ -10,6 +10,14 @@ For each traffic policy (canary, then linear) the story:
 3. updates it to the valid model with the same policy: every step bakes clean and
    the deployment succeeds.
 
+The shadow story (``--policies shadow``, real node only: production pods read the shadows
+ConfigMap from a mounted volume and reach the shadow through its Service's DNS name) creates
+an Endpoint whose production variant serves the baseline model beside a shadow variant
+serving it too, then deploys the disagreeing model to the shadow: production copies every
+request to the shadow's green fleet and compares the two answers, the
+``ShadowDisagreement`` alarm breaches and the shadow's deployment is rolled back, with no
+caller ever answered by it.
+
 Everything is real: the control plane with kwok nodes, the operator process, a
 Prometheus that finds the pods through Kubernetes service discovery, one runtime
 process per serving pod (the launcher), and a load generator that follows the
@@ -70,6 +78,8 @@ class DemoOptions:
     rate: float = 40.0
     settle_seconds: float = 6.0
     policies: tuple[str, ...] = ("Canary", "Linear")
+    shadow_threshold: float = 20.0
+    """The ``ShadowDisagreement`` alarm's threshold: % of compared rows whose class differs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +89,11 @@ class Scenario:
     name: str
     endpoint: str
     policy: str
-    model: str  # "baseline", "incompatible" or "valid"
+    model: str  # "baseline", "incompatible", "valid" or "disagreeing"
     expected: str  # "InService" (the baseline), "RolledBack" or "Succeeded"
+    variant: str | None = None
+    """The variant whose deployment the scenario follows and whose model it changes (the
+    shadow's); None: the Endpoint's only variant."""
 
 
 def calculate_story(policies: tuple[str, ...]) -> list[Scenario]:
@@ -88,11 +101,19 @@ def calculate_story(policies: tuple[str, ...]) -> list[Scenario]:
 
     >>> [s.name for s in calculate_story(("Canary",))]
     ['canary-baseline', 'canary-rollback', 'canary-success']
+    >>> [(s.name, s.variant) for s in calculate_story(("Shadow",))]
+    [('shadow-baseline', 'shadow'), ('shadow-caught', 'shadow')]
     """
     scenarios = []
     for policy in policies:
         prefix = policy.lower()
         endpoint = f"churn-{prefix}"
+        if policy == "Shadow":
+            scenarios += [
+                Scenario("shadow-baseline", endpoint, policy, "baseline", "InService", "shadow"),
+                Scenario("shadow-caught", endpoint, policy, "disagreeing", "RolledBack", "shadow"),
+            ]
+            continue
         scenarios += [
             Scenario(f"{prefix}-baseline", endpoint, policy, "baseline", "InService"),
             Scenario(f"{prefix}-rollback", endpoint, policy, "incompatible", "RolledBack"),
@@ -182,6 +203,58 @@ def get_endpoint(name: str, model_uri: str, policy: str, options: DemoOptions) -
     }
 
 
+def get_shadow_endpoint(
+    name: str, production_uri: str, shadow_uri: str, options: DemoOptions
+) -> dict[str, Any]:
+    """The shadow story's Endpoint: production (3 replicas of the baseline model) and a
+    shadow variant of one replica that gets a copy of every request production answers.
+    A deployment of the shadow bakes for ``canary_wait`` seconds while its alarms watch
+    it: its 5xx share and the share of compared rows whose predicted class it answered
+    differently from production (``ShadowDisagreement``).
+
+    >>> e = get_shadow_endpoint("churn", "file:///a", "file:///b", DemoOptions(Path(".")))
+    >>> [(v["name"], v.get("shadow")) for v in e["spec"]["variants"]]
+    [('main', None), ('shadow', {'samplingPercent': 100})]
+    >>> [a["template"]["kind"] for a in e["spec"]["deploymentConfig"]["autoRollback"]["alarms"]]
+    ['GreenErrorRate', 'ShadowDisagreement']
+    """
+    production = get_endpoint(name, production_uri, "Canary", options)
+    main = production["spec"]["variants"][0]
+    shadow = {
+        **main,
+        "name": "shadow",
+        "model": {"uri": shadow_uri},
+        "replicas": 1,
+        "shadow": {"samplingPercent": 100},
+    }
+    alarm = {"periodSeconds": 2, "evaluationPeriods": 3, "datapointsToAlarm": 2}
+    production["spec"]["variants"] = [main, shadow]
+    production["spec"]["deploymentConfig"] = {
+        "blueGreen": {
+            "trafficRouting": {"type": "AllAtOnce", "waitIntervalSeconds": options.canary_wait},
+            "maximumExecutionTimeoutSeconds": 900,
+        },
+        "autoRollback": {
+            "pollIntervalSeconds": 1,
+            "alarms": [
+                {
+                    "name": "green-5xx",
+                    "template": {"kind": "GreenErrorRate", "threshold": 5, **alarm},
+                },
+                {
+                    "name": "shadow-disagreement",
+                    "template": {
+                        "kind": "ShadowDisagreement",
+                        "threshold": options.shadow_threshold,
+                        **alarm,
+                    },
+                },
+            ],
+        },
+    }
+    return production
+
+
 def get_prometheus_config(targets_file: Path) -> dict[str, Any]:
     """Scrape every runtime process the launcher lists, once a second.
 
@@ -237,7 +310,7 @@ class Demo:
     # -- set-up ---------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self.progress.say("training the demo models (baseline, incompatible, valid)")
+        self.progress.say("training the demo models (baseline, incompatible, valid, disagreeing)")
         self.models = build_models(self.work / "models")
         self.progress.say("installing the Endpoint CRD and the demo namespace")
         self._install_crd()
@@ -269,6 +342,13 @@ class Demo:
 
     def _manifest(self, scenario: Scenario) -> dict[str, Any]:
         assert self.models is not None
+        if scenario.policy == "Shadow":
+            return get_shadow_endpoint(
+                scenario.endpoint,
+                self.models.uri("baseline"),
+                self.models.uri(scenario.model),
+                self.options,
+            )
         return get_endpoint(
             scenario.endpoint, self.models.uri(scenario.model), scenario.policy, self.options
         )
@@ -336,10 +416,11 @@ class Demo:
             except (ApiError, httpx.HTTPError):  # an API hiccup: look again shortly
                 self.stop.pause(0.5)
                 continue
-            status = dict(endpoint.get("status") or {})
+            whole = dict(endpoint.get("status") or {})
+            status = variant_status(whole, scenario.variant)
             sample = StatusSample.of(time.time(), status)
             samples.append(sample)
-            caught_up = (status.get("observedGeneration") or 0) >= generation
+            caught_up = (whole.get("observedGeneration") or 0) >= generation
             if caught_up and candidate is None and sample.candidate:
                 candidate = sample.candidate
                 self.progress.names[candidate] = scenario.model
@@ -347,7 +428,7 @@ class Demo:
             if (
                 caught_up
                 and sample.phase in SETTLED_PHASES
-                and self._finished(scenario, status, candidate)
+                and self._finished(scenario, status, candidate, whole, manifest)
             ):
                 break
             if time.monotonic() > deadline:
@@ -362,10 +443,20 @@ class Demo:
         self.stop.pause(self.options.settle_seconds)  # the graphs show the steady state after
         return self._summarize(scenario, status, samples, candidate, started, finished)
 
-    def _finished(self, scenario: Scenario, status: dict[str, Any], candidate: str | None) -> bool:
+    def _finished(
+        self,
+        scenario: Scenario,
+        status: dict[str, Any],
+        candidate: str | None,
+        whole: dict[str, Any],
+        manifest: dict[str, Any],
+    ) -> bool:
         if scenario.expected == "InService":
-            fleets = (status.get("fleets") or {}).values()
-            return bool(fleets) and all(f.get("readyReplicas", 0) >= 3 for f in fleets)
+            wanted = {v["name"]: v["replicas"] for v in manifest["spec"]["variants"]}
+            fleets = (whole.get("fleets") or {}).values()
+            return len(fleets) == len(wanted) and all(
+                f.get("readyReplicas", 0) >= wanted.get(f.get("variant"), 3) for f in fleets
+            )
         last = status.get("lastDeployment") or {}
         return candidate is not None and last.get("revision") == candidate
 
@@ -441,6 +532,20 @@ class Demo:
             raise DemoError(f"the operator exited:\n{self.operator.log_tail()}")
         if not self.prometheus.running():
             raise DemoError("Prometheus exited; see its log in " + str(self.prometheus.folder))
+
+
+def variant_status(status: dict[str, Any], variant: str | None) -> dict[str, Any]:
+    """The part of an Endpoint's status a scenario follows: one variant's (it has the
+    same rollout fields) or, for None, the whole.
+
+    >>> variant_status({"phase": "Updating", "variants": [{"name": "s", "phase": "Baking"}]}, "s")
+    {'name': 's', 'phase': 'Baking'}
+    >>> variant_status({"phase": "InService"}, "s"), variant_status({"phase": "x"}, None)
+    ({}, {'phase': 'x'})
+    """
+    if variant is None:
+        return status
+    return next((dict(v) for v in status.get("variants") or [] if v.get("name") == variant), {})
 
 
 @dataclasses.dataclass
