@@ -3,8 +3,9 @@
 Four panels share the time axis, like the seed walkthrough's graphs:
 invocations and 5xx per second per fleet (the runtime's own counters), model
 latency p50/p99 per fleet (its histogram), and the green traffic share the
-operator reported. Vertical lines mark each traffic step, the alarm breach, the
-rollback and the end.
+operator reported, with the capacity gate's fit (the green replicas the full load
+needs, and green's Ready ones) once it has one. Vertical lines mark each traffic
+step, the alarm breach, the rollback and the end.
 """
 
 from __future__ import annotations
@@ -247,6 +248,29 @@ def _plot_share(axis: Axes, samples: Sequence[StatusSample], candidate: str, sta
     axis.set_ylim(-5, 105)
     axis.set_ylabel("green share (%)")
     axis.legend(loc="upper left", fontsize=8)
+    fitted = [s for s in samples if s.candidate == candidate and s.capacity_needed is not None]
+    if fitted:
+        # The capacity gate: the replicas green needs for all of the traffic, and its Ready.
+        replicas = axis.twinx()
+        times = [s.at - start for s in fitted]
+        replicas.step(
+            times,
+            [s.capacity_needed or 0 for s in fitted],
+            where="post",
+            color="#8c564b",
+            linestyle="--",
+            label="green replicas needed at 100% (capacity)",
+        )
+        replicas.step(
+            times,
+            [s.capacity_ready for s in fitted],
+            where="post",
+            color="#8c564b",
+            label="green Ready",
+        )
+        replicas.set_ylim(0, max(s.capacity_needed or 0 for s in fitted) + 2)
+        replicas.set_ylabel("green replicas")
+        replicas.legend(loc="upper right", fontsize=8)
 
 
 def _draw_markers(axis: Axes, markers: Sequence[Marker], start: float) -> None:

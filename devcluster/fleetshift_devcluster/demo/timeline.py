@@ -50,6 +50,10 @@ class StatusSample:
     active: str | None
     paused: bool
     alarms: tuple[tuple[str, str, float | None], ...]
+    capacity_needed: int | None = None
+    """The green replicas the capacity gate found the full load needs (None: no fit yet)."""
+    capacity_ready: int = 0
+    """Green's Ready replicas, as the capacity gate counted them."""
 
     @classmethod
     def of(cls, at: float, status: dict[str, Any]) -> StatusSample:
@@ -67,6 +71,8 @@ class StatusSample:
             alarms=tuple(
                 (a["name"], a["verdict"], a.get("value")) for a in status.get("alarms") or []
             ),
+            capacity_needed=(status.get("capacity") or {}).get("neededReplicas"),
+            capacity_ready=int((status.get("capacity") or {}).get("readyReplicas") or 0),
         )
 
 
