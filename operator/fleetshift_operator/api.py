@@ -572,13 +572,13 @@ class MultiModel(_Model):
     """The memory one replica gives loaded models, estimated by their file sizes; the
     least recently used are evicted to stay within it. Keep it under the container's
     memory limit."""
-    diskBudgetMiB: Annotated[int, Field(ge=64, le=1048576)] = 4096
+    diskBudgetMiB: Annotated[int, Field(ge=64, le=1048576)] | None = None
     """The disk one replica gives downloaded and unpacked models, in its cache under
     ``/tmp`` (an emptyDir, on the node's ephemeral storage); the least recently used
-    files are deleted to stay within it, and downloaded again on their next load. A
-    model bigger than it is refused with a 413 that says both sizes. Keep it within the
+    are deleted to stay within it, and downloaded again on their next load. A model
+    bigger than it is refused with a 413 that says both sizes. Keep it within the
     ephemeral storage the pod may use (the emptyDir's ``sizeLimit``, the node's free
-    disk)."""
+    disk). Unset: the runtime's default, 4096 MiB."""
 
 
 class ModelSource(_Model):

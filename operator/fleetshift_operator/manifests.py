@@ -602,9 +602,22 @@ def _multi_model_env(multi: MultiModel | None) -> list[Manifest]:
 
     >>> [e["value"] for e in _multi_model_env(MultiModel(maxLoadedModels=5))]
     ['true', '5', '1073741824']
+    >>> _multi_model_env(MultiModel(diskBudgetMiB=256))[-1]["value"]
+    '268435456'
+
+    ``FLEETSHIFT_MODEL_DISK_BUDGET_BYTES`` only when ``diskBudgetMiB`` is set: a pod of
+    an Endpoint written before it existed renders as it did.
     """
     if multi is None:
         return []
+    disk = []
+    if multi.diskBudgetMiB is not None:
+        disk = [
+            {
+                "name": "FLEETSHIFT_MODEL_DISK_BUDGET_BYTES",
+                "value": str(multi.diskBudgetMiB * 1024 * 1024),
+            }
+        ]
     return [
         {"name": "FLEETSHIFT_MULTI_MODEL", "value": "true"},
         {"name": "FLEETSHIFT_MAX_LOADED_MODELS", "value": str(multi.maxLoadedModels)},
@@ -612,6 +625,7 @@ def _multi_model_env(multi: MultiModel | None) -> list[Manifest]:
             "name": "FLEETSHIFT_MODEL_MEMORY_BUDGET_BYTES",
             "value": str(multi.memoryBudgetMiB * 1024 * 1024),
         },
+        *disk,
     ]
 
 

@@ -42,6 +42,7 @@ from .codecs import (
     request_format,
     response_format,
 )
+from .disk_budget import DiskBudget, ModelTooLargeError
 from .errors import (
     ModelFaultError,
     ModelLoadError,
@@ -57,7 +58,7 @@ from .models.loading import load_model
 from .models.multi import ModelCache, check_target_model
 from .pipeline import Pipeline, StepError, error_body, parse_pipeline
 from .settings import RuntimeSettings
-from .sources import is_remote, join_uri, local_path
+from .sources import is_remote, join_uri, local_path, source_options
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -164,12 +165,20 @@ class Runtime:
         self._inline_bytes = settings.inline_body_bytes
         self.single = SingleModelState()
         self.cache: ModelCache | None = None
+        self.disk_budget: DiskBudget | None = None
+        """Multi-model mode: the source cache's disk LRU (``disk_budget.py``)."""
         if settings.multi_model:
             self.cache = ModelCache(
                 self._load_target,
                 max_models=settings.max_loaded_models,
                 max_bytes=settings.model_memory_budget_bytes,
                 metrics=self.metrics,
+            )
+            self.disk_budget = DiskBudget(
+                source_options(settings).cache_dir,
+                settings.model_disk_budget_bytes,
+                on_evict=lambda _path, _size: self.metrics.model_disk_evictions_child.inc(),
+                on_usage=self.metrics.model_disk_bytes_child.set,
             )
         self._id_prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
@@ -385,6 +394,7 @@ class Runtime:
             name=name,
             settings=self.settings,
             within=None if is_remote(prefix) else local_path(prefix),
+            budget=self.disk_budget,
         )
 
     async def _readiness(self, send: Send) -> None:
@@ -425,6 +435,13 @@ class Runtime:
             model, _ = await self.cache.get(name)
         except ModelNotFoundError:
             raise RequestError(404, f"target model {name!r} not found under the prefix") from None
+        except ModelTooLargeError as error:
+            log.warning("target model %r does not fit the disk budget: %s", name, error)
+            raise RequestError(
+                413,
+                f"target model {name!r} does not fit: {error.public} "
+                "(model.multiModel.diskBudgetMiB, FLEETSHIFT_MODEL_DISK_BUDGET_BYTES)",
+            ) from None
         except NotAModelError as error:
             log.info("target model %r is not a model: %s", name, error)
             raise RequestError(

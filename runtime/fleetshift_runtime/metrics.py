@@ -377,6 +377,21 @@ class RuntimeMetrics:
             LABELS,
             registry=r,
         )
+        self.model_disk_bytes = Gauge(
+            "fleetshift_model_disk_bytes",
+            "Bytes of downloaded and unpacked models in the cache folder, counted against "
+            "the multi-model disk budget.",
+            LABELS,
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.model_disk_evictions = Counter(
+            "fleetshift_model_disk_evictions",
+            "Cache entries (a downloaded or unpacked model) deleted by the multi-model "
+            "disk LRU to stay within its budget.",
+            LABELS,
+            registry=r,
+        )
         self.predictions = Histogram(
             "fleetshift_prediction",
             "The predictions answered, one observation per row: the score of a one-score "
@@ -464,6 +479,8 @@ class RuntimeMetrics:
         self.cache_misses_child = self.cache_misses.labels(**base)
         self.model_loading_wait_child = self.model_loading_wait.labels(**base)
         self.model_evictions_child = self.model_evictions.labels(**base)
+        self.model_disk_bytes_child = self.model_disk_bytes.labels(**base)
+        self.model_disk_evictions_child = self.model_disk_evictions.labels(**base)
         self._by_model: dict[str, tuple[Any, Any, Any]] = {}
         self._model_labels: set[str] = set()
         self.tally = RequestTally(self)

@@ -223,6 +223,11 @@ class RuntimeSettings(BaseSettings):
     """Multi-model mode: budget for loaded models, estimated by their file size; the
     least recently used models are evicted to stay within it."""
 
+    model_disk_budget_bytes: int = Field(default=4096 * MIB, ge=1)
+    """Multi-model mode: budget for downloaded and unpacked models in ``cache_dir``; the
+    least recently used are deleted to stay within it (and downloaded again on their
+    next load). A model bigger than it is refused with a 413."""
+
     output_buckets: str = ""
     """Bounds of the prediction histogram (``fleetshift_prediction``), comma-separated and
     increasing, e.g. ``0,10,100,1000`` for a regression; empty: twelve buckets for

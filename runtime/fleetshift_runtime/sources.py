@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from .disk_budget import DiskSession
 from .errors import ModelLoadError, ModelNotFoundError, NotAModelError
 from .models.formats import find_model_file
 from .s3 import S3Credentials, S3Location, resolve_endpoint, resolve_region, signed_get
@@ -106,7 +107,12 @@ def local_path(uri: str) -> Path:
 
 
 def fetch_model_file(
-    uri: str, options: SourceOptions, *, sha256: str = "", within: Path | None = None
+    uri: str,
+    options: SourceOptions,
+    *,
+    sha256: str = "",
+    within: Path | None = None,
+    session: DiskSession | None = None,
 ) -> Path:
     """Resolve a model URI to a local model file (downloading and unpacking as needed).
 
@@ -118,12 +124,17 @@ def fetch_model_file(
     With ``within`` (a multi-model prefix folder), a local artifact and the model file
     found in it must resolve inside that folder: links out of it are not followed.
     A folder that holds only a ``model.tar.gz`` is unpacked like the tarball itself.
+
+    With ``session`` (multi-model mode's disk budget), every cache entry this fetch reads
+    or writes is pinned until the session ends, room is made before a download, and a
+    model whose entries alone exceed the budget is refused
+    (:class:`~fleetshift_runtime.disk_budget.ModelTooLargeError`) before it is written.
     """
     if not uri:
         raise ModelLoadError("no model URI: set FLEETSHIFT_MODEL_URI")
     digest = ""
     if is_remote(uri):
-        artifact, digest = _download_cached(uri, options, sha256)
+        artifact, digest = _download_cached(uri, options, sha256, session)
     else:
         artifact = local_path(uri)
         if not artifact.exists():
@@ -144,17 +155,37 @@ def fetch_model_file(
     if _is_gzip(artifact):
         unpacked = options.cache_dir / "unpacked" / (digest or file_sha256(artifact))[:32]
         with _locked(unpacked.with_suffix(".lock")):
+            if session is not None:
+                session.claim(unpacked)
             if not (unpacked / ".complete").exists():
-                shutil.rmtree(unpacked, ignore_errors=True)
-                safe_unpack(
+                _empty(unpacked)
+                room = None
+                if session is not None:
+                    # the archive stays cached beside what it unpacks to (when downloaded)
+                    stored = artifact.stat().st_size if is_remote(uri) else 0
+                    room = (session, stored)
+                _unpack(
                     artifact,
                     unpacked,
                     max_bytes=options.max_unpacked_bytes,
                     max_members=options.max_archive_members,
+                    room=room,
                 )
                 (unpacked / ".complete").touch()
         return find_model_file(unpacked)
     return artifact
+
+
+def _empty(folder: Path) -> None:
+    """Remove what is in ``folder`` (a half-unpacked entry), keeping the folder itself:
+    it may be pinned."""
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _check_within(path: Path, root: Path | None) -> None:
@@ -201,7 +232,9 @@ def _verify_sha256(path: Path, expected: str) -> str:
     return found
 
 
-def _download_cached(uri: str, options: SourceOptions, sha256: str) -> tuple[Path, str]:
+def _download_cached(
+    uri: str, options: SourceOptions, sha256: str, session: DiskSession | None = None
+) -> tuple[Path, str]:
     """The downloaded artifact and its sha256 (empty when not computed).
 
     With a digest the cache is content-addressed: a cached copy is used without asking
@@ -214,15 +247,19 @@ def _download_cached(uri: str, options: SourceOptions, sha256: str) -> tuple[Pat
     with _locked(folder.with_suffix(".lock")):
         if sha256:
             pinned = folder / f"sha256-{sha256.lower()[:32]}" / name
+            if session is not None:
+                session.claim(pinned.parent)
             if pinned.exists():
                 if file_sha256(pinned) == sha256.lower():
                     return pinned, sha256.lower()
                 log.warning("cached %s fails its sha256; downloading it again", _redact(uri))
                 pinned.unlink()
             return _download_with_retries(
-                uri, folder, name, options, sha256=sha256, pinned=pinned
+                uri, folder, name, options, sha256=sha256, pinned=pinned, session=session
             ), sha256
-        return _download_with_retries(uri, folder, name, options, sha256="", pinned=None), ""
+        return _download_with_retries(
+            uri, folder, name, options, sha256="", pinned=None, session=session
+        ), ""
 
 
 def _download_with_retries(
@@ -233,12 +270,15 @@ def _download_with_retries(
     *,
     sha256: str,
     pinned: Path | None,
+    session: DiskSession | None = None,
 ) -> Path:
     delay = options.backoff_seconds
     attempts = options.retries + 1
     for attempt in range(1, attempts + 1):
         try:
-            return _download_once(uri, folder, name, options, sha256=sha256, pinned=pinned)
+            return _download_once(
+                uri, folder, name, options, sha256=sha256, pinned=pinned, session=session
+            )
         except _RetryableError as error:
             if attempt == attempts:
                 raise ModelLoadError(
@@ -299,6 +339,7 @@ def _download_once(
     *,
     sha256: str,
     pinned: Path | None,
+    session: DiskSession | None = None,
 ) -> Path:
     import httpx  # noqa: PLC0415 - ~50 ms of start-up that only remote models need
 
@@ -329,14 +370,20 @@ def _download_once(
                     f"downloading {_redact(uri)} failed with HTTP {response.status_code}: {body}"
                 )
             version = _version_key(response.headers)
-            if pinned is None and version and (folder / version / name).exists():
-                return folder / version / name  # the source still holds this very object
+            if pinned is None and version:
+                if session is not None:
+                    session.claim(folder / version)
+                if (folder / version / name).exists():
+                    return folder / version / name  # the source still holds this very object
             declared = int(response.headers.get("content-length", "0") or 0)
             if declared > options.max_download_bytes:
                 raise ModelLoadError(
                     f"{_redact(uri)} is {declared} bytes, over the limit of "
                     f"{options.max_download_bytes} (FLEETSHIFT_MAX_DOWNLOAD_BYTES)"
                 )
+            if session is not None:
+                session.check_fits(declared)
+                session.make_room(declared)
             for chunk in response.iter_bytes(1 << 20):
                 received += len(chunk)
                 if received > options.max_download_bytes:
@@ -344,6 +391,8 @@ def _download_once(
                         f"{_redact(uri)} exceeds the download limit of "
                         f"{options.max_download_bytes} bytes"
                     )
+                if session is not None:
+                    session.check_fits(received, at_least=True)
                 digest.update(chunk)
                 out.write(chunk)
             if declared and received != declared:
@@ -353,6 +402,8 @@ def _download_once(
                 f"sha256 mismatch: got {digest.hexdigest()}, expected {sha256.lower()}"
             )
         target = pinned or folder / (version or "sha256-" + digest.hexdigest()[:32]) / name
+        if session is not None:
+            session.claim(target.parent)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial.replace(target)
         return target
@@ -369,6 +420,20 @@ def safe_unpack(archive: Path, destination: Path, *, max_bytes: int, max_members
     ``max_members`` entries, or more than ``max_bytes`` in total. Everything is
     checked before a single byte is written.
     """
+    _unpack(archive, destination, max_bytes=max_bytes, max_members=max_members, room=None)
+
+
+def _unpack(
+    archive: Path,
+    destination: Path,
+    *,
+    max_bytes: int,
+    max_members: int,
+    room: tuple[DiskSession, int] | None,
+) -> None:
+    """:func:`safe_unpack`; with ``room`` (a disk budget's session and the bytes the model
+    already holds in the cache), the unpacked size plus those bytes must fit the budget,
+    and room is made for it before a byte is written."""
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             members: list[tarfile.TarInfo] = []
@@ -387,6 +452,10 @@ def safe_unpack(archive: Path, destination: Path, *, max_bytes: int, max_members
                         "(FLEETSHIFT_MAX_UNPACKED_BYTES)"
                     )
                 members.append(member)
+            if room is not None:
+                session, stored = room
+                session.check_fits(stored + total)
+                session.make_room(total)
             destination.mkdir(parents=True, exist_ok=True)
             root = destination.resolve()
             for member in members:

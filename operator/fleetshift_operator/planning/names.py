@@ -48,8 +48,11 @@ def calculate_revision(variant: Variant) -> str:
     # must not redeploy every Endpoint.
     if not pod.get("podAnnotations"):
         pod.pop("podAnnotations", None)
-    if pod["model"].get("multiModel") is None:
+    multi_model = pod["model"].get("multiModel")
+    if multi_model is None:
         pod["model"].pop("multiModel", None)
+    elif multi_model.get("diskBudgetMiB") is None:
+        multi_model.pop("diskBudgetMiB", None)
     if pod.get("spread") == Spread().model_dump(mode="json"):
         pod.pop("spread", None)
     if pod.get("dataCapture") is None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
+from ..disk_budget import DiskBudget, DiskSession
 from ..settings import RuntimeSettings
 from ..sources import fetch_model_file, source_options
 from .base import Model
@@ -34,12 +36,19 @@ def load_model(
     settings: RuntimeSettings,
     sha256: str = "",
     within: Path | None = None,
+    budget: DiskBudget | None = None,
 ) -> Model:
     """Fetch ``uri``, load the model with its format's loader and warm it up
-    (``within``: see :func:`~fleetshift_runtime.sources.fetch_model_file`)."""
+    (``within``: see :func:`~fleetshift_runtime.sources.fetch_model_file`). With a disk
+    ``budget``, the cache entries the model is read from stay pinned until it is in
+    memory; the model keeps no file after that."""
     started = time.perf_counter()
-    path = fetch_model_file(uri, source_options(settings), sha256=sha256, within=within)
-    model = load_file(path, model_options(settings, name))
+    session: DiskSession | None
+    with budget.session() if budget is not None else nullcontext() as session:
+        path = fetch_model_file(
+            uri, source_options(settings), sha256=sha256, within=within, session=session
+        )
+        model = load_file(path, model_options(settings, name))
     declared = settings.num_features
     if declared is not None and declared != model.num_features:
         log.warning(
