@@ -34,10 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the control plane, so `-m "not cluster"` skips them."""
+    """Mark every test that uses the control plane, so `-m "not cluster"` skips them, and
+    run the ``slow`` ones last: their real waits started with their fixtures, earlier
+    (``tests/cluster/conftest.py``), and pass while the others run."""
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+    items[:] = [i for i in items if not i.get_closest_marker("slow")] + [
+        i for i in items if i.get_closest_marker("slow")
+    ]
 
 
 @pytest.fixture(scope="session")
