@@ -314,8 +314,7 @@ class Demo:
         self.models = build_models(self.work / "models")
         self.progress.say("installing the Endpoint CRD and the demo namespace")
         self._install_crd()
-        with contextlib.suppress(ApiError):
-            self.kube.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
+        self._create_namespace()
         self._start_pods()
         self.prometheus.start(self._prometheus_config())
         self.progress.say("starting the operator")
@@ -352,6 +351,27 @@ class Demo:
         return get_endpoint(
             scenario.endpoint, self.models.uri(scenario.model), scenario.policy, self.options
         )
+
+    def _create_namespace(self) -> None:
+        """The demo's namespace; one a previous run left terminating is waited out first
+        (nothing can be created in it until it is gone)."""
+
+        def terminating() -> bool:
+            try:
+                found = self.kube.get(Namespace, NAMESPACE)
+            except ApiError:
+                return False
+            return found.status is not None and found.status.phase == "Terminating"
+
+        if terminating():
+            self.progress.say(f"waiting for the {NAMESPACE} namespace of a previous run to go")
+            deadline = time.monotonic() + 180
+            while terminating():
+                if time.monotonic() > deadline:
+                    raise DemoError(f"namespace {NAMESPACE} still terminating after 180 s")
+                self.stop.pause(1)
+        with contextlib.suppress(ApiError):
+            self.kube.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
 
     def _install_crd(self) -> None:
         from fleetshift_operator.crd import build_crd  # noqa: PLC0415 - the operator's own CRD
