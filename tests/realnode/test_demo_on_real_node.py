@@ -20,6 +20,27 @@ from fleetshift_devcluster.demo.timeline import ScenarioSummary
 from realnode.conftest import RealNode
 
 
+def _delete_the_demo_namespace(node: RealNode) -> None:
+    """Delete the demo's namespace, its Endpoints' finalizers first: the demo has stopped
+    its operator, which would have removed them, and the next story needs the namespace
+    gone."""
+    names = node.kubectl(
+        "get", "endpoints.fleetshift.dev", "-n", NAMESPACE, "-o", "name", check=False
+    )
+    for name in names.split():
+        node.kubectl(
+            "patch",
+            name,
+            "-n",
+            NAMESPACE,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+    node.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+
 def test_the_canary_story_runs_on_real_pods_through_kube_proxy(
     real_node: RealNode, tmp_path: Path
 ) -> None:
@@ -40,7 +61,7 @@ def test_the_canary_story_runs_on_real_pods_through_kube_proxy(
                 demo.run(lambda summary, record: finished.append((summary, record)))
             answers = demo.loadgen.answers if demo.loadgen is not None else []
     finally:
-        real_node.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+        _delete_the_demo_namespace(real_node)
     summaries = {summary.name: summary for summary, _ in finished}
     assert [s.outcome for s in summaries.values()] == ["InService", "RolledBack", "Succeeded"]
     # What makes `fleetshift-demo` exit 0: each outcome as the story expects, and no fleet
@@ -89,7 +110,7 @@ def test_the_shadow_story_catches_a_disagreeing_shadow_before_it_serves_a_caller
                 )
             answers = demo.loadgen.answers if demo.loadgen is not None else []
     finally:
-        real_node.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+        _delete_the_demo_namespace(real_node)
     summaries = {summary.name: summary for summary, _ in finished}
     assert [s.outcome for s in summaries.values()] == ["InService", "RolledBack"], summaries
     caught = summaries["shadow-caught"]
