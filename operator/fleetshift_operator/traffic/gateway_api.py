@@ -10,12 +10,11 @@ from fleetshift_operator.manifests import (
     calculate_mirror_targets,
     get_fleet_service,
     get_http_route,
-    get_mirror_config,
-    mirror_config_name,
 )
 from fleetshift_operator.observe import Observer
 from fleetshift_operator.planning.names import fleet_name
 from fleetshift_operator.planning.types import FleetPlan
+from fleetshift_operator.traffic.base import apply_peers_config
 
 
 class GatewayAPIRouter:
@@ -37,20 +36,11 @@ class GatewayAPIRouter:
             await self.kube.apply(service, exists=service["metadata"]["name"] in services)
         routing = endpoint["spec"].get("traffic", {}).get("gatewayAPI") or {}
         if routing.get("mirroring") == "Runtime":
-            await self._point_at_shadows(endpoint, list(fleets))
+            # The shadows' fleet Services are applied above, like every fleet's; requests
+            # naming a variant are the route's to match, so the file names no variants.
+            targets = calculate_mirror_targets(endpoint, list(fleets))
+            await apply_peers_config(self.kube, self.observer, endpoint, targets, [])
         await self.kube.apply(get_http_route(endpoint, list(fleets), routing))
-
-    async def _point_at_shadows(self, endpoint: Manifest, fleets: list[FleetPlan]) -> None:
-        """``mirroring: Runtime``: the shadows ConfigMap production pods read, naming each
-        shadow's target fleet Service (applied above, like every fleet's), written once an
-        Endpoint has had a shadow so that removing it is seen. Requests naming a variant are
-        the route's to match, so it names no variants."""
-        namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
-        targets = calculate_mirror_targets(endpoint, fleets)
-        config = mirror_config_name(name)
-        configs = await self.observer.names("ConfigMap", namespace, name)
-        if targets or config in configs:
-            await self.kube.apply(get_mirror_config(endpoint, targets), exists=config in configs)
 
     async def retire(self, endpoint: Manifest, fleets: Sequence[FleetPlan]) -> None:
         metadata = endpoint["metadata"]

@@ -26,15 +26,14 @@ from fleetshift_operator.manifests import (
     calculate_mirror_targets,
     calculate_pinnable_variants,
     get_fleet_service,
-    get_mirror_config,
     get_stable_service,
     get_variant_service,
-    mirror_config_name,
     variant_service_name,
 )
 from fleetshift_operator.observe import Observer
 from fleetshift_operator.planning.names import fleet_name
 from fleetshift_operator.planning.types import FleetPlan
+from fleetshift_operator.traffic.base import apply_peers_config
 
 
 def calculate_serving_pods(fleets: Sequence[FleetPlan], pods: Sequence[PodView]) -> set[str]:
@@ -104,19 +103,13 @@ class ReplicasRouter:
         """A Service for each shadow's target fleet and each pinnable variant, then the
         ConfigMap that names them (written once an Endpoint has had one, so that removing
         it is seen)."""
-        namespace, name = endpoint["metadata"]["namespace"], endpoint["metadata"]["name"]
         targets = calculate_mirror_targets(endpoint, fleets)
         pinnable = calculate_pinnable_variants(endpoint, fleets)
         wanted = [get_fleet_service(endpoint, target) for target in targets]
         wanted += [get_variant_service(endpoint, variant) for variant in pinnable]
         for service in wanted:
             await self.kube.apply(service, exists=service["metadata"]["name"] in services)
-        config = mirror_config_name(name)
-        configs = await self.observer.names("ConfigMap", namespace, name)
-        if wanted or config in configs:
-            await self.kube.apply(
-                get_mirror_config(endpoint, targets, pinnable), exists=config in configs
-            )
+        await apply_peers_config(self.kube, self.observer, endpoint, targets, pinnable)
 
     async def retire(self, endpoint: Manifest, fleets: Sequence[FleetPlan]) -> None:
         """The Services of fleets that are no longer a shadow's target and of variants no
