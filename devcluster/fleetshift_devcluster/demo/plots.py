@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from fleetshift_devcluster.demo.timeline import Marker, StatusSample
 
@@ -136,23 +137,9 @@ def plot_shadow_scenario(
     production's for the same requests (median and p90), and the share of rows whose
     predicted class differs, against the alarm's threshold."""
     start = record.started - 8
-    names = record.revisions
-
-    def label(revision: str) -> str:
-        return f"{names.get(revision, 'fleet')} ({revision[:6]})"
-
-    def color(revision: str) -> str:
-        return MODEL_COLORS.get(names.get(revision, ""), "#7f7f7f")
 
     def draw(axis: Axes, series: Series, prefix: str = "", style: str = "-") -> None:
-        for revision, (times, values) in sorted(series.items()):
-            axis.plot(
-                [t - start for t in times],
-                values,
-                linestyle=style,
-                color=color(revision),
-                label=f"{prefix}{label(revision)}",
-            )
+        _draw_series(axis, series, record.revisions, start, prefix, style)
 
     figure, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
     draw(axes[0], data["invocations"], "callers answered by ")
@@ -168,55 +155,62 @@ def plot_shadow_scenario(
     axes[3].set_ylabel("disagreement (%)")
     for axis in axes:
         axis.legend(loc="upper left", fontsize=8)
-        _draw_markers(axis, record.markers, start)
-    axes[0].set_title(title)
-    axes[3].set_xlabel("seconds")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _finish(figure, axes, record, start, title, path)
 
 
 def plot_scenario(record: ScenarioRecord, data: dict[str, Series], path: Path, title: str) -> Path:
     """Draw the timeline of one scenario into ``path`` (PNG)."""
     start = record.started - 8
-    names = record.revisions
-
-    def label(revision: str) -> str:
-        return f"{names.get(revision, 'fleet')} ({revision[:6]})"
-
-    def color(revision: str) -> str:
-        return MODEL_COLORS.get(names.get(revision, ""), "#7f7f7f")
-
     figure, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
     panels = [
         (axes[0], "invocations", "invocations / s"),
         (axes[1], "errors", "5xx errors / s"),
     ]
     for axis, key, ylabel in panels:
-        for revision, (times, values) in sorted(data[key].items()):
-            axis.plot(
-                [t - start for t in times], values, label=label(revision), color=color(revision)
-            )
+        _draw_series(axis, data[key], record.revisions, start)
         axis.set_ylabel(ylabel)
         axis.legend(loc="upper left", fontsize=8)
     for quantile, style in (("p50", "-"), ("p99", "--")):
-        for revision, (times, values) in sorted(data[quantile].items()):
-            axes[2].plot(
-                [t - start for t in times],
-                values,
-                linestyle=style,
-                color=color(revision),
-                label=f"{quantile} {label(revision)}",
-            )
+        _draw_series(axes[2], data[quantile], record.revisions, start, f"{quantile} ", style)
     axes[2].set_ylabel("model latency (ms)")
     axes[2].legend(loc="upper left", fontsize=8)
     _plot_share(axes[3], record.samples, record.candidate, start)
+    return _finish(figure, axes, record, start, title, path)
+
+
+def _draw_series(  # noqa: PLR0917 - a line per revision, the same everywhere
+    axis: Axes,
+    series: Series,
+    names: dict[str, str],
+    start: float,
+    prefix: str = "",
+    style: str = "-",
+) -> None:
+    """One line per revision, coloured by the model it serves and labelled with it."""
+    for revision, (times, values) in sorted(series.items()):
+        model = names.get(revision, "")
+        axis.plot(
+            [t - start for t in times],
+            values,
+            linestyle=style,
+            color=MODEL_COLORS.get(model, "#7f7f7f"),
+            label=f"{prefix}{model or 'fleet'} ({revision[:6]})",
+        )
+
+
+def _finish(  # noqa: PLR0917 - one figure's last strokes
+    figure: Figure,
+    axes: Sequence[Axes],
+    record: ScenarioRecord,
+    start: float,
+    title: str,
+    path: Path,
+) -> Path:
+    """The markers on every panel, the title and the time axis, then the PNG."""
     for axis in axes:
         _draw_markers(axis, record.markers, start)
     axes[0].set_title(title)
-    axes[3].set_xlabel("seconds")
+    axes[-1].set_xlabel("seconds")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
