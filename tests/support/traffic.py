@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 from lightkube import Client, KubeConfig
@@ -107,16 +108,21 @@ class TrafficSimulator:
     def _run(self) -> None:
         tick = 0.2
         carry: dict[str, float] = {}
+        last = time.monotonic()
         while not self._stop.is_set():
             try:
                 counts = self.serving()
             except Exception:
                 counts = {}
+            # The requests of the time that passed, not of a nominal tick: on a loaded machine
+            # listing the endpoints takes longer than a tick, and the rate must still hold.
+            now = time.monotonic()
+            elapsed, last = now - last, now
             total = sum(counts.values())
             for revision, count in counts.items():
                 labels = (self.namespace, self.endpoint, "main", revision)
                 self.errors.labels(*labels)  # the series exists before the first error
-                share = self.rate * tick * count / total + carry.get(revision, 0.0)
+                share = self.rate * elapsed * count / total + carry.get(revision, 0.0)
                 requests = int(share)
                 carry[revision] = share - requests
                 behaviour = self.behaviour.get(revision, Behaviour())
