@@ -14,15 +14,24 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fleetshift_devcluster import netns
+from fleetshift_devcluster import images, netns
+from fleetshift_devcluster.processes import ManagedProcess, stop_processes
 from fleetshift_devcluster.realnode import RealNodeCluster
+from fleetshift_operator.crd import CRD_FILE
+from support.runtime_kit import train_model
+
+if TYPE_CHECKING:
+    from realnode.kit import ModelServer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ENABLE = "FLEETSHIFT_REALNODE"
 
@@ -120,3 +129,54 @@ def node_namespace(real_node: RealNode, request: pytest.FixtureRequest) -> Itera
     real_node.kubectl("create", "namespace", name)
     yield name
     real_node.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator_in_netns(
+    real_node: RealNode, node_namespace: str, tmp_path: Path
+) -> Iterator[ManagedProcess]:
+    """The operator (``python -m fleetshift_operator``) for the test's namespace, inside the
+    cluster's network namespace (the apiserver listens on the node IP there only)."""
+    real_node.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / CRD_FILE))
+    real_node.kubectl(
+        "wait", "--for=condition=Established", "crd/endpoints.fleetshift.dev", "--timeout=30s"
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(real_node.cluster.kubeconfig),
+        "FLEETSHIFT_NAMESPACES": json.dumps([node_namespace]),
+        "FLEETSHIFT_METRICS_PORT": "0",
+        "FLEETSHIFT_POLL_INTERVAL_SECONDS": "1",
+    }
+    process = ManagedProcess.spawn(
+        "operator",
+        netns.in_netns(real_node.cluster.netns, [sys.executable, "-m", "fleetshift_operator"]),
+        tmp_path / "operator.log",
+        cwd=tmp_path,
+        env=env,
+    )
+    yield process
+    stop_processes([process], grace=10)
+
+
+@pytest.fixture
+def models(
+    real_node: RealNode, node_namespace: str, tmp_path: Path
+) -> Iterator[tuple[ModelServer, Any]]:
+    """The runtime image in the node, the namespace restricted, and a model on a file server
+    in the network namespace: the server and the model's rows."""
+    from realnode.kit import ModelServer  # noqa: PLC0415 - kit imports this module's RealNode
+
+    tarball = images.tarball_path(images.RUNTIME)
+    if not tarball.exists():
+        pytest.skip(f"no runtime image tarball at {tarball}: `make images` builds it")
+    real_node.cluster.import_image(tarball)
+    # The operator's pods are restricted ones; the namespace enforces it.
+    real_node.kubectl(
+        "label", "namespace", node_namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    model = train_model()
+    model.save(tmp_path / "models" / "model.ubj")
+    server = ModelServer(real_node.cluster.netns, tmp_path / "models")
+    yield server, model.rows
+    server.close()

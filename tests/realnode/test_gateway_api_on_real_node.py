@@ -28,10 +28,7 @@ from fleetshift_devcluster.wait import wait_for
 from realnode import kit
 from realnode.conftest import RealNode
 from realnode.kit import ModelServer, TraefikGateway
-from realnode.test_metrics_server import models, operator_in_netns
 from support.runtime_kit import csv_body
-
-__all__ = ["models", "operator_in_netns"]  # fixtures, used by name
 
 ENDPOINT = "routed"
 REQUESTS = 2000

@@ -7,26 +7,18 @@ This module sorts before ``test_real_node.py``, whose last test stops the sessio
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from fleetshift_devcluster import images, netns
-from fleetshift_devcluster.processes import ManagedProcess, stop_processes
+from fleetshift_devcluster.processes import ManagedProcess
 from fleetshift_devcluster.realnode import METRICS_API, NODE_NAME
 from fleetshift_devcluster.wait import wait_for
-from fleetshift_operator.crd import CRD_FILE
 from realnode import kit
 from realnode.conftest import RealNode
 from realnode.kit import Load, ModelServer, PodPrometheus, PrometheusAdapter
-from support.runtime_kit import csv_body, train_model
+from support.runtime_kit import csv_body
 
-ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT = "scaled"
 CPU_REQUEST_MILLICORES = 100
 TARGET_CPU_PERCENT = 50
@@ -45,57 +37,8 @@ def millicores(quantity: str) -> float:
     return float(quantity) * 1000
 
 
-@pytest.fixture
-def operator_in_netns(
-    real_node: RealNode, node_namespace: str, tmp_path: Path
-) -> Iterator[ManagedProcess]:
-    """The operator (``python -m fleetshift_operator``) for the test's namespace, inside the
-    cluster's network namespace (the apiserver listens on the node IP there only)."""
-    real_node.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / CRD_FILE))
-    real_node.kubectl(
-        "wait", "--for=condition=Established", "crd/endpoints.fleetshift.dev", "--timeout=30s"
-    )
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(real_node.cluster.kubeconfig),
-        "FLEETSHIFT_NAMESPACES": json.dumps([node_namespace]),
-        "FLEETSHIFT_METRICS_PORT": "0",
-        "FLEETSHIFT_POLL_INTERVAL_SECONDS": "1",
-    }
-    process = ManagedProcess.spawn(
-        "operator",
-        netns.in_netns(real_node.cluster.netns, [sys.executable, "-m", "fleetshift_operator"]),
-        tmp_path / "operator.log",
-        cwd=tmp_path,
-        env=env,
-    )
-    yield process
-    stop_processes([process], grace=10)
-
-
 def ready_pods(node: RealNode, namespace: str) -> list[dict[str, Any]]:
     return kit.ready_pods(node, namespace, f"fleetshift.dev/endpoint={ENDPOINT}")
-
-
-@pytest.fixture
-def models(
-    real_node: RealNode, node_namespace: str, tmp_path: Path
-) -> Iterator[tuple[ModelServer, Any]]:
-    """The runtime image in the node, the namespace restricted, and a model on a file server
-    in the network namespace: the server and the model's rows."""
-    tarball = images.tarball_path(images.RUNTIME)
-    if not tarball.exists():
-        pytest.skip(f"no runtime image tarball at {tarball}: `make images` builds it")
-    real_node.cluster.import_image(tarball)
-    # The operator's pods are restricted ones; the namespace enforces it.
-    real_node.kubectl(
-        "label", "namespace", node_namespace, "pod-security.kubernetes.io/enforce=restricted"
-    )
-    model = train_model()
-    model.save(tmp_path / "models" / "model.ubj")
-    server = ModelServer(real_node.cluster.netns, tmp_path / "models")
-    yield server, model.rows
-    server.close()
 
 
 def test_metrics_server_reports_runtime_cpu_and_the_operators_cpu_hpa_scales_out_under_load(

@@ -23,10 +23,7 @@ from fleetshift_devcluster.wait import wait_for
 from realnode import kit
 from realnode.conftest import RealNode
 from realnode.kit import ModelServer
-from realnode.test_metrics_server import models, operator_in_netns
 from support.runtime_kit import train_model
-
-__all__ = ["models", "operator_in_netns"]  # fixtures, used by name
 
 ENDPOINT = "piped"
 MEAN, STD = 10.0, 4.0
