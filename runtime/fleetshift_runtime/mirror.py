@@ -34,6 +34,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from .upstream import PeerConnection
+
 log = logging.getLogger(__name__)
 
 OUTCOMES = ("answered", "failed", "timeout", "unreachable", "dropped", "uncomparable")
@@ -243,52 +245,6 @@ class Copy:
     @property
     def oip(self) -> bool:
         return self.path != b"/invocations"
-
-
-class PeerConnection:
-    """One keep-alive HTTP/1.1 connection to another variant's Service (a shadow, or the
-    variant a request targets), opened on first use and again after any failure. Enough
-    HTTP for the runtime's own answers (Content-Length)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host = parts.hostname or ""
-        self.port = parts.port or 80
-        self._host_header = parts.netloc.encode()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def post(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> tuple[int, dict[bytes, bytes], bytes]:
-        """Status, headers (lower-case names) and body (raises ``OSError`` when no
-        connection can be made)."""
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        reader, writer = self._reader, self._writer
-        assert reader is not None
-        lines = [b"POST " + path + b" HTTP/1.1", b"Host: " + self._host_header]
-        lines += [name + b": " + value for name, value in headers]
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head[:-4].split(b"\r\n")
-        status = int(status_line.split(b" ", 2)[1])
-        answer_headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(b":")
-            answer_headers[name.strip().lower()] = value.strip()
-        if b"content-length" not in answer_headers:
-            raise ConnectionError("the answer has no Content-Length")
-        answer = await reader.readexactly(int(answer_headers[b"content-length"]))
-        if answer_headers.get(b"connection", b"").lower() == b"close":
-            self.close()
-        return status, answer_headers, answer
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
 
 
 class Mirror:

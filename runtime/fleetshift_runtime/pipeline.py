@@ -24,17 +24,17 @@ in time as a 504, no connection as a 502, each with ``{"error", "step", "request
 ``fleetshift_pipeline_step_errors_total{step, reason}``.
 
 The connections to the steps are the runtime's own small HTTP/1.1 client on asyncio
-streams (as for shadow copies in ``mirror.py``), kept alive and pooled per step, reading
-``Content-Length``, chunked and read-to-close answers, so any server a step image runs will
-do; acknowledging at once (``TCP_QUICKACK``), so a server that writes its headers and body
-apart does not wait ~40 ms for a delayed ACK (docs/pipelines.md, "Measured").
+streams (``upstream.py``, as for shadow copies in ``mirror.py``), kept alive and pooled per
+step, reading ``Content-Length``, chunked and read-to-close answers, so any server a step
+image runs will do; acknowledging at once (``TCP_QUICKACK``), so a server that writes its
+headers and body apart does not wait ~40 ms for a delayed ACK (docs/pipelines.md,
+"Measured").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from .errors import RequestError
+from .upstream import BadAnswerError, PooledClient
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 PING_TIMEOUT_SECONDS = 2.0
 """How long a step's ``/ping`` may take before the pod counts as not ready."""
-
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 ERROR_DETAIL_CHARS = 300
 """How much of a failing step's answer is quoted to the caller."""
@@ -180,151 +179,15 @@ ModelStep = Callable[[bytes, str, str], Awaitable[tuple[bytes, str, Any, float]]
 seconds)``: the runtime's own model as a step (raises as ``/invocations`` would)."""
 
 
-# --- a small HTTP/1.1 client for loopback steps -----------------------------------------------
+# --- the steps' client ------------------------------------------------------------------------
 
 
-class BadAnswerError(Exception):
-    """A step answered something that is not an HTTP answer the runtime can read."""
-
-
-class _Connection:
-    __slots__ = ("reader", "socket", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.socket = writer.get_extra_info("socket")
-        if self.socket is not None:
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def quick_ack(self) -> None:
-        """Acknowledge the step's segments at once (Linux ``TCP_QUICKACK``, which the
-        kernel turns off again when we send, so it is set after each request is written).
-        A step server that writes its headers and its body in two sends with Nagle's
-        algorithm on (as Python's ``http.server`` does) otherwise waits for our delayed
-        ACK, ~40 ms, before sending the body."""
-        if self.socket is not None and _QUICKACK is not None:
-            self.socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes, bool]:
-    """Status, headers (lower-case names), body, and whether the connection may be reused."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise BadAnswerError("headers over 64 KiB") from None
-    status_line, *header_lines = head[:-4].split(b"\r\n")
-    parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise BadAnswerError(f"not an HTTP answer: {status_line[:80]!r}")
-    version, status = parts[0], int(parts[1])
-    headers: dict[bytes, bytes] = {}
-    for line in header_lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    connection = headers.get(b"connection", b"").lower()
-    keep = connection != b"close" and (version != b"HTTP/1.0" or connection == b"keep-alive")
-    if status in (204, 304) or 100 <= status < 200:
-        return status, headers, b"", keep
-    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-        return status, headers, await _read_chunked(reader), keep
-    length = headers.get(b"content-length")
-    if length is not None:
-        if not length.isdigit() or int(length) > MAX_ANSWER_BYTES:
-            raise BadAnswerError(f"Content-Length {length[:20]!r}")
-        return status, headers, await reader.readexactly(int(length)), keep
-    body = await reader.read(MAX_ANSWER_BYTES + 1)
-    while body and len(body) <= MAX_ANSWER_BYTES:
-        more = await reader.read(MAX_ANSWER_BYTES + 1 - len(body))
-        if not more:
-            break
-        body += more
-    if len(body) > MAX_ANSWER_BYTES:
-        raise BadAnswerError(f"an answer over {MAX_ANSWER_BYTES} bytes")
-    return status, headers, body, False
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        try:
-            length = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise BadAnswerError(f"a chunk size {line[:20]!r}") from None
-        if length == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                pass
-            return b"".join(chunks)
-        size += length
-        if size > MAX_ANSWER_BYTES:
-            raise BadAnswerError(f"an answer over {MAX_ANSWER_BYTES} bytes")
-        chunks.append(await reader.readexactly(length))
-        await reader.readexactly(2)
-
-
-class StepClient:
-    """Keep-alive connections to one step on loopback, pooled."""
+class StepClient(PooledClient):
+    """Keep-alive connections to one step on loopback, pooled (``upstream.py``); an answer
+    over :data:`MAX_ANSWER_BYTES` is a bad answer."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
-        self._idle: list[_Connection] = []
-        self._host_header = f"{HOST}:{port}".encode()
-
-    async def post(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> tuple[int, dict[bytes, bytes], bytes]:
-        """Send one request and read its answer. A kept-alive connection the step closed
-        meanwhile is retried once on a new one (inference is a pure function)."""
-        lines = [b"POST " + path + b" HTTP/1.1", b"Host: " + self._host_header]
-        lines += [name + b": " + value for name, value in headers]
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-        request = b"\r\n".join(lines) + b"\r\n\r\n" + body
-        while True:
-            reused = bool(self._idle)
-            connection = self._idle.pop() if reused else await self._connect()
-            try:
-                connection.writer.write(request)
-                connection.quick_ack()
-                status, answer_headers, answer, keep = await _read_answer(connection.reader)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                connection.close()
-                if reused:
-                    continue
-                raise
-            except BaseException:
-                connection.close()
-                raise
-            if keep:
-                self._idle.append(connection)
-            else:
-                connection.close()
-            return status, answer_headers, answer
-
-    async def get(self, path: bytes) -> int:
-        """The status of ``GET path`` on a connection of its own (closed after)."""
-        connection = await self._connect()
-        try:
-            connection.writer.write(
-                b"GET " + path + b" HTTP/1.1\r\nHost: " + self._host_header
-                + b"\r\nConnection: close\r\n\r\n"
-            )  # fmt: skip
-            status, _, _, _ = await _read_answer(connection.reader)
-            return status
-        finally:
-            connection.close()
-
-    async def _connect(self) -> _Connection:
-        reader, writer = await asyncio.open_connection(HOST, self.port, limit=64 * 1024)
-        return _Connection(reader, writer)
-
-    def close(self) -> None:
-        for connection in self._idle:
-            connection.close()
-        self._idle = []
+        super().__init__(HOST, port, MAX_ANSWER_BYTES)
 
 
 # --- the pipeline ------------------------------------------------------------------------------

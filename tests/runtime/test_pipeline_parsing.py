@@ -11,12 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetshift_runtime.pipeline import (
-    MAX_STEPS,
-    BadAnswerError,
-    _read_answer,
-    parse_pipeline,
-)
+from fleetshift_runtime.pipeline import MAX_ANSWER_BYTES, MAX_STEPS, parse_pipeline
+from fleetshift_runtime.upstream import BadAnswerError, read_answer
 
 
 def read(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes, bool]:
@@ -24,7 +20,7 @@ def read(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes, bool]:
         reader = asyncio.StreamReader()
         reader.feed_data(raw)
         reader.feed_eof()
-        return await _read_answer(reader)
+        return await read_answer(reader, MAX_ANSWER_BYTES)
 
     return asyncio.run(go())
 
