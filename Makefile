@@ -13,7 +13,7 @@ help:
 	@echo "make cluster       start the local control plane in the background (prints export KUBECONFIG=...)"
 	@echo "make cluster NODE=real   the same plus a real node, inside a network namespace (root)"
 	@echo "make cluster-down  stop it"
-	@echo "make demo          the guardrail walkthrough: canary and linear updates, live, with timelines"
+	@echo "make demo          the guardrail walkthrough: canary, linear and gates stories, live, with timelines"
 	@echo "make demo NODE=real   the same on real pods: the runtime image, kube-proxy, a real kubelet (root)"
 	@echo "make images        build the operator and runtime images with podman (no registry, no Docker)"
 

@@ -44,7 +44,7 @@ def processes_under(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One full run of both stories with short waits."""
+    """One full run of the default stories (canary, linear, gates) with short waits."""
     output = tmp_path_factory.mktemp("demo")
     flags = ["--canary-wait", "12", "--linear-wait", "8", "--termination-wait", "4"]
     done = subprocess.run(
@@ -100,6 +100,35 @@ def test_valid_model_succeeds_with_no_errors(demo_run: dict[str, Any], policy: s
     assert row["green_errors"] == 0
 
 
+def test_a_model_whose_answers_moved_is_rolled_back_by_the_drift_gate_without_one_error(
+    demo_run: dict[str, Any],
+) -> None:
+    row = scenario(demo_run, "gates-drift")
+    assert row["outcome"] == "RolledBack"
+    assert row["caught_by"] == "prediction-drift", row
+    # Real traffic reached the shifted fleet, and every answer it gave was a 200 (a request
+    # in flight when its rolled-back process stopped may go unanswered; none was a 5xx).
+    assert row["green_requests"] > 0
+    assert row["green_server_errors"] == 0
+    assert row["detect_seconds"] is None, "no failure came before the drift breach"
+    assert row["green_requests"] <= row["blast_radius_bound"]
+    assert "prediction-drift" in row["reason"]
+
+
+def test_the_valid_model_passes_the_drift_gate_and_is_promoted_only_once_approved(
+    demo_run: dict[str, Any],
+) -> None:
+    row = scenario(demo_run, "gates-approved")
+    assert row["outcome"] == "Succeeded", row
+    assert row["green_errors"] == 0
+    # The approver answers 503 for its first 10 s; the step to 100% waited for its 200.
+    held = row["held_for_approval_seconds"]
+    assert held is not None and held >= 10, row
+    table = (demo_run["output"] / "summary.md").read_text()
+    assert "| rolled back by prediction-drift |" in table
+    assert f"| held {held:.1f} s for approval |" in table
+
+
 def test_every_scenario_has_a_png_timeline(demo_run: dict[str, Any]) -> None:
     for name in [
         "canary-baseline",
@@ -108,6 +137,9 @@ def test_every_scenario_has_a_png_timeline(demo_run: dict[str, Any]) -> None:
         "linear-baseline",
         "linear-rollback",
         "linear-success",
+        "gates-baseline",
+        "gates-drift",
+        "gates-approved",
     ]:
         image = (demo_run["output"] / f"{name}.png").read_bytes()
         assert image.startswith(PNG_MAGIC), name

@@ -21,14 +21,17 @@ import psutil
 
 from fleetshift_devcluster.cluster import ClusterError, running_cluster
 from fleetshift_devcluster.demo.plots import (
+    fetch_gates_series,
     fetch_series,
     fetch_shadow_series,
+    plot_gates_scenario,
     plot_scenario,
     plot_shadow_scenario,
 )
 from fleetshift_devcluster.demo.progress import Progress
 from fleetshift_devcluster.demo.stopping import StopRequest
 from fleetshift_devcluster.demo.story import (
+    DRIFT_ALARM,
     NAMESPACE,
     Demo,
     DemoError,
@@ -56,7 +59,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="fleetshift-demo",
         description="The guardrail walkthrough: canary and linear updates of an XGBoost "
-        "churn endpoint, with real runtimes, real Prometheus alarms and automatic rollback.",
+        "churn endpoint, with real runtimes, real Prometheus alarms and automatic rollback, "
+        "then a drift rollback and a promotion held for approval (the gates story).",
     )
     parser.add_argument(
         "--output",
@@ -99,16 +103,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--policies",
         default=None,
-        help="which stories to tell, comma-separated: canary, linear, shadow (the shadow "
-        "story runs on the real node only; default: canary,linear, and shadow with --node real)",
+        help="which stories to tell, comma-separated: canary, linear, gates, shadow (the "
+        "shadow story runs on the real node only; default: canary,linear,gates, and shadow "
+        "too with --node real)",
     )
     args = parser.parse_args(argv)
     if args.policies is None:
-        args.policies = "canary,linear,shadow" if args.node == "real" else "canary,linear"
+        args.policies = "canary,linear,gates" + (",shadow" if args.node == "real" else "")
     policies = [p.strip().capitalize() for p in args.policies.split(",") if p.strip()]
-    unknown = sorted(set(policies) - {"Canary", "Linear", "Shadow"})
+    unknown = sorted(set(policies) - {"Canary", "Linear", "Gates", "Shadow"})
     if unknown or not policies:
-        parser.error(f"--policies takes canary, linear and/or shadow, not {args.policies!r}")
+        parser.error(f"--policies takes canary, linear, gates and/or shadow, not {args.policies!r}")
     if "Shadow" in policies and args.node != "real":
         parser.error(
             "the shadow story needs --node real: production pods read the shadows ConfigMap "
@@ -216,6 +221,9 @@ def _after_scenario(demo: Demo, summary: ScenarioSummary, record: ScenarioRecord
     if scenario.policy == "Shadow":
         shadow = fetch_shadow_series(demo.prometheus.url, NAMESPACE, scenario.endpoint, *window)
         plot_shadow_scenario(record, shadow, path, title, demo.options.shadow_threshold)
+    elif scenario.policy == "Gates":
+        data = fetch_gates_series(demo.prometheus.url, NAMESPACE, scenario.endpoint, *window)
+        plot_gates_scenario(record, data, path, title, DRIFT_ALARM, demo.options.drift_threshold)
     else:
         data = fetch_series(demo.prometheus.url, NAMESPACE, scenario.endpoint, *window)
         plot_scenario(record, data, path, title)

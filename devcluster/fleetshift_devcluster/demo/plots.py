@@ -1,6 +1,7 @@
 """One PNG timeline per scenario, from what Prometheus scraped off the runtimes.
 
-Four panels share the time axis, like the seed walkthrough's graphs:
+Four panels share the time axis, like the seed walkthrough's graphs (the gates story adds
+the share of answers saying "churn" per fleet and the drift alarm's index):
 invocations and 5xx per second per fleet (the runtime's own counters), model
 latency p50/p99 per fleet (its histogram), and the green traffic share the
 operator reported, with the capacity gate's fit (the green replicas the full load
@@ -33,6 +34,7 @@ MODEL_COLORS = {
     "incompatible": "#d62728",
     "valid": "#2ca02c",
     "disagreeing": "#9467bd",
+    "shifted": "#e377c2",
 }
 MARKER_STYLE = {
     "update": ("#555555", "--"),
@@ -40,6 +42,7 @@ MARKER_STYLE = {
     "breach": ("#d62728", "-"),
     "rollback": ("#ff7f0e", "-."),
     "done": ("#2ca02c", "--"),
+    "gate": ("#8c564b", ":"),
 }
 
 
@@ -127,6 +130,73 @@ def fetch_shadow_series(
         end,
     )
     return data
+
+
+def fetch_gates_series(
+    prometheus: str, namespace: str, endpoint: str, start: float, end: float
+) -> dict[str, Series]:
+    """The gates story's panels: the four of :func:`fetch_series`, and the share of each
+    revision's answers that call a customer a churner (a prediction above 0.5), from the
+    runtime's prediction histogram that the drift alarm compares."""
+    data = fetch_series(prometheus, namespace, endpoint, start, end)
+    where = f'namespace="{namespace}",endpoint="{endpoint}"'
+    data["churn_share"] = query_range(
+        prometheus,
+        f'100 * (1 - sum by (revision) (rate(fleetshift_prediction_bucket{{{where},le="0.5"}}'
+        f"[10s])) / sum by (revision) (rate(fleetshift_prediction_count{{{where}}}[10s])))",
+        start,
+        end,
+    )
+    return data
+
+
+def plot_gates_scenario(  # noqa: PLR0917 - one figure's inputs
+    record: ScenarioRecord,
+    data: dict[str, Series],
+    path: Path,
+    title: str,
+    alarm: str,
+    threshold: float,
+) -> Path:
+    """The gates story's timeline: invocations and 5xx per fleet, the share of each fleet's
+    answers that say "churn", the drift alarm's index against its threshold (from the
+    operator's status), and green's traffic share, with the approver's lines."""
+    start = record.started - 8
+    figure, axes = plt.subplots(5, 1, figsize=(11, 12), sharex=True)
+    for axis, key, ylabel in (
+        (axes[0], "invocations", "invocations / s"),
+        (axes[1], "errors", "5xx errors / s"),
+        (axes[2], "churn_share", "answers saying churn (%)"),
+    ):
+        _draw_series(axis, data[key], record.revisions, start)
+        axis.set_ylabel(ylabel)
+        axis.legend(loc="upper left", fontsize=8)
+    axes[2].set_ylim(-5, 105)
+    # From this deployment's first sample on: before it, status holds the last verdict of
+    # the deployment before.
+    begun = next(
+        (i for i, s in enumerate(record.samples) if s.candidate == record.candidate),
+        len(record.samples),
+    )
+    judged = [
+        (sample.at - start, value)
+        for sample in record.samples[begun:]
+        for name, _, value in sample.alarms
+        if name == alarm and value is not None
+    ]
+    axes[3].plot(
+        [t for t, _ in judged],
+        [v for _, v in judged],
+        color="#e377c2",
+        marker="o",
+        markersize=3,
+        label=f"{alarm} index (none while too few predictions)",
+    )
+    axes[3].axhline(threshold, color="#d62728", linestyle=":", linewidth=1, label="threshold")
+    axes[3].set_ylabel("population stability index")
+    axes[3].legend(loc="upper left", fontsize=8)
+    _plot_share(axes[4], record.samples, record.candidate, start)
+    return _finish(figure, axes, record, start, title, path)
 
 
 def plot_shadow_scenario(

@@ -121,6 +121,7 @@ class Progress:
             "incompatible": "update it to the incompatible model",
             "valid": "update it to the valid model",
             "disagreeing": "give its shadow the model that disagrees with production",
+            "shifted": "update it to the shifted model (every answer a 200, the numbers moved)",
         }[scenario.model]
         if scenario.policy == "Shadow" and scenario.model == "baseline":
             what = "create it: production and a shadow, both the baseline model"
@@ -184,6 +185,10 @@ class Progress:
             )
         if summary.detection_to_rollback_seconds is not None:
             detail += f"; detection to rollback {summary.detection_to_rollback_seconds:.1f} s"
+        if summary.caught_by:
+            detail += f"; rolled back by {summary.caught_by}"
+        if summary.held_for_approval_seconds is not None:
+            detail += f"; promotion held {summary.held_for_approval_seconds:.1f} s for approval"
         self.say(f"   {summary.name}: {detail}")
 
     def _clear(self) -> None:

@@ -18,6 +18,15 @@ request to the shadow's green fleet and compares the two answers, the
 ``ShadowDisagreement`` alarm breaches and the shadow's deployment is rolled back, with no
 caller ever answered by it.
 
+The gates story (``--policies gates``) shows the two gates no threshold alarm replaces. Its
+Endpoint adds a drift alarm (green's predictions against blue's) and a ``ConfirmPromotion``
+webhook to the canary's alarms, every call signed, answered by the demo's approver
+(``demo/approver.py``). It updates the Endpoint to the shifted model, which answers every
+request with a 200 and calls far more customers churners: no 5xx or latency alarm sees it, the
+drift alarm breaches and the deployment rolls back. Then it updates it to the valid model: the
+canary bakes clean, the step to 100% waits for the approver (503 "waiting for approval" until
+it approves), and the deployment succeeds.
+
 Everything is real: the control plane with kwok nodes, the operator process, a
 Prometheus that finds the pods through Kubernetes service discovery, one runtime
 process per serving pod (the launcher), and a load generator that follows the
@@ -41,10 +50,11 @@ from lightkube import Client, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event, Namespace
+from lightkube.resources.core_v1 import Event, Namespace, Secret
 
 from fleetshift_devcluster.cluster import CUSTOM_STATUS, LocalCluster, free_port
 from fleetshift_devcluster.crds import install_crds
+from fleetshift_devcluster.demo.approver import SIGNING_KEY, Approver, ApproverCall
 from fleetshift_devcluster.demo.launcher import KWOK_STATUS, PodLauncher
 from fleetshift_devcluster.demo.loadgen import LoadGenerator
 from fleetshift_devcluster.demo.models import FEATURES, DemoModels, build_models
@@ -65,6 +75,10 @@ NAMESPACE = "demo"
 GROUP, VERSION, KIND, PLURAL = "fleetshift.dev", "v1alpha1", "Endpoint", "endpoints"
 EndpointResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 SETTLED_PHASES = ("InService", "Failed", "UpdateRollbackFailed")
+DRIFT_ALARM = "prediction-drift"
+"""The gates story's drift alarm."""
+WEBHOOK_SECRET = "demo-webhooks"  # noqa: S105 - the name of a Secret, not its key
+"""The Secret whose ``hmac`` key signs the gates story's webhook calls."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +94,15 @@ class DemoOptions:
     policies: tuple[str, ...] = ("Canary", "Linear")
     shadow_threshold: float = 20.0
     """The ``ShadowDisagreement`` alarm's threshold: % of compared rows whose class differs."""
+    drift_threshold: float = 0.25
+    """The gates story's drift alarm: the population stability index it breaches above
+    (the valid model's is about 0.03 and the shifted one's about 0.7)."""
+    drift_min_samples: int = 300
+    """Predictions each of green and blue must have made before the drift alarm judges:
+    fewer hold the step (the index of 300 against 300 of the same model stays under 0.11
+    in 99 runs of 100)."""
+    approve_after: float = 10.0
+    """Seconds the approver answers 503 after it is first asked to confirm a promotion."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +112,7 @@ class Scenario:
     name: str
     endpoint: str
     policy: str
-    model: str  # "baseline", "incompatible", "valid" or "disagreeing"
+    model: str  # "baseline", "incompatible", "valid", "disagreeing" or "shifted"
     expected: str  # "InService" (the baseline), "RolledBack" or "Succeeded"
     variant: str | None = None
     """The variant whose deployment the scenario follows and whose model it changes (the
@@ -103,6 +126,10 @@ def calculate_story(policies: tuple[str, ...]) -> list[Scenario]:
     ['canary-baseline', 'canary-rollback', 'canary-success']
     >>> [(s.name, s.variant) for s in calculate_story(("Shadow",))]
     [('shadow-baseline', 'shadow'), ('shadow-caught', 'shadow')]
+    >>> [(s.name, s.model, s.expected) for s in calculate_story(("Gates",))]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('gates-baseline', 'baseline', 'InService'), ('gates-drift', 'shifted', 'RolledBack'),
+     ('gates-approved', 'valid', 'Succeeded')]
     """
     scenarios = []
     for policy in policies:
@@ -112,6 +139,13 @@ def calculate_story(policies: tuple[str, ...]) -> list[Scenario]:
             scenarios += [
                 Scenario("shadow-baseline", endpoint, policy, "baseline", "InService", "shadow"),
                 Scenario("shadow-caught", endpoint, policy, "disagreeing", "RolledBack", "shadow"),
+            ]
+            continue
+        if policy == "Gates":
+            scenarios += [
+                Scenario("gates-baseline", endpoint, policy, "baseline", "InService"),
+                Scenario("gates-drift", endpoint, policy, "shifted", "RolledBack"),
+                Scenario("gates-approved", endpoint, policy, "valid", "Succeeded"),
             ]
             continue
         scenarios += [
@@ -201,6 +235,42 @@ def get_endpoint(name: str, model_uri: str, policy: str, options: DemoOptions) -
             },
         },
     }
+
+
+def get_gates_endpoint(
+    name: str, model_uri: str, options: DemoOptions, approver: Approver
+) -> dict[str, Any]:
+    """The gates story's Endpoint: the canary's, plus a drift alarm on green's predictions
+    and three webhooks to the demo's approver, each call signed with the key of the
+    Secret :data:`WEBHOOK_SECRET`.
+
+    >>> a = Approver(approve_after=10)
+    >>> a.start()
+    >>> e = get_gates_endpoint("churn", "file:///m", DemoOptions(Path(".")), a)
+    >>> e["spec"]["deploymentConfig"]["autoRollback"]["alarms"][-1]
+    {'name': 'prediction-drift', 'drift': {'threshold': 0.25, 'minSamples': 300}}
+    >>> [(w["type"], w["url"].rsplit("/", 1)[1]) for w in e["spec"]["deploymentConfig"]["webhooks"]]
+    [('ConfirmPromotion', 'confirm'), ('PostRollout', 'announce'), ('OnRollback', 'page')]
+    >>> a.stop()
+    """
+    endpoint = get_endpoint(name, model_uri, "Canary", options)
+    config = endpoint["spec"]["deploymentConfig"]
+    config["autoRollback"]["alarms"].append(
+        {
+            "name": DRIFT_ALARM,
+            "drift": {
+                "threshold": options.drift_threshold,
+                "minSamples": options.drift_min_samples,
+            },
+        }
+    )
+    signed = {"secretRef": {"name": WEBHOOK_SECRET, "key": "hmac"}}
+    config["webhooks"] = [
+        {"name": "approve", "type": "ConfirmPromotion", "url": approver.url("/confirm"), **signed},
+        {"name": "announce", "type": "PostRollout", "url": approver.url("/announce"), **signed},
+        {"name": "page", "type": "OnRollback", "url": approver.url("/page"), **signed},
+    ]
+    return endpoint
 
 
 def get_shadow_endpoint(
@@ -297,6 +367,7 @@ class Demo:
         self.loadgen: LoadGenerator | None = None
         self.summaries: list[ScenarioSummary] = []
         self.revisions: dict[str, str] = {}
+        self.approver = Approver(options.approve_after)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Demo]:
@@ -315,6 +386,12 @@ class Demo:
         self.progress.say("installing the Endpoint CRD and the demo namespace")
         self._install_crd()
         self._create_namespace()
+        if "Gates" in self.options.policies:
+            self.progress.say(
+                "starting the approver (the gates story's signed webhooks, on 127.0.0.1)"
+            )
+            self.approver.start()
+            self._create_webhook_secret()
         self._start_pods()
         self.prometheus.start(self._prometheus_config())
         self.progress.say("starting the operator")
@@ -341,6 +418,10 @@ class Demo:
 
     def _manifest(self, scenario: Scenario) -> dict[str, Any]:
         assert self.models is not None
+        if scenario.policy == "Gates":
+            return get_gates_endpoint(
+                scenario.endpoint, self.models.uri(scenario.model), self.options, self.approver
+            )
         if scenario.policy == "Shadow":
             return get_shadow_endpoint(
                 scenario.endpoint,
@@ -373,6 +454,13 @@ class Demo:
         with contextlib.suppress(ApiError):
             self.kube.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
 
+    def _create_webhook_secret(self) -> None:
+        secret = Secret(
+            metadata=ObjectMeta(name=WEBHOOK_SECRET, namespace=NAMESPACE),
+            stringData={"hmac": SIGNING_KEY},
+        )
+        self.kube.apply(secret, field_manager="fleetshift-demo", force=True)
+
     def _install_crd(self) -> None:
         from fleetshift_operator.crd import build_crd  # noqa: PLC0415 - the operator's own CRD
 
@@ -404,6 +492,7 @@ class Demo:
         if self.operator is not None:
             stop_processes([self.operator])
         self.prometheus.stop()
+        self.approver.stop()
 
     # -- the story -------------------------------------------------------------------------
 
@@ -515,12 +604,23 @@ class Demo:
             answers=answers,
             breach_at=breach_at,
         )
+        markers = calculate_markers(started, samples, breach_at, finish_at)
+        if outcome == "RolledBack":
+            summary = dataclasses.replace(summary, caught_by=str(cause.get("name") or ""))
+        if scenario.policy == "Gates" and candidate:
+            summary = dataclasses.replace(
+                summary, held_for_approval_seconds=self.approver.held_seconds(candidate)
+            )
+            markers = sorted(
+                [*markers, *calculate_approval_markers(self.approver.calls_about(candidate))],
+                key=lambda m: m.at,
+            )
         record = ScenarioRecord(
             scenario=scenario,
             started=started,
             finished=finish_at,
             samples=samples,
-            markers=calculate_markers(started, samples, breach_at, finish_at),
+            markers=markers,
             revisions=dict(self.revisions),
             candidate=candidate or status.get("activeRevision") or "",
         )
@@ -552,6 +652,20 @@ class Demo:
             raise DemoError(f"the operator exited:\n{self.operator.log_tail()}")
         if not self.prometheus.running():
             raise DemoError("Prometheus exited; see its log in " + str(self.prometheus.folder))
+
+
+def calculate_approval_markers(calls: list[ApproverCall]) -> list[Marker]:
+    """Lines on the timeline for the promotion gate: when the approver was first asked,
+    and when it said yes.
+
+    >>> c = lambda at, answer: ApproverCall(at, "/confirm", "ConfirmPromotion", "r", answer, True)
+    >>> [(m.at, m.label) for m in calculate_approval_markers([c(5, 503), c(6, 503), c(16, 200)])]
+    [(5, 'approval asked'), (16, 'approved')]
+    """
+    asked = [c for c in calls if c.path == "/confirm"]
+    markers = [Marker(asked[0].at, "gate", "approval asked")] if asked else []
+    markers += [Marker(c.at, "gate", "approved") for c in asked if c.answer == 200][:1]
+    return markers
 
 
 def variant_status(status: dict[str, Any], variant: str | None) -> dict[str, Any]:

@@ -139,6 +139,13 @@ class ScenarioSummary:
     blast_radius_bound: int
     detect_seconds: float | None
     detection_to_rollback_seconds: float | None
+    green_server_errors: int = 0
+    """Of ``green_errors``, the answers with a 5xx status (the rest went unanswered: a
+    connection refused or reset, as when a stopped fleet still had a request in flight)."""
+    caught_by: str = ""
+    """The alarm whose breach rolled the deployment back (empty when none did)."""
+    held_for_approval_seconds: float | None = None
+    """How long the ``ConfirmPromotion`` gate held the last step (the gates story)."""
 
     @property
     def as_expected(self) -> bool:
@@ -178,7 +185,8 @@ def summarize(
     """The summary row of one scenario.
 
     - ``detect_seconds``: from the first failed answer of the green fleet to the
-      alarm evaluation that found the breach;
+      alarm evaluation that found the breach (None when no answer failed before it: an
+      alarm that does not wait for failures, such as the drift alarm);
     - ``detection_to_rollback_seconds``: from that evaluation to the last request
       the green fleet served (traffic is back on blue);
     - the blast radius is every request the green fleet served, and its bound is the
@@ -194,13 +202,24 @@ def summarize(
     (5, 5, 9.0, 7.0)
     >>> s.blast_radius_bound, s.within_bound, s.as_expected
     (11, True, True)
+
+    A drift breach with every answer a 200 but one that went unanswered after it:
+
+    >>> a = [Answer(float(t), "e", "new", 0 if t == 25 else 200, 0.01) for t in range(10, 26)]
+    >>> s = summarize(name="x", expected="RolledBack", started=5.0, finished=35.0,
+    ...     outcome="RolledBack", reason="r", candidate="new",
+    ...     samples=[StatusSample(9, "Updating", "Baking", 1, 2, 25, "new", "old", False, ())],
+    ...     answers=a, breach_at=24.0)
+    >>> (s.green_errors, s.green_server_errors, s.detect_seconds)
+    (1, 0, None)
     """
     green = [a for a in answers if a.revision == candidate]
     failed = [a for a in green if a.error]
     detect = None
     to_rollback = None
-    if breach_at is not None and failed:
-        detect = round(breach_at - failed[0].sent_at, 2)
+    failed_before = [a for a in failed if breach_at is not None and a.sent_at <= breach_at]
+    if breach_at is not None and failed_before:
+        detect = round(breach_at - failed_before[0].sent_at, 2)
     if breach_at is not None and green:
         to_rollback = round(max(0.0, green[-1].sent_at - breach_at), 2)
     share = max((s.green_percent for s in samples if s.phase != "InService"), default=0)
@@ -217,18 +236,37 @@ def summarize(
         total_seconds=round(finished - started, 1),
         green_requests=len(green),
         green_errors=len(failed),
+        green_server_errors=sum(1 for a in failed if a.status >= 500),
         blast_radius_bound=bound,
         detect_seconds=detect,
         detection_to_rollback_seconds=to_rollback,
     )
 
 
+def describe_gate(row: ScenarioSummary) -> str:
+    """What stopped or held the deployment, for the summary's last column.
+
+    >>> row = ScenarioSummary("x", "RolledBack", "RolledBack", "", 1, 0, 0, 5, None, None,
+    ...                       caught_by="prediction-drift")
+    >>> describe_gate(row)
+    'rolled back by prediction-drift'
+    >>> describe_gate(dataclasses.replace(row, caught_by="", held_for_approval_seconds=10.4))
+    'held 10.4 s for approval'
+    """
+    parts = []
+    if row.caught_by:
+        parts.append(f"rolled back by {row.caught_by}")
+    if row.held_for_approval_seconds is not None:
+        parts.append(f"held {row.held_for_approval_seconds:.1f} s for approval")
+    return "; ".join(parts) or "-"
+
+
 def summary_table(rows: Sequence[ScenarioSummary]) -> str:
     """A Markdown table of the scenarios."""
     header = (
         "| scenario | outcome | detect (s) | detection to rollback (s) "
-        "| served by green (errors) | bound | total (s) |\n"
-        "|---|---|---|---|---|---|---|\n"
+        "| served by green (errors) | bound | total (s) | gate |\n"
+        "|---|---|---|---|---|---|---|---|\n"
     )
 
     def seconds(value: float | None) -> str:
@@ -239,7 +277,7 @@ def summary_table(rows: Sequence[ScenarioSummary]) -> str:
         f"| {seconds(r.detect_seconds)} | {seconds(r.detection_to_rollback_seconds)} "
         f"| {r.green_requests} ({r.green_errors}) "
         f"| {r.blast_radius_bound if r.expected == 'RolledBack' else '-'} "
-        f"| {r.total_seconds:.1f} |"
+        f"| {r.total_seconds:.1f} | {describe_gate(r)} |"
         for r in rows
     ]
     return header + "\n".join(lines) + "\n"
