@@ -71,11 +71,13 @@ def test_demo_exits_zero_and_writes_its_summary(demo_run: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize("policy", ["canary", "linear"])
-def test_incompatible_model_is_rolled_back_by_the_5xx_alarm(
+def test_incompatible_model_is_rolled_back_by_its_error_alarms(
     demo_run: dict[str, Any], policy: str
 ) -> None:
     row = scenario(demo_run, f"{policy}-rollback")
     assert row["outcome"] == "RolledBack"
+    # The 5xx threshold or the comparison with blue, whichever breaches first.
+    assert row["caught_by"] in {"green-5xx", "not-worse-than-blue"}, row
     # Real traffic reached the bad fleet, every request of it failed, and the alarm saw it.
     assert row["green_requests"] > 0
     assert row["green_errors"] == row["green_requests"]
@@ -98,6 +100,11 @@ def test_valid_model_succeeds_with_no_errors(demo_run: dict[str, Any], policy: s
     assert row["outcome"] == "Succeeded"
     assert row["green_requests"] > 0
     assert row["green_errors"] == 0
+    # The comparison with blue, on the runtimes' own counters, held while the traffic was
+    # too thin to tell and let green through once it showed green is not worse.
+    compared = row["verdicts"]["not-worse-than-blue"]
+    assert "Inconclusive" in compared and compared[-1] == "Healthy", row["verdicts"]
+    assert "Breaching" not in compared
 
 
 def test_a_model_whose_answers_moved_is_rolled_back_by_the_drift_gate_without_one_error(
@@ -113,6 +120,10 @@ def test_a_model_whose_answers_moved_is_rolled_back_by_the_drift_gate_without_on
     assert row["detect_seconds"] is None, "no failure came before the drift breach"
     assert row["green_requests"] <= row["blast_radius_bound"]
     assert "prediction-drift" in row["reason"]
+    # Held while it had too few predictions, then breached; no other alarm ever did.
+    assert row["verdicts"]["prediction-drift"] == ["Inconclusive", "Breaching"], row["verdicts"]
+    for name in ("green-5xx", "green-p99", "not-worse-than-blue"):
+        assert "Breaching" not in row["verdicts"][name], row["verdicts"]
 
 
 def test_the_valid_model_passes_the_drift_gate_and_is_promoted_only_once_approved(
@@ -121,6 +132,7 @@ def test_the_valid_model_passes_the_drift_gate_and_is_promoted_only_once_approve
     row = scenario(demo_run, "gates-approved")
     assert row["outcome"] == "Succeeded", row
     assert row["green_errors"] == 0
+    assert row["verdicts"]["prediction-drift"] == ["Inconclusive", "Healthy"], row["verdicts"]
     # The approver answers 503 for its first 10 s; the step to 100% waited for its 200.
     held = row["held_for_approval_seconds"]
     assert held is not None and held >= 10, row

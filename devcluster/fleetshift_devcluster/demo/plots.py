@@ -193,6 +193,7 @@ def plot_gates_scenario(  # noqa: PLR0917 - one figure's inputs
         label=f"{alarm} index (none while too few predictions)",
     )
     axes[3].axhline(threshold, color="#d62728", linestyle=":", linewidth=1, label="threshold")
+    axes[3].set_ylim(bottom=0)
     axes[3].set_ylabel("population stability index")
     axes[3].legend(loc="upper left", fontsize=8)
     _plot_share(axes[4], record.samples, record.candidate, start)

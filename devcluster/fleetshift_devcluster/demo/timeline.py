@@ -146,6 +146,9 @@ class ScenarioSummary:
     """The alarm whose breach rolled the deployment back (empty when none did)."""
     held_for_approval_seconds: float | None = None
     """How long the ``ConfirmPromotion`` gate held the last step (the gates story)."""
+    verdicts: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Each alarm's verdicts through the deployment, in order, repeats dropped (see
+    :func:`calculate_verdicts`)."""
 
     @property
     def as_expected(self) -> bool:
@@ -154,6 +157,27 @@ class ScenarioSummary:
     @property
     def within_bound(self) -> bool:
         return self.green_requests <= self.blast_radius_bound
+
+
+def calculate_verdicts(samples: Sequence[StatusSample], candidate: str) -> dict[str, list[str]]:
+    """Each alarm's verdicts from the deployment of ``candidate`` on (before it, status
+    holds the verdicts of the deployment before), in order, repeats dropped.
+
+    >>> s = lambda at, candidate, *alarms: StatusSample(at, "Updating", "Baking", 1, 2, 25,
+    ...     candidate, "old", False, alarms)
+    >>> held, good = ("drift", "Inconclusive", None), ("drift", "Healthy", 0.02)
+    >>> calculate_verdicts([s(0, None, ("drift", "Breaching", 0.7)), s(1, "new", held),
+    ...     s(2, "new", held), s(3, "new", good), s(4, None, good)], "new")
+    {'drift': ['Inconclusive', 'Healthy']}
+    """
+    begun = next((i for i, s in enumerate(samples) if s.candidate == candidate), len(samples))
+    verdicts: dict[str, list[str]] = {}
+    for sample in samples[begun:]:
+        for name, verdict, _ in sample.alarms:
+            seen = verdicts.setdefault(name, [])
+            if not seen or seen[-1] != verdict:
+                seen.append(verdict)
+    return verdicts
 
 
 def calculate_blast_radius_bound(share_percent: int, requests_in_window: int) -> int:
@@ -237,6 +261,7 @@ def summarize(
         green_requests=len(green),
         green_errors=len(failed),
         green_server_errors=sum(1 for a in failed if a.status >= 500),
+        verdicts=calculate_verdicts(samples, candidate) if candidate else {},
         blast_radius_bound=bound,
         detect_seconds=detect,
         detection_to_rollback_seconds=to_rollback,
