@@ -16,7 +16,7 @@ from fleetshift_operator.alarms.base import AlarmContext, AlarmResult
 from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusError
 from fleetshift_operator.alarms.semantics import Verdict
 from fleetshift_operator.alarms.sequential import Counts, Evidence, compare_rates
-from fleetshift_operator.alarms.sources import failure_result
+from fleetshift_operator.alarms.sources import DeploymentWindowSource, failure_result
 from fleetshift_operator.api import ComparisonAlarm
 
 _SELECTOR = (
@@ -91,25 +91,18 @@ def describe(evidence: Evidence, green: Counts, blue: Counts, margin_percent: fl
     )
 
 
-class ComparisonSource:
+class ComparisonSource(DeploymentWindowSource):
     """Green against blue, every poll (see the module docstring)."""
 
     def __init__(
         self, name: str, alarm: ComparisonAlarm, context: AlarmContext, prometheus: Prometheus
     ) -> None:
-        self.name = name
+        super().__init__(name, context, prometheus)
         self.alarm = alarm
-        self.context = context
-        self.prometheus = prometheus
 
     def validate(self) -> AlarmResult | None:
-        try:
-            queries = comparison_queries(self.alarm, 60)
-            for query in (queries.trials, queries.counted):
-                self.prometheus.instant(self.context.render(query))
-        except PrometheusError as error:
-            return failure_result(self.name, error)
-        return None
+        queries = comparison_queries(self.alarm, 60)
+        return self.check_queries(queries.trials, queries.counted)
 
     def _counts(self, window_seconds: int) -> dict[str, Counts]:
         queries = comparison_queries(self.alarm, window_seconds)
@@ -132,10 +125,8 @@ class ComparisonSource:
         return values
 
     def evaluate(self, previous: Verdict | None, now: datetime.datetime) -> AlarmResult:
-        since = self.context.since or now
-        window_seconds = max(1, math.ceil((now - since).total_seconds()))
         try:
-            counts = self._counts(window_seconds)
+            counts = self._counts(self.window_seconds(now))
         except PrometheusError as error:
             return failure_result(self.name, error)
         green, blue = counts[self.context.revision], counts[self.context.blue_revision]

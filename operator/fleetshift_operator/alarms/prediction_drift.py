@@ -18,7 +18,7 @@ from fleetshift_operator.alarms.base import AlarmContext, AlarmResult
 from fleetshift_operator.alarms.drift import DriftEvidence, bucket_counts, drift_verdict
 from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusError
 from fleetshift_operator.alarms.semantics import Verdict
-from fleetshift_operator.alarms.sources import failure_result
+from fleetshift_operator.alarms.sources import DeploymentWindowSource, failure_result
 from fleetshift_operator.api import DriftAlarm
 
 _SELECTOR = (
@@ -79,28 +79,21 @@ def describe(evidence: DriftEvidence, threshold: float) -> str:
     )
 
 
-class DriftSource:
+class DriftSource(DeploymentWindowSource):
     """Green's predictions against blue's, every poll (see the module docstring)."""
 
     def __init__(
         self, name: str, alarm: DriftAlarm, context: AlarmContext, prometheus: Prometheus
     ) -> None:
-        self.name = name
+        super().__init__(name, context, prometheus)
         self.alarm = alarm
-        self.context = context
-        self.prometheus = prometheus
 
     def validate(self) -> AlarmResult | None:
-        try:
-            self.prometheus.instant(self.context.render(drift_query(60)))
-        except PrometheusError as error:
-            return failure_result(self.name, error)
-        return None
+        return self.check_queries(drift_query(60))
 
     def evaluate(self, previous: Verdict | None, now: datetime.datetime) -> AlarmResult:
         del previous  # each poll reads the whole window since the deployment began
-        since = self.context.since or now
-        window_seconds = max(1, math.ceil((now - since).total_seconds()))
+        window_seconds = self.window_seconds(now)
         try:
             series = self.prometheus.instant(self.context.render(drift_query(window_seconds)))
         except PrometheusError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 
 from fleetshift_operator.alarms.base import AlarmContext, AlarmResult
 from fleetshift_operator.alarms.prometheus import Prometheus, PrometheusError
@@ -16,6 +17,39 @@ def failure_result(name: str, error: PrometheusError) -> AlarmResult:
     if error.kind == "unreachable":
         return AlarmResult(name, "Inconclusive", None, f"Prometheus unreachable: {error}")
     return AlarmResult(name, "Error", None, f"Prometheus error: {error}")
+
+
+class DeploymentWindowSource:
+    """What the alarms that read green and blue over the whole deployment so far (the
+    comparison, the drift of predictions) share: their name, context and Prometheus, the
+    window that grows from the deployment's start, and the check of their queries."""
+
+    def __init__(self, name: str, context: AlarmContext, prometheus: Prometheus) -> None:
+        self.name = name
+        self.context = context
+        self.prometheus = prometheus
+
+    def window_seconds(self, now: datetime.datetime) -> int:
+        """Seconds since the deployment began (at least 1).
+
+        >>> ctx = AlarmContext("ns", "ep", "main", "g", "b",
+        ...                    since=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+        >>> s = DeploymentWindowSource("x", ctx, None)  # type: ignore[arg-type]
+        >>> s.window_seconds(datetime.datetime(2026, 1, 1, 0, 1, 0, 300, tzinfo=datetime.UTC))
+        61
+        """
+        since = self.context.since or now
+        return max(1, math.ceil((now - since).total_seconds()))
+
+    def check_queries(self, *queries: str) -> AlarmResult | None:
+        """None when Prometheus runs every query; else the failure's result (an invalid
+        query is fatal: the deployment fails before traffic moves)."""
+        try:
+            for query in queries:
+                self.prometheus.instant(self.context.render(query))
+        except PrometheusError as error:
+            return failure_result(self.name, error)
+        return None
 
 
 class QuerySource:
