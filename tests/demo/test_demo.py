@@ -105,6 +105,9 @@ def test_valid_model_succeeds_with_no_errors(demo_run: dict[str, Any], policy: s
     compared = row["verdicts"]["not-worse-than-blue"]
     assert "Inconclusive" in compared and compared[-1] == "Healthy", row["verdicts"]
     assert "Breaching" not in compared
+    # The capacity gate fit green's load per replica in the canary from the runtimes' own
+    # counters and sized green for all of the traffic before the step to 100%.
+    assert row["capacity_needed"] is not None and 1 <= row["capacity_needed"] <= 6, row
 
 
 def test_a_model_whose_answers_moved_is_rolled_back_by_the_drift_gate_without_one_error(

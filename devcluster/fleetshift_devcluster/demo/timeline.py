@@ -146,6 +146,9 @@ class ScenarioSummary:
     """The alarm whose breach rolled the deployment back (empty when none did)."""
     held_for_approval_seconds: float | None = None
     """How long the ``ConfirmPromotion`` gate held the last step (the gates story)."""
+    capacity_needed: int | None = None
+    """The green replicas the capacity gate's fit last asked for, for all of the traffic
+    (None: no fit, as when the deployment ended before its step to 100%)."""
     verdicts: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     """Each alarm's verdicts through the deployment, in order, repeats dropped (see
     :func:`calculate_verdicts`)."""
@@ -262,6 +265,14 @@ def summarize(
         green_errors=len(failed),
         green_server_errors=sum(1 for a in failed if a.status >= 500),
         verdicts=calculate_verdicts(samples, candidate) if candidate else {},
+        capacity_needed=next(
+            (
+                s.capacity_needed
+                for s in reversed(samples)
+                if s.candidate == candidate and s.capacity_needed is not None
+            ),
+            None,
+        ),
         blast_radius_bound=bound,
         detect_seconds=detect,
         detection_to_rollback_seconds=to_rollback,
