@@ -35,11 +35,14 @@ class GatewayAPIRouter:
             service = get_fleet_service(endpoint, fleet)
             await self.kube.apply(service, exists=service["metadata"]["name"] in services)
         routing = endpoint["spec"].get("traffic", {}).get("gatewayAPI") or {}
-        if routing.get("mirroring") == "Runtime":
-            # The shadows' fleet Services are applied above, like every fleet's; requests
-            # naming a variant are the route's to match, so the file names no variants.
-            targets = calculate_mirror_targets(endpoint, list(fleets))
-            await apply_peers_config(self.kube, self.observer, endpoint, targets, [])
+        # The shadows' fleet Services are applied above, like every fleet's; requests
+        # naming a variant are the route's to match, so the file names no variants. With
+        # the gateway mirroring, the file names no shadows either: one the runtime wrote
+        # before (``mirroring: Runtime``, or the Replicas router) is emptied, or production
+        # pods would copy each request once more beside the gateway's copy.
+        runtime_mirrors = routing.get("mirroring") == "Runtime"
+        targets = calculate_mirror_targets(endpoint, list(fleets)) if runtime_mirrors else []
+        await apply_peers_config(self.kube, self.observer, endpoint, targets, [])
         await self.kube.apply(get_http_route(endpoint, list(fleets), routing))
 
     async def retire(self, endpoint: Manifest, fleets: Sequence[FleetPlan]) -> None:
