@@ -123,3 +123,30 @@ def test_capture_to_s3_survives_the_store_going_away_without_slowing_a_request(
         message="the 30 records the store could not take counted",
     )
     assert server.metric("fleetshift_invocation_5xx_errors_total") == 0
+
+
+def test_a_graceful_stop_writes_the_records_still_buffered(
+    start_runtime: StartRuntime, churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    folder = tmp_path / "capture"
+    server = start_runtime(
+        MODEL_URI=str(churn_model.save(tmp_path / "model.ubj")),
+        CAPTURE_DESTINATION=str(folder),
+        CAPTURE_SAMPLING_PERCENT="100",
+        CAPTURE_FLUSH_SECONDS="3600",  # no batch is due by time during the test
+        **POD,
+    )
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for number in range(6):
+            answer = client.post(
+                "/invocations",
+                content=csv_body(churn_model.rows[number : number + 1]),
+                headers={"Content-Type": "text/csv", "X-Request-Id": f"req-{number}"},
+            )
+            assert answer.status_code == 200
+    assert captured_lines(folder) == [], "still buffered: the batch is not due"
+    server.stop()  # SIGTERM, as a pod's deletion sends; uvicorn shuts down, then re-raises it
+    assert sorted(str(line["requestId"]) for line in captured_lines(folder)) == [
+        f"req-{number}" for number in range(6)
+    ]
+    assert not list(folder.rglob("*.partial")), "no half-written object is left"
