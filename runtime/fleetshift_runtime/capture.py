@@ -205,6 +205,8 @@ class DataCapture:
         self.max_records = max_records
         self.flush_seconds = flush_seconds
         self.max_object_bytes = max_object_bytes
+        self.max_buffered_bytes = 2 * max_object_bytes
+        """Bodies waiting to be written; past this a record is dropped and counted."""
         self.content_types = content_types
         """Media types captured (empty: all)."""
         self._sampler = Sampler(sampling_percent)
@@ -215,6 +217,11 @@ class DataCapture:
         self._pod = secrets.token_hex(3)
         self._sequence = 0
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC).timestamp())
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """Records waiting to be written, and the bytes of their bodies."""
+        return len(self._buffer), self._buffered_bytes
 
     # --- the request path ----------------------------------------------------------------
 
@@ -228,8 +235,16 @@ class DataCapture:
             self.metrics.capture_dropped("buffer_full", 1)
             return
         record = make()
+        size = len(record.body) + len(record.answer)
+        # The bodies stay in memory until written: at most two objects' worth wait, so a
+        # slow destination and large requests cannot grow the process without bound. A
+        # record larger than that alone is still kept when nothing else waits.
+        if self._buffer and self._buffered_bytes + size > self.max_buffered_bytes:
+            self.metrics.capture_dropped("buffer_full", 1)
+            self._full.set()
+            return
         self._buffer.append(record)
-        self._buffered_bytes += len(record.body) + len(record.answer)
+        self._buffered_bytes += size
         if self._buffered_bytes >= self.max_object_bytes:
             self._full.set()
 
