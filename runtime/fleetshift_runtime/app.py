@@ -193,6 +193,7 @@ class Runtime:
                 Path(settings.mirror_file),
                 self.metrics,
                 queue_size=settings.mirror_queue,
+                queue_bytes=settings.mirror_queue_bytes,
                 timeout_seconds=settings.mirror_timeout_seconds,
                 connections=settings.mirror_connections,
                 threshold=settings.mirror_threshold,

@@ -247,6 +247,44 @@ class Copy:
         return self.path != b"/invocations"
 
 
+class CopyQueue:
+    """The copies waiting for one shadow: at most ``size`` of them and ``max_bytes`` of
+    their request bodies, which stay in memory until sent. A copy past either bound is
+    refused; one larger than ``max_bytes`` alone is still queued when nothing waits.
+
+    >>> def copy(n): return Copy(b"/invocations", b"text/csv", b"1" * n, np.zeros(1), None)
+    >>> q = CopyQueue(size=8, max_bytes=100)
+    >>> [q.offer(copy(60)), q.offer(copy(60)), q.offer(copy(40))], q.waiting_bytes
+    ([True, False, True], 100)
+    >>> empty = CopyQueue(size=8, max_bytes=100)
+    >>> empty.offer(copy(500)), empty.offer(copy(1))
+    (True, False)
+    """
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._queue: asyncio.Queue[Copy] = asyncio.Queue(size)
+        self.max_bytes = max_bytes
+        self.waiting_bytes = 0
+
+    def offer(self, copy: Copy) -> bool:
+        """Queue ``copy`` if it fits; never waits."""
+        size = len(copy.body)
+        if not self._queue.empty() and self.waiting_bytes + size > self.max_bytes:
+            return False
+        try:
+            self._queue.put_nowait(copy)
+        except asyncio.QueueFull:
+            return False
+        self.waiting_bytes += size
+        return True
+
+    async def take(self) -> Copy:
+        """The oldest copy, once there is one."""
+        copy = await self._queue.get()
+        self.waiting_bytes -= len(copy.body)
+        return copy
+
+
 class Mirror:
     """The copies of one runtime process (see the module docstring)."""
 
@@ -256,6 +294,7 @@ class Mirror:
         metrics: Any,
         *,
         queue_size: int,
+        queue_bytes: int,
         timeout_seconds: float,
         connections: int,
         threshold: float,
@@ -274,8 +313,9 @@ class Mirror:
         """Each serving variant's Service, for ``TargetVariant`` requests."""
         self._idle: dict[str, list[PeerConnection]] = {}
         self._samplers: list[Sampler] = []
-        self._queues: list[asyncio.Queue[Copy]] = []
+        self._queues: list[CopyQueue] = []
         self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
         self._text: bytes | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = executor
@@ -288,9 +328,7 @@ class Mirror:
         for sampler, queue, target in zip(self._samplers, self._queues, self.targets, strict=True):
             if not sampler.take():
                 continue
-            try:
-                queue.put_nowait(copy)
-            except asyncio.QueueFull:
+            if not queue.offer(copy):
                 self.metrics.shadow_copy(target, "dropped")
 
     # --- background ----------------------------------------------------------------------
@@ -327,7 +365,7 @@ class Mirror:
         self._stop_senders()
         self.targets = targets
         self._samplers = [Sampler(t.sampling_percent) for t in targets]
-        self._queues = [asyncio.Queue(self._queue_size) for _ in targets]
+        self._queues = [CopyQueue(self._queue_size, self._queue_bytes) for _ in targets]
         for target, queue in zip(targets, self._queues, strict=True):
             for _ in range(self.connections):
                 self._tasks.append(asyncio.create_task(self._send(target, queue)))
@@ -373,12 +411,12 @@ class Mirror:
         self._tasks = []
         self._samplers, self._queues, self.targets = [], [], ()
 
-    async def _send(self, target: ShadowTarget, queue: asyncio.Queue[Copy]) -> None:
+    async def _send(self, target: ShadowTarget, queue: CopyQueue) -> None:
         connection = PeerConnection(target.url)
         loop = asyncio.get_running_loop()
         try:
             while True:
-                copy = await queue.get()
+                copy = await queue.take()
                 started = loop.time()
                 try:
                     status, _, answer = await asyncio.wait_for(

@@ -278,6 +278,10 @@ class RuntimeSettings(BaseSettings):
     """Copies waiting for a shadow; past this a copy is dropped and counted, never
     waited for."""
 
+    mirror_queue_bytes: int = Field(default=32 * MIB, ge=1024)
+    """Request bodies waiting for a shadow, in bytes; past this a copy is dropped and
+    counted (one larger copy alone still waits when none other does)."""
+
     mirror_timeout_seconds: float = Field(default=2.0, gt=0)
     """How long a shadow has to answer a copy before it counts as a timeout."""
 
