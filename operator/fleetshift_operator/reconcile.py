@@ -59,6 +59,10 @@ from fleetshift_operator.settings import OperatorSettings
 from fleetshift_operator.traffic import make_router
 from fleetshift_operator.webhooks.base import WebhookCall, WebhookResult, due_calls
 from fleetshift_operator.webhooks.factory import make_webhook_sender
+from fleetshift_operator.webhooks.inflight import WebhookCalls
+
+WEBHOOK_CALLS = WebhookCalls()
+"""The webhook calls in flight in this process (``webhooks/inflight.py``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,7 +437,10 @@ async def observe_webhooks(  # noqa: PLR0917 - what one round of calls needs
     """Call the webhooks the status says are due (``webhooks.base.due_calls``): gates
     the planner is waiting on, notifications it queued. Their answers are observations,
     recorded in status by the planner. A signing Secret that cannot be read is an Error
-    result: the webhook is not called unsigned."""
+    result: the webhook is not called unsigned. Calls run in their own threads and a
+    reconcile waits for them at most ``webhooks.inflight.WAIT_SECONDS``: a slow receiver
+    is answered for by a later reconcile, and never delays the rest of this one (a
+    breach's rollback above all)."""
     calls = due_calls(spec, status, namespace, name, now)
     if not calls:
         return None
@@ -455,11 +462,11 @@ async def observe_webhooks(  # noqa: PLR0917 - what one round of calls needs
             return WebhookResult(call.hook.name, call.revision, "Error", None, reason, 0)
         return sender.send(call, keys.get(call.hook.name), now)
 
-    answers = await asyncio.gather(*(asyncio.to_thread(send, call) for call in calls))
+    answered = await asyncio.to_thread(WEBHOOK_CALLS.collect, namespace, name, calls, send)
     results: dict[str, tuple[WebhookResult, ...]] = {}
-    for call, answer in zip(calls, answers, strict=True):
+    for call, answer in answered:
         results[call.variant] = (*results.get(call.variant, ()), answer)
-    return results
+    return results or None
 
 
 async def apply_plan(  # noqa: PLR0917 - the observed state it acts on
