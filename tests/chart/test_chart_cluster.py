@@ -50,8 +50,8 @@ from fleetshift_devcluster.crds import install_crds
 from fleetshift_devcluster.wait import wait_for
 from support.operator_process import (
     OperatorProcess,
+    create_serving,
     deployments_of,
-    endpoint_manifest,
     revision_of,
     serving_by_revision,
     set_spec,
@@ -328,18 +328,7 @@ def _canary_completes(kube: Client, namespace: str, model: str) -> str:
 
 
 def _create_in_service(kube: Client, namespace: str) -> str:
-    spec = _spec("s3://models/churn/v1")
-    kube.create(endpoint_manifest(NAME, namespace, spec))
-    revision = revision_of(spec)
-    wait_for(
-        lambda: (
-            status_of(kube, NAME, namespace).get("phase") == "InService"
-            and serving_by_revision(kube, namespace, NAME) == {revision: 4}
-        ),
-        timeout=120,
-        message="InService with every replica serving",
-    )
-    return revision
+    return create_serving(kube, NAME, namespace, _spec("s3://models/churn/v1"), timeout=120)
 
 
 def _operator(

@@ -16,7 +16,14 @@ from lightkube import Client, KubeConfig
 from lightkube.types import OnErrorAction, OnErrorResult
 
 from fleetshift_devcluster.wait import wait_for
-from support.operator_process import EndpointResource, endpoint_manifest, revision_of, status_of
+from support.operator_process import (
+    EndpointResource,
+    endpoint_manifest,
+    in_service,
+    revision_of,
+    set_spec,
+    status_of,
+)
 from support.specs import endpoint_spec
 
 NAME = "churn"
@@ -62,15 +69,34 @@ spec_with = functools.partial(endpoint_spec, wait=3, termination=2)
 def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:
     kube.create(endpoint_manifest(NAME, namespace, spec))
     revision = revision_of(spec)
-    wait_for(
-        lambda: (
-            status_of(kube, NAME, namespace).get("activeRevision") == revision
-            and status_of(kube, NAME, namespace).get("phase") == "InService"
-        ),
-        timeout=60,
-        message="InService",
-    )
+    wait_for(lambda: in_service(kube, NAME, namespace, revision), timeout=60, message="InService")
     return revision
+
+
+def update_until_active(kube: Client, namespace: str, update: dict[str, Any]) -> str:
+    """Update the Endpoint to ``update`` and wait until its revision is the active one;
+    that revision."""
+    green = revision_of(update)
+    set_spec(kube, NAME, namespace, update)
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("activeRevision") == green,
+        timeout=60,
+        message="green active",
+    )
+    return green
+
+
+def start_slow_canary(kube: Client, namespace: str) -> str:
+    """Update the Endpoint to model v2 with a 300-second bake and wait for its canary at 25%;
+    green's revision."""
+    update = spec_with("s3://models/churn/v2", wait=300)
+    set_spec(kube, NAME, namespace, update)
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("greenTrafficPercent") == 25,
+        timeout=60,
+        message="canary at 25%",
+    )
+    return revision_of(update)
 
 
 def step_of(kube: Client, namespace: str) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from cli.helpers import (
     create_in_service,
     recorded_endpoints,
     spec_with,
+    start_slow_canary,
+    update_until_active,
 )
 from fleetshift_devcluster.cluster import CRASHLOOP_IMAGE
 from fleetshift_devcluster.wait import wait_for
@@ -52,13 +54,8 @@ def test_a_canary_is_progressing_then_healthy(
 ) -> None:
     with recorded_endpoints(kubeconfig, namespace) as seen:
         blue = create_in_service(kube, namespace, spec_with())
-        update = spec_with("s3://models/churn/v2", wait=2, termination=1)
-        green = revision_of(update)
-        set_spec(kube, NAME, namespace, update)
-        wait_for(
-            lambda: status_of(kube, NAME, namespace).get("activeRevision") == green,
-            timeout=60,
-            message="green active",
+        green = update_until_active(
+            kube, namespace, spec_with("s3://models/churn/v2", wait=2, termination=1)
         )
         final = read_endpoint(kube, NAME, namespace)
         wait_for(lambda: seen[-1] == final, timeout=10, message="the watch caught up")
@@ -107,14 +104,7 @@ def test_an_abort_is_degraded_while_rolling_back_and_after(
 ) -> None:
     with recorded_endpoints(kubeconfig, namespace) as seen:
         blue = create_in_service(kube, namespace, spec_with())
-        update = spec_with("s3://models/churn/v2", wait=300)
-        green = revision_of(update)
-        set_spec(kube, NAME, namespace, update)
-        wait_for(
-            lambda: status_of(kube, NAME, namespace).get("greenTrafficPercent") == 25,
-            timeout=60,
-            message="canary at 25%",
-        )
+        green = start_slow_canary(kube, namespace)
         annotate(kube, NAME, namespace, {"fleetshift.dev/abort": "argocd-test"})
         rolled_back = wait_for(
             lambda: (
@@ -162,13 +152,7 @@ def test_a_blocked_rollback_is_degraded(
     kube: Client, kubeconfig: Path, namespace: str, operator_process: OperatorProcess
 ) -> None:
     blue = create_in_service(kube, namespace, spec_with())
-    update = spec_with("s3://models/churn/v2", wait=300)
-    set_spec(kube, NAME, namespace, update)
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("greenTrafficPercent") == 25,
-        timeout=60,
-        message="canary at 25%",
-    )
+    green = start_slow_canary(kube, namespace)
     make_unready(kube, namespace, blue)
     wait_for(
         lambda: status_of(kube, NAME, namespace)["fleets"]["blue"]["readyReplicas"] == 0,
@@ -190,6 +174,5 @@ def test_a_blocked_rollback_is_degraded(
     health = evaluate_health(blocked)
     assert health["status"] == "Degraded"
     assert health["message"] == (
-        f"Rollback of {revision_of(update)} to {blue} is blocked until blue is Ready again:"
-        " aborted on request"
+        f"Rollback of {green} to {blue} is blocked until blue is Ready again: aborted on request"
     )

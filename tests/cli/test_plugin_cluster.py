@@ -22,7 +22,9 @@ from cli.helpers import (
     run_plugin,
     spec_with,
     start_plugin,
+    start_slow_canary,
     step_of,
+    update_until_active,
 )
 from fleetshift_devcluster import binaries
 from fleetshift_devcluster.cluster import CRASHLOOP_IMAGE
@@ -128,13 +130,8 @@ def test_status_and_history_after_a_rollout(
     kube: Client, kubeconfig: Path, namespace: str, operator_process: OperatorProcess
 ) -> None:
     blue = create_in_service(kube, namespace, spec_with())
-    update = spec_with("s3://models/churn/v2", wait=1, termination=1)
-    green = revision_of(update)
-    set_spec(kube, NAME, namespace, update)
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("activeRevision") == green,
-        timeout=60,
-        message="green active",
+    green = update_until_active(
+        kube, namespace, spec_with("s3://models/churn/v2", wait=1, termination=1)
     )
 
     status = run_plugin(kubeconfig, "status", NAME, "-n", namespace)
@@ -224,14 +221,7 @@ def test_abort_rolls_back_and_retry_redeploys(
     kube: Client, kubeconfig: Path, namespace: str, operator_process: OperatorProcess
 ) -> None:
     blue = create_in_service(kube, namespace, spec_with())
-    update = spec_with("s3://models/churn/v2", wait=300)
-    green = revision_of(update)
-    set_spec(kube, NAME, namespace, update)
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("greenTrafficPercent") == 25,
-        timeout=60,
-        message="canary at 25%",
-    )
+    green = start_slow_canary(kube, namespace)
 
     aborted = run_plugin(kubeconfig, "abort", NAME, "-n", namespace)
 

@@ -7,20 +7,16 @@ come from a traffic simulator that follows the Service's EndpointSlices (see
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
-import yaml
 from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
-from prometheus_api_client import PrometheusConnect
 
 from fleetshift_devcluster.cluster import LocalCluster
 from fleetshift_devcluster.prometheus import LocalPrometheus
@@ -33,10 +29,12 @@ from support.operator_process import (
     deployments_of,
     endpoint_manifest,
     revision_of,
+    rolled_back_to,
     serving_by_revision,
     set_spec,
     status_of,
 )
+from support.rig import Rig, rig_fixture, scrape_config
 from support.runtime_kit import make_tls_files
 from support.specs import endpoint_spec
 from support.traffic import Behaviour, TrafficSimulator
@@ -60,49 +58,7 @@ RULES = {
 }
 
 
-@dataclasses.dataclass
-class Stack:
-    traffic: TrafficSimulator
-    prometheus: LocalPrometheus
-    operator: OperatorProcess
-
-    def query(self, promql: str) -> float | None:
-        client = PrometheusConnect(url=self.prometheus.url, disable_ssl=True)
-        result = client.custom_query(promql)
-        return float(result[0]["value"][1]) if result else None
-
-
-@pytest.fixture
-def stack(
-    cluster: LocalCluster,
-    namespace: str,
-    endpoint_crd: str,
-    tmp_path: Path,
-    prometheus_factory: Callable[[dict[str, object]], LocalPrometheus],
-) -> Iterator[Stack]:
-    traffic = TrafficSimulator(cluster.kubeconfig, namespace, NAME)
-    traffic.start()
-    rules = tmp_path / "rules.yml"
-    rules.write_text(yaml.safe_dump(RULES))
-    prometheus = prometheus_factory(
-        {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules)],
-            "scrape_configs": [
-                {"job_name": "fleetshift", "static_configs": [{"targets": [traffic.target]}]}
-            ],
-        }
-    )
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        namespace,
-        tmp_path / "operator.log",
-        extra_env={"FLEETSHIFT_PROMETHEUS_URL": prometheus.url},
-    )
-    operator.start()
-    yield Stack(traffic, prometheus, operator)
-    operator.stop()
-    traffic.stop()
+stack = rig_fixture("stack", NAME, rules=RULES)
 
 
 def make_spec(
@@ -141,17 +97,7 @@ def outcome(kube: Client, namespace: str) -> dict[str, Any]:
     return status_of(kube, NAME, namespace).get("lastDeployment") or {}
 
 
-def rolled_back_to(kube: Client, namespace: str, blue: str) -> bool:
-    status = status_of(kube, NAME, namespace)
-    return (
-        status.get("phase") == "InService"
-        and status.get("activeRevision") == blue
-        and (status.get("lastDeployment") or {}).get("outcome") == "RolledBack"
-        and set(deployments_of(kube, namespace, NAME)) == {blue}
-    )
-
-
-def test_canary_rolls_back_when_5xx_alarm_fires(kube: Client, namespace: str, stack: Stack) -> None:
+def test_canary_rolls_back_when_5xx_alarm_fires(kube: Client, namespace: str, stack: Rig) -> None:
     alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
     blue = start(kube, namespace, alarms)
     update = make_spec("s3://models/churn/v2", alarms)
@@ -175,7 +121,7 @@ def test_canary_rolls_back_when_5xx_alarm_fires(kube: Client, namespace: str, st
     )
 
     assert back_at - visible_at <= POLL + 2, f"took {back_at - visible_at:.1f}s"
-    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=30, message="rolled back")
+    wait_for(lambda: rolled_back_to(kube, NAME, namespace, blue), timeout=30, message="rolled back")
     finished = outcome(kube, namespace)
     assert finished["outcome"] == "RolledBack"
     assert "green-5xx" in finished["reason"]
@@ -185,7 +131,7 @@ def test_canary_rolls_back_when_5xx_alarm_fires(kube: Client, namespace: str, st
     assert stack.traffic.served.get(green, 0) > 0
 
 
-def test_latency_alarm_breaches_and_rolls_back(kube: Client, namespace: str, stack: Stack) -> None:
+def test_latency_alarm_breaches_and_rolls_back(kube: Client, namespace: str, stack: Rig) -> None:
     latency = {
         "kind": "GreenLatencyP99",
         "threshold": 200,
@@ -199,12 +145,12 @@ def test_latency_alarm_breaches_and_rolls_back(kube: Client, namespace: str, sta
 
     set_spec(kube, NAME, namespace, update)
 
-    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
+    wait_for(lambda: rolled_back_to(kube, NAME, namespace, blue), timeout=60, message="rolled back")
     assert "green-p99" in outcome(kube, namespace)["reason"]
     assert status_of(kube, NAME, namespace)["rollbackCause"]["value"] >= 200
 
 
-def test_named_alerting_rule_firing_rolls_back(kube: Client, namespace: str, stack: Stack) -> None:
+def test_named_alerting_rule_firing_rolls_back(kube: Client, namespace: str, stack: Rig) -> None:
     rule = {
         "alertName": "FleetshiftRevision5xx",
         "matchers": {
@@ -220,12 +166,12 @@ def test_named_alerting_rule_firing_rolls_back(kube: Client, namespace: str, sta
 
     set_spec(kube, NAME, namespace, update)
 
-    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
+    wait_for(lambda: rolled_back_to(kube, NAME, namespace, blue), timeout=60, message="rolled back")
     assert "FleetshiftRevision5xx firing" in outcome(kube, namespace)["reason"]
 
 
 def test_healthy_linear_rollout_promotes_step_by_step(
-    kube: Client, namespace: str, stack: Stack
+    kube: Client, namespace: str, stack: Rig
 ) -> None:
     alarms = [
         {"name": "green-5xx", "template": ERROR_RATE},
@@ -264,7 +210,7 @@ def test_healthy_linear_rollout_promotes_step_by_step(
 
 
 def test_prometheus_down_mid_bake_holds_then_the_rollout_continues(
-    kube: Client, namespace: str, stack: Stack
+    kube: Client, namespace: str, stack: Rig
 ) -> None:
     alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
     routing = {
@@ -306,7 +252,7 @@ def test_prometheus_down_mid_bake_holds_then_the_rollout_continues(
 
 
 def test_breach_during_termination_wait_rolls_back(
-    kube: Client, namespace: str, stack: Stack
+    kube: Client, namespace: str, stack: Rig
 ) -> None:
     alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
     routing = {"type": "AllAtOnce", "waitIntervalSeconds": 4}
@@ -324,7 +270,7 @@ def test_breach_during_termination_wait_rolls_back(
 
     stack.traffic.set(green, Behaviour(error_fraction=0.3))
 
-    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
+    wait_for(lambda: rolled_back_to(kube, NAME, namespace, blue), timeout=60, message="rolled back")
     assert "green-5xx" in outcome(kube, namespace)["reason"]
 
 
@@ -337,7 +283,7 @@ def test_breach_during_termination_wait_rolls_back(
     ids=["invalid-promql", "unknown-rule"],
 )
 def test_a_broken_alarm_fails_the_rollout_before_traffic_moves(
-    kube: Client, namespace: str, stack: Stack, alarm: dict[str, Any], expected: str
+    kube: Client, namespace: str, stack: Rig, alarm: dict[str, Any], expected: str
 ) -> None:
     alarms = [{"name": "broken", **alarm}]
     blue = start(kube, namespace, alarms)
@@ -346,7 +292,7 @@ def test_a_broken_alarm_fails_the_rollout_before_traffic_moves(
 
     set_spec(kube, NAME, namespace, update)
 
-    wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=60, message="rolled back")
+    wait_for(lambda: rolled_back_to(kube, NAME, namespace, blue), timeout=60, message="rolled back")
     assert expected in outcome(kube, namespace)["reason"]
     assert stack.traffic.served.get(green, 0) == 0, "green never got traffic"
 
@@ -371,14 +317,7 @@ def test_endpoint_prometheus_over_tls_with_basic_auth_from_secrets(
         ca_file=tls.ca_pem,
         basic_auth=("alarms", password),
     )
-    prometheus.start(
-        {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": "fleetshift", "static_configs": [{"targets": [traffic.target]}]}
-            ],
-        }
-    )
+    prometheus.start(scrape_config(traffic.target))
     operator = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log")
     try:
         operator.start()
@@ -409,7 +348,9 @@ def test_endpoint_prometheus_over_tls_with_basic_auth_from_secrets(
         update["deploymentConfig"]["autoRollback"]["prometheus"] = connection
         traffic.set(revision_of(update), Behaviour(error_fraction=1.0))
         set_spec(kube, NAME, namespace, update)
-        wait_for(lambda: rolled_back_to(kube, namespace, blue), timeout=90, message="rolled back")
+        wait_for(
+            lambda: rolled_back_to(kube, NAME, namespace, blue), timeout=90, message="rolled back"
+        )
         cause = status_of(kube, NAME, namespace)["rollbackCause"]
         assert cause["name"] == "green-5xx" and cause["verdict"] == "Breaching"
 
@@ -446,9 +387,7 @@ def test_endpoint_prometheus_over_tls_with_basic_auth_from_secrets(
         prometheus.stop()
 
 
-def test_each_variant_is_judged_by_its_own_alarms(
-    kube: Client, namespace: str, stack: Stack
-) -> None:
+def test_each_variant_is_judged_by_its_own_alarms(kube: Client, namespace: str, stack: Rig) -> None:
     alarms = [{"name": "green-5xx", "template": ERROR_RATE}]
     routing = {"type": "AllAtOnce", "waitIntervalSeconds": 6}
 

@@ -11,11 +11,9 @@ names, so each fleet's rate is its share of the real routing.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 import urllib.error
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,62 +21,26 @@ from lightkube import Client
 from lightkube.core.exceptions import ApiError
 
 from fleetshift_devcluster.cluster import LocalCluster, fake_node
-from fleetshift_devcluster.prometheus import LocalPrometheus
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator.cli.view import parse_timestamp
 from support.operator_process import (
-    OperatorProcess,
     deployments_of,
     endpoint_manifest,
+    in_service,
     revision_of,
     serving_by_revision,
     set_spec,
     status_of,
 )
+from support.rig import Rig, rig_fixture
 from support.specs import endpoint_spec
-from support.traffic import TrafficSimulator
 
 NAME = "churn"
 REQUESTS_PER_SECOND = 200
 HALF = {"type": "Canary", "canarySize": {"type": "CapacityPercent", "value": 50}}
 
 
-@dataclasses.dataclass
-class Rig:
-    traffic: TrafficSimulator
-    operator: OperatorProcess
-
-
-@pytest.fixture
-def rig(
-    cluster: LocalCluster,
-    namespace: str,
-    endpoint_crd: str,
-    tmp_path: Path,
-    prometheus_factory: Callable[[dict[str, object]], LocalPrometheus],
-) -> Iterator[Rig]:
-    traffic = TrafficSimulator(
-        cluster.kubeconfig, namespace, NAME, requests_per_second=REQUESTS_PER_SECOND
-    )
-    traffic.start()
-    prometheus = prometheus_factory(
-        {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": "fleetshift", "static_configs": [{"targets": [traffic.target]}]}
-            ],
-        }
-    )
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        namespace,
-        tmp_path / "operator.log",
-        extra_env={"FLEETSHIFT_PROMETHEUS_URL": prometheus.url},
-    )
-    operator.start()
-    yield Rig(traffic, operator)
-    operator.stop()
-    traffic.stop()
+rig = rig_fixture("rig", NAME, requests_per_second=REQUESTS_PER_SECOND)
 
 
 def spec(model: str, **variant: Any) -> dict[str, Any]:
@@ -96,18 +58,13 @@ def capacity_of(kube: Client, namespace: str) -> dict[str, Any]:
     return dict(status_of(kube, NAME, namespace).get("capacity") or {})
 
 
-def in_service(kube: Client, namespace: str, revision: str) -> bool:
-    status = status_of(kube, NAME, namespace)
-    return status.get("phase") == "InService" and status.get("activeRevision") == revision
-
-
 def test_green_is_pre_scaled_from_its_canary_fit_before_it_takes_all_the_traffic(
     kube: Client, namespace: str, rig: Rig
 ) -> None:
     base, update = spec("s3://models/churn/v1"), spec("s3://models/churn/v2")
     blue, green = revision_of(base), revision_of(update)
     kube.create(endpoint_manifest(NAME, namespace, base))
-    wait_for(lambda: in_service(kube, namespace, blue), timeout=60, message="baseline")
+    wait_for(lambda: in_service(kube, NAME, namespace, blue), timeout=60, message="baseline")
 
     set_spec(kube, NAME, namespace, update)
     # Each poll notes green's size and share; the cutover must never give green all of
@@ -145,7 +102,7 @@ def test_green_is_pre_scaled_from_its_canary_fit_before_it_takes_all_the_traffic
     assert deployments_of(kube, namespace, NAME)[green] == needed
     assert all(ready >= need for percent, ready, need in seen if percent == 100), seen
 
-    wait_for(lambda: in_service(kube, namespace, green), timeout=60, message="green shipped")
+    wait_for(lambda: in_service(kube, NAME, namespace, green), timeout=60, message="green shipped")
     wait_for(
         lambda: deployments_of(kube, namespace, NAME) == {green: 2},
         timeout=60,
@@ -201,7 +158,7 @@ def test_unplaceable_green_pods_hold_the_cutover_across_a_restart_until_a_node_j
     update = spec("s3://models/churn/v2", **placed)
     blue, green = revision_of(base), revision_of(update)
     kube.create(endpoint_manifest(NAME, namespace, base))
-    wait_for(lambda: in_service(kube, namespace, blue), timeout=60, message="baseline")
+    wait_for(lambda: in_service(kube, NAME, namespace, blue), timeout=60, message="baseline")
 
     set_spec(kube, NAME, namespace, update)
     held = wait_for(
@@ -259,7 +216,7 @@ def test_unplaceable_green_pods_hold_the_cutover_across_a_restart_until_a_node_j
         f"capacity hold: needed {record['neededReplicas']}, Ready {record['readyReplicas']},"
         f" held {held_seconds:.0f}s"
     )
-    wait_for(lambda: in_service(kube, namespace, green), timeout=60, message="green shipped")
+    wait_for(lambda: in_service(kube, NAME, namespace, green), timeout=60, message="green shipped")
 
 
 @pytest.mark.parametrize(

@@ -9,69 +9,29 @@ names, so each fleet's numbers are its share of the real routing.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from lightkube import Client
 
-from fleetshift_devcluster.cluster import LocalCluster
-from fleetshift_devcluster.prometheus import LocalPrometheus
 from fleetshift_devcluster.wait import wait_for
 from support.operator_process import (
-    OperatorProcess,
-    deployments_of,
     endpoint_manifest,
     revision_of,
+    rolled_back_to,
     set_spec,
     status_of,
 )
+from support.rig import Rig, rig_fixture
 from support.specs import endpoint_spec
-from support.traffic import Behaviour, TrafficSimulator
+from support.traffic import Behaviour
 
 NAME = "churn"
 REQUESTS_PER_SECOND = 400
 HALF = {"type": "Canary", "canarySize": {"type": "CapacityPercent", "value": 50}}
 
 
-@dataclasses.dataclass
-class Gate:
-    traffic: TrafficSimulator
-    operator: OperatorProcess
-
-
-@pytest.fixture
-def gate(
-    cluster: LocalCluster,
-    namespace: str,
-    endpoint_crd: str,
-    tmp_path: Path,
-    prometheus_factory: Callable[[dict[str, object]], LocalPrometheus],
-) -> Iterator[Gate]:
-    traffic = TrafficSimulator(
-        cluster.kubeconfig, namespace, NAME, requests_per_second=REQUESTS_PER_SECOND
-    )
-    traffic.start()
-    prometheus = prometheus_factory(
-        {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": "fleetshift", "static_configs": [{"targets": [traffic.target]}]}
-            ],
-        }
-    )
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        namespace,
-        tmp_path / "operator.log",
-        extra_env={"FLEETSHIFT_PROMETHEUS_URL": prometheus.url},
-    )
-    operator.start()
-    yield Gate(traffic, operator)
-    operator.stop()
-    traffic.stop()
+gate = rig_fixture("gate", NAME, requests_per_second=REQUESTS_PER_SECOND)
 
 
 def spec(model: str, comparison: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +42,21 @@ def spec(model: str, comparison: dict[str, Any]) -> dict[str, Any]:
         termination=0,
         timeout=1800,
         auto_rollback={"alarms": alarms, "pollIntervalSeconds": 1},
+    )
+
+
+def base_and_update(comparison: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The baseline's spec and its update's, both judged by ``comparison``."""
+    return spec("s3://models/churn/v1", comparison), spec("s3://models/churn/v2", comparison)
+
+
+def create_baseline(kube: Client, namespace: str, base: dict[str, Any]) -> None:
+    """Create the Endpoint from ``base`` and wait for it InService."""
+    kube.create(endpoint_manifest(NAME, namespace, base))
+    wait_for(
+        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
+        timeout=60,
+        message="baseline InService",
     )
 
 
@@ -96,20 +71,14 @@ def verdicts_seen(kube: Client, namespace: str, seen: list[tuple[str, str]]) -> 
 
 
 def test_a_canary_holds_on_thin_traffic_then_ships_when_green_is_not_worse(
-    kube: Client, namespace: str, gate: Gate
+    kube: Client, namespace: str, gate: Rig
 ) -> None:
     errors = {"metric": "ErrorRate", "marginPercent": 5}
-    base = spec("s3://models/churn/v1", errors)
-    update = spec("s3://models/churn/v2", errors)
+    base, update = base_and_update(errors)
     blue, green = revision_of(base), revision_of(update)
     gate.traffic.set(blue, Behaviour(error_fraction=0.05))
     gate.traffic.set(green, Behaviour(error_fraction=0.05))
-    kube.create(endpoint_manifest(NAME, namespace, base))
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
-        timeout=60,
-        message="baseline InService",
-    )
+    create_baseline(kube, namespace, base)
 
     set_spec(kube, NAME, namespace, update)
     seen: list[tuple[str, str]] = []
@@ -146,31 +115,20 @@ def test_a_canary_holds_on_thin_traffic_then_ships_when_green_is_not_worse(
     ids=["more-errors", "slower"],
 )
 def test_a_green_worse_than_blue_is_rolled_back_by_the_comparison(
-    kube: Client, namespace: str, gate: Gate, comparison: dict[str, Any], worse: Behaviour
+    kube: Client, namespace: str, gate: Rig, comparison: dict[str, Any], worse: Behaviour
 ) -> None:
-    base = spec("s3://models/churn/v1", comparison)
-    update = spec("s3://models/churn/v2", comparison)
+    base, update = base_and_update(comparison)
     blue, green = revision_of(base), revision_of(update)
     gate.traffic.set(green, worse)
-    kube.create(endpoint_manifest(NAME, namespace, base))
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
-        timeout=60,
-        message="baseline InService",
-    )
+    create_baseline(kube, namespace, base)
 
     set_spec(kube, NAME, namespace, update)
 
-    def rolled_back() -> bool:
-        status = status_of(kube, NAME, namespace)
-        return (
-            status.get("phase") == "InService"
-            and status.get("activeRevision") == blue
-            and (status.get("lastDeployment") or {}).get("outcome") == "RolledBack"
-            and set(deployments_of(kube, namespace, NAME)) == {blue}
-        )
-
-    wait_for(rolled_back, timeout=120, message="rolled back to blue")
+    wait_for(
+        lambda: rolled_back_to(kube, NAME, namespace, blue),
+        timeout=120,
+        message="rolled back to blue",
+    )
     cause = status_of(kube, NAME, namespace)["rollbackCause"]
     assert cause["name"] == "not-worse" and cause["verdict"] == "Breaching"
     assert cause["reason"].endswith(": worse")
@@ -178,20 +136,14 @@ def test_a_green_worse_than_blue_is_rolled_back_by_the_comparison(
 
 
 def test_an_operator_killed_mid_bake_resumes_the_comparison_from_the_deployments_start(
-    kube: Client, namespace: str, gate: Gate
+    kube: Client, namespace: str, gate: Rig
 ) -> None:
     comparison = {"metric": "ErrorRate", "marginPercent": 2}
-    base = spec("s3://models/churn/v1", comparison)
-    update = spec("s3://models/churn/v2", comparison)
+    base, update = base_and_update(comparison)
     blue, green = revision_of(base), revision_of(update)
     gate.traffic.set(blue, Behaviour(error_fraction=0.02))
     gate.traffic.set(green, Behaviour(error_fraction=0.15))
-    kube.create(endpoint_manifest(NAME, namespace, base))
-    wait_for(
-        lambda: status_of(kube, NAME, namespace).get("phase") == "InService",
-        timeout=60,
-        message="baseline InService",
-    )
+    create_baseline(kube, namespace, base)
     set_spec(kube, NAME, namespace, update)
     baking = wait_for(
         lambda: (

@@ -24,11 +24,11 @@ from fleetshift_operator import api
 from support.operator_process import (
     OperatorProcess,
     annotate,
-    deployments_of,
     endpoint_manifest,
     revision_of,
     serving_by_revision,
     set_spec,
+    settled_on,
     status_of,
 )
 from support.specs import canary_routing, endpoint_spec
@@ -217,34 +217,45 @@ def pipeline_env(container: dict[str, Any]) -> list[dict[str, Any]]:
     return steps
 
 
+def create_serving_four(kube: Client, namespace: str, spec: Spec, message: str) -> str:
+    """Create the Endpoint from ``spec``; its revision, once its four pods serve."""
+    kube.create(endpoint_manifest(NAME, namespace, spec))
+    revision = revision_of(spec)
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {revision: 4},
+        timeout=60,
+        message=message,
+    )
+    return revision
+
+
+def canary_to(kube: Client, namespace: str, blue: str, update: Spec, message: str) -> str:
+    """Update the Endpoint to ``update``, a new revision, and wait for its canary (three blue
+    pods and one green serving); green's revision."""
+    green = revision_of(update)
+    assert green != blue
+    set_spec(kube, NAME, namespace, update)
+    wait_for(
+        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, green: 1},
+        timeout=30,
+        message=message,
+    )
+    return green
+
+
 def test_adding_a_pipeline_rolls_out_one_new_revision_whose_pods_hold_every_step(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
     plain = endpoint_spec(termination=2, timeout=1800, replicas=4)
-    kube.create(endpoint_manifest(NAME, namespace, plain))
-    blue = revision_of(plain)
-    wait_for(
-        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 4},
-        timeout=60,
-        message="the plain variant serving",
-    )
+    blue = create_serving_four(kube, namespace, plain, "the plain variant serving")
     assert [c["name"] for c in containers(kube, namespace, blue)] == ["runtime"]
     update = spec_with(replicas=4)
-    green = revision_of(update)
-    assert green != blue
 
-    set_spec(kube, NAME, namespace, update)
-
-    wait_for(
-        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, green: 1},
-        timeout=30,
-        message="the pipeline's canary: one pod with every step",
+    green = canary_to(
+        kube, namespace, blue, update, "the pipeline's canary: one pod with every step"
     )
     wait_for(
-        lambda: (
-            deployments_of(kube, namespace, NAME).keys() == {green}
-            and status_of(kube, NAME, namespace).get("phase") == "InService"
-        ),
+        lambda: settled_on(kube, NAME, namespace, green),
         timeout=60,
         message="the pipeline InService, the plain fleet retired",
     )
@@ -265,37 +276,22 @@ def test_a_change_to_one_step_is_a_new_revision_of_the_pod_and_rolls_back_whole(
     kube: Client, namespace: str, operator_process: OperatorProcess
 ) -> None:
     slow = canary_routing(wait=300)
-    first = spec_with(replicas=4, routing=slow)
-    kube.create(endpoint_manifest(NAME, namespace, first))
-    blue = revision_of(first)
-    wait_for(
-        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 4},
-        timeout=60,
-        message="the pipeline serving",
+    blue = create_serving_four(
+        kube, namespace, spec_with(replicas=4, routing=slow), "the pipeline serving"
     )
     update = piped(
         [scale_step(env=[{"name": "SCALER_STD", "value": "4"}]), {"name": "model"}],
         replicas=4,
         routing=slow,
     )
-    green = revision_of(update)
-    assert green != blue
-    set_spec(kube, NAME, namespace, update)
-    wait_for(
-        lambda: serving_by_revision(kube, namespace, NAME) == {blue: 3, green: 1},
-        timeout=30,
-        message="the changed step's canary",
-    )
+    green = canary_to(kube, namespace, blue, update, "the changed step's canary")
     assert {"name": "SCALER_STD", "value": "4"} in containers(kube, namespace, green)[1]["env"]
     assert status_of(kube, NAME, namespace)["candidateRevision"] == green
 
     annotate(kube, NAME, namespace, {"fleetshift.dev/abort": "req-1"})
 
     wait_for(
-        lambda: (
-            deployments_of(kube, namespace, NAME).keys() == {blue}
-            and status_of(kube, NAME, namespace).get("phase") == "InService"
-        ),
+        lambda: settled_on(kube, NAME, namespace, blue),
         timeout=30,
         message="rolled back to the first pipeline, whole",
     )

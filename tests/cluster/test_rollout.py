@@ -25,11 +25,13 @@ from fleetshift_operator.kube import HTTPRoute
 from support.operator_process import (
     OperatorProcess,
     annotate,
+    create_serving,
     deployments_of,
     endpoint_manifest,
     revision_of,
     serving_by_revision,
     set_spec,
+    settled_on,
     status_of,
 )
 from support.specs import canary_routing, endpoint_spec
@@ -41,18 +43,13 @@ spec_with = functools.partial(endpoint_spec, termination=2, timeout=1800)
 
 
 def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:
-    kube.create(endpoint_manifest(NAME, namespace, spec))
-    revision = revision_of(spec)
-    wait_for(
-        lambda: (
-            status_of(kube, NAME, namespace).get("phase") == "InService"
-            and serving_by_revision(kube, namespace, NAME)
-            == {revision: spec["variants"][0]["replicas"]}
-        ),
-        timeout=60,
-        message="InService with every replica serving",
-    )
-    return revision
+    """Create ``NAME`` from ``spec``; its revision, once InService with every replica serving."""
+    return create_serving(kube, NAME, namespace, spec)
+
+
+def in_termination_wait(kube: Client, namespace: str) -> bool:
+    """The deployment's step is the termination wait: green serves all, blue is kept."""
+    return (status_of(kube, NAME, namespace).get("step") or {}).get("stage") == "TerminationWait"
 
 
 def pod_names(kube: Client, namespace: str, revision: str) -> set[str]:
@@ -111,10 +108,7 @@ def test_canary_success_shifts_a_quarter_then_all_and_retires_blue(
     assert deployments_of(kube, namespace, NAME).keys() == {blue, green}, "blue kept while waiting"
     # Blue is deleted first and the status is written after, so wait for both.
     wait_for(
-        lambda: (
-            deployments_of(kube, namespace, NAME).keys() == {green}
-            and status_of(kube, NAME, namespace).get("phase") == "InService"
-        ),
+        lambda: settled_on(kube, NAME, namespace, green),
         timeout=30,
         message="blue retired, InService on green",
     )
@@ -167,13 +161,7 @@ def test_all_at_once_bakes_then_keeps_blue_through_termination_wait(
         timeout=30,
         message="all at once",
     )
-    wait_for(
-        lambda: (
-            (status_of(kube, NAME, namespace).get("step") or {}).get("stage") == "TerminationWait"
-        ),
-        timeout=30,
-        message="termination wait",
-    )
+    wait_for(lambda: in_termination_wait(kube, namespace), timeout=30, message="termination wait")
     assert blue in deployments_of(kube, namespace, NAME)
     wait_for(
         lambda: deployments_of(kube, namespace, NAME).keys() == {green},
@@ -200,10 +188,7 @@ def test_crash_looping_green_rolls_back(
         message="rolled back",
     )
     wait_for(
-        lambda: (
-            deployments_of(kube, namespace, NAME).keys() == {blue}
-            and status_of(kube, NAME, namespace).get("phase") == "InService"
-        ),
+        lambda: settled_on(kube, NAME, namespace, blue),
         timeout=30,
         message="green deleted, InService on blue",
     )
@@ -233,10 +218,7 @@ def test_abort_rolls_back_and_retry_redeploys(
     annotate(kube, NAME, namespace, {"fleetshift.dev/abort": "req-1"})
 
     wait_for(
-        lambda: (
-            deployments_of(kube, namespace, NAME).keys() == {blue}
-            and status_of(kube, NAME, namespace).get("phase") == "InService"
-        ),
+        lambda: settled_on(kube, NAME, namespace, blue),
         timeout=30,
         message="aborted back to blue",
     )
@@ -279,13 +261,7 @@ def test_pause_holds_and_promote_skips_the_waits(
         timeout=30,
         message="resumed to full green",
     )
-    wait_for(
-        lambda: (
-            (status_of(kube, NAME, namespace).get("step") or {}).get("stage") == "TerminationWait"
-        ),
-        timeout=30,
-        message="termination wait",
-    )
+    wait_for(lambda: in_termination_wait(kube, namespace), timeout=30, message="termination wait")
 
     annotate(kube, NAME, namespace, {"fleetshift.dev/promote": "now"})
 

@@ -36,6 +36,7 @@ from fleetshift_operator.webhooks.base import (
 from support.operator_process import (
     EndpointResource,
     OperatorProcess,
+    create_serving,
     deployments_of,
     endpoint_manifest,
     revision_of,
@@ -154,17 +155,8 @@ def with_hooks(spec: dict[str, Any], url: str) -> dict[str, Any]:
 
 
 def create_in_service(kube: Client, namespace: str, spec: dict[str, Any]) -> str:
-    kube.create(endpoint_manifest(NAME, namespace, spec))
-    revision = revision_of(spec)
-    wait_for(
-        lambda: (
-            status_of(kube, NAME, namespace).get("phase") == "InService"
-            and serving_by_revision(kube, namespace, NAME) == {revision: 4}
-        ),
-        timeout=60,
-        message="InService with every replica serving",
-    )
-    return revision
+    """Create ``NAME`` from ``spec``; its revision, once InService with every replica serving."""
+    return create_serving(kube, NAME, namespace, spec)
 
 
 def hook_record(kube: Client, namespace: str, name: str) -> dict[str, Any]:

@@ -4,15 +4,16 @@ on first use (once, however many requests wait), and an LRU evicts under a budge
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from support.multi_model import TARGET, assert_scores, invoke_target
 from support.runtime_kit import (
     ArtifactServer,
-    RuntimeProcess,
     S3Server,
     StartRuntime,
     TrainedModel,
@@ -20,8 +21,6 @@ from support.runtime_kit import (
     sagemaker_tarball,
     train_model,
 )
-
-TARGET = "X-Amzn-SageMaker-Target-Model"
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +42,7 @@ def _publish(models: dict[str, TrainedModel], root: Path) -> dict[str, str]:
     return targets
 
 
-def _invoke(server: RuntimeProcess, target: str, model: TrainedModel) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}/invocations",
-        content=csv_body(model.rows[:5]),
-        headers={"Content-Type": "text/csv", TARGET: target},
-        timeout=30,
-    )
-
-
-def _assert_scores(response: httpx.Response, model: TrainedModel) -> None:
-    assert response.status_code == 200, response.text
-    scores = np.array([float(v) for v in response.text.split()], dtype=np.float32)
-    np.testing.assert_allclose(scores, model.expected(model.rows[:5]), rtol=1e-5, atol=1e-5)
+_invoke = functools.partial(invoke_target, timeout=30)
 
 
 def test_target_model_loads_on_first_use_then_hits_the_cache(
@@ -66,8 +53,8 @@ def test_target_model_loads_on_first_use_then_hits_the_cache(
     assert server.metric("fleetshift_loaded_models") == 0
 
     for city, model in city_models.items():
-        _assert_scores(_invoke(server, targets[city], model), model)
-    _assert_scores(
+        assert_scores(_invoke(server, targets[city], model), model)
+    assert_scores(
         _invoke(server, targets["Chicago_IL"], city_models["Chicago_IL"]), city_models["Chicago_IL"]
     )
 
@@ -89,17 +76,17 @@ def test_least_recently_used_model_is_evicted_over_the_count_budget(
     chicago, houston, new_york = (
         city_models[c] for c in ("Chicago_IL", "Houston_TX", "NewYork_NY")
     )
-    _assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)
-    _assert_scores(_invoke(server, targets["Houston_TX"], houston), houston)
-    _assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)  # Chicago is fresher
-    _assert_scores(_invoke(server, targets["NewYork_NY"], new_york), new_york)  # evicts Houston
+    assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)
+    assert_scores(_invoke(server, targets["Houston_TX"], houston), houston)
+    assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)  # Chicago is fresher
+    assert_scores(_invoke(server, targets["NewYork_NY"], new_york), new_york)  # evicts Houston
 
     assert server.metric("fleetshift_loaded_models") == 2
     assert server.metric("fleetshift_model_evictions_total") == 1
     hits_before = server.metric("fleetshift_model_cache_hits_total")
-    _assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)
+    assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)
     assert server.metric("fleetshift_model_cache_hits_total") == hits_before + 1
-    _assert_scores(_invoke(server, targets["Houston_TX"], houston), houston)  # reloaded
+    assert_scores(_invoke(server, targets["Houston_TX"], houston), houston)  # reloaded
     assert server.metric("fleetshift_model_load_seconds_count", model=targets["Houston_TX"]) == 2
 
 
@@ -114,7 +101,7 @@ def test_memory_budget_keeps_only_what_fits(
         MODEL_MEMORY_BUDGET_BYTES=str(int(one_model * 1.5)),
     )
     for city, model in city_models.items():
-        _assert_scores(_invoke(server, targets[city], model), model)
+        assert_scores(_invoke(server, targets[city], model), model)
     assert server.metric("fleetshift_loaded_models") == 1
     assert server.metric("fleetshift_model_evictions_total") == 2
 
@@ -135,7 +122,7 @@ def test_concurrent_first_requests_share_a_single_load(
             pool.map(lambda _: _invoke(server, targets["Houston_TX"], houston), range(16))
         )
     for response in responses:
-        _assert_scores(response, houston)
+        assert_scores(response, houston)
 
     assert artifact_server.requests.count(path) == 1
     assert server.metric("fleetshift_model_load_seconds_count", model=targets["Houston_TX"]) == 1
@@ -188,7 +175,7 @@ def test_broken_target_model_is_a_404_and_others_keep_serving(
     assert broken.status_code == 404
     assert "is not a model: it is not a model XGBoost can load" in broken.json()["error"]
     assert server.metric("fleetshift_invocation_5xx_errors_total") == 0
-    _assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)
+    assert_scores(_invoke(server, targets["Chicago_IL"], chicago), chicago)
 
 
 def test_open_inference_protocol_addresses_target_models_by_path(
@@ -226,4 +213,4 @@ def test_multi_model_prefix_on_s3(
         s3_server.put("mme", f"houses/{target}", (tmp_path / "mme" / target).read_bytes())
     server = start_runtime(MODEL_URI="s3://mme/houses/", MULTI_MODEL="true", **s3_server.env())
     for city, model in city_models.items():
-        _assert_scores(_invoke(server, targets[city], model), model)
+        assert_scores(_invoke(server, targets[city], model), model)

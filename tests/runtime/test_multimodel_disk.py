@@ -5,6 +5,7 @@ model is downloaded again on its next load; a model bigger than the budget is a 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import threading
 import time
@@ -12,7 +13,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -20,18 +20,16 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from fleetshift_devcluster.wait import wait_for
 from fleetshift_runtime.disk_budget import DiskBudget, ModelTooLargeError, scan
+from support.multi_model import assert_scores, invoke_target
 from support.runtime_kit import (
     ArtifactServer,
     RuntimeProcess,
     S3Server,
     StartRuntime,
     TrainedModel,
-    csv_body,
     sagemaker_tarball,
     train_model,
 )
-
-TARGET = "X-Amzn-SageMaker-Target-Model"
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +45,7 @@ def cache_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def invoke(server: RuntimeProcess, target: str, model: TrainedModel) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}/invocations",
-        content=csv_body(model.rows[:5]),
-        headers={"Content-Type": "text/csv", TARGET: target},
-        timeout=60,
-    )
-
-
-def assert_scores(response: httpx.Response, model: TrainedModel) -> None:
-    assert response.status_code == 200, response.text
-    scores = np.array([float(v) for v in response.text.split()], dtype=np.float32)
-    np.testing.assert_allclose(scores, model.expected(model.rows[:5]), rtol=1e-5, atol=1e-5)
+invoke = functools.partial(invoke_target, timeout=60)
 
 
 def publish_s3(s3: S3Server, models: dict[str, TrainedModel], tmp_path: Path) -> dict[str, int]:

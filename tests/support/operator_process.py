@@ -22,6 +22,7 @@ from lightkube.types import PatchType
 
 from fleetshift_devcluster.cluster import LocalCluster
 from fleetshift_devcluster.processes import ManagedProcess, stop_processes
+from fleetshift_devcluster.wait import wait_for
 from fleetshift_operator import api
 from fleetshift_operator.planning.names import calculate_revision
 
@@ -140,6 +141,51 @@ def deployments_of(kube: Client, namespace: str, endpoint: str) -> dict[str, int
         ready = (deployment.status.readyReplicas or 0) if deployment.status else 0
         found[labels.get("fleetshift.dev/revision", "")] = ready
     return found
+
+
+def in_service(kube: Client, name: str, namespace: str, revision: str) -> bool:
+    """The Endpoint is InService on ``revision``."""
+    status = status_of(kube, name, namespace)
+    return status.get("phase") == "InService" and status.get("activeRevision") == revision
+
+
+def settled_on(kube: Client, name: str, namespace: str, revision: str) -> bool:
+    """``revision``'s is the only fleet left and the Endpoint is InService: a deployment
+    that ended either way, the other fleet deleted."""
+    return (
+        deployments_of(kube, namespace, name).keys() == {revision}
+        and status_of(kube, name, namespace).get("phase") == "InService"
+    )
+
+
+def rolled_back_to(kube: Client, name: str, namespace: str, revision: str) -> bool:
+    """The deployment rolled back: InService on ``revision``, whose fleet is the only one left."""
+    status = status_of(kube, name, namespace)
+    return (
+        status.get("phase") == "InService"
+        and status.get("activeRevision") == revision
+        and (status.get("lastDeployment") or {}).get("outcome") == "RolledBack"
+        and set(deployments_of(kube, namespace, name)) == {revision}
+    )
+
+
+def create_serving(
+    kube: Client, name: str, namespace: str, spec: dict[str, Any], *, timeout: float = 60
+) -> str:
+    """Create the Endpoint and wait until it is InService with each of its first variant's
+    replicas serving; its revision."""
+    kube.create(endpoint_manifest(name, namespace, spec))
+    revision = revision_of(spec)
+    wait_for(
+        lambda: (
+            status_of(kube, name, namespace).get("phase") == "InService"
+            and serving_by_revision(kube, namespace, name)
+            == {revision: spec["variants"][0]["replicas"]}
+        ),
+        timeout=timeout,
+        message="InService with every replica serving",
+    )
+    return revision
 
 
 def exists(kube: Client, kind: Any, name: str, namespace: str) -> bool:
