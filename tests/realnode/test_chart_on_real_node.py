@@ -28,6 +28,7 @@ from fleetshift_devcluster.wait import wait_for
 from realnode.conftest import RealNode
 from realnode.kit import KeepAliveLoad, Load, PodPrometheus, S3Gateway, in_netns, ready_pods
 from support.runtime_kit import FEATURES, csv_body, train_model
+from support.specs import green_5xx_alarm
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "fleetshift"
@@ -89,21 +90,7 @@ class ChartStack:
                         "terminationWaitSeconds": 2,
                         "maximumExecutionTimeoutSeconds": 600,
                     },
-                    "autoRollback": {
-                        "pollIntervalSeconds": 1,
-                        "alarms": [
-                            {
-                                "name": "green-5xx",
-                                "template": {
-                                    "kind": "GreenErrorRate",
-                                    "threshold": 5,
-                                    "periodSeconds": 2,
-                                    "evaluationPeriods": 3,
-                                    "datapointsToAlarm": 2,
-                                },
-                            }
-                        ],
-                    },
+                    "autoRollback": {"pollIntervalSeconds": 1, "alarms": [green_5xx_alarm()]},
                 },
             },
         }

@@ -14,6 +14,25 @@ from typing import Any
 V1 = "s3://models/churn/v1"
 
 
+def green_5xx_alarm(evaluation_periods: int = 3, datapoints_to_alarm: int = 2) -> dict[str, Any]:
+    """The alarm ``green-5xx``: green's 5xx share at 5% or more in ``datapoints_to_alarm``
+    of ``evaluation_periods`` two-second periods.
+
+    >>> green_5xx_alarm(2, 1)["template"]["datapointsToAlarm"]
+    1
+    """
+    return {
+        "name": "green-5xx",
+        "template": {
+            "kind": "GreenErrorRate",
+            "threshold": 5,
+            "periodSeconds": 2,
+            "evaluationPeriods": evaluation_periods,
+            "datapointsToAlarm": datapoints_to_alarm,
+        },
+    }
+
+
 def canary_routing(wait: int, percent: int = 25) -> dict[str, Any]:
     """A ``percent`` canary that bakes ``wait`` seconds per step."""
     return {
