@@ -144,18 +144,20 @@ def _apportion(shares: Sequence[float], caps: Sequence[int], total: int) -> list
         return None
     ideal = [share * total for share in shares]
     counts = [min(cap, max(1, math.floor(x))) for x, cap in zip(ideal, caps, strict=True)]
-    by_remainder = sorted(range(len(counts)), key=lambda i: (counts[i] - ideal[i], i))
-    while (short := total - sum(counts)) > 0:
-        for i in by_remainder:
-            if short and counts[i] < caps[i]:
-                counts[i] += 1
-                short -= 1
-    by_excess = sorted(range(len(counts)), key=lambda i: (ideal[i] - counts[i], -i))
-    while (extra := sum(counts) - total) > 0:
-        for i in by_excess:
-            if extra and counts[i] > 1:
-                counts[i] -= 1
-                extra -= 1
+    # One pod at a time, to the backend furthest below its ideal (from the one furthest
+    # above it): a backend may need several, and the largest gap is what counts.
+    for _ in range(total - sum(counts)):
+        i = min(
+            (i for i in range(len(counts)) if counts[i] < caps[i]),
+            key=lambda i: (counts[i] - ideal[i], i),
+        )
+        counts[i] += 1
+    for _ in range(sum(counts) - total):
+        i = max(
+            (i for i in range(len(counts)) if counts[i] > 1),
+            key=lambda i: (counts[i] - ideal[i], -i),
+        )
+        counts[i] -= 1
     return counts
 
 
