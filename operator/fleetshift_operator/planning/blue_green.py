@@ -41,7 +41,15 @@ class BlueGreenStrategy:
         assert candidate is not None and active is not None
         size = draft.fleet_size(active)
         steps = calculate_steps(self.policy.trafficRouting, size)
-        draft.update_step(total=len(steps))
+        written = draft.update_step(total=len(steps))
+        if written.stage in ("Baking", "TerminationWait") and (
+            written.index > len(steps)
+            or (written.index >= 1 and steps[written.index - 1] != written.greenPercent)
+        ):
+            # The steps changed under the deployment (its routing, or a rolling one became
+            # blue/green): resume from the share green has, so that no step, gate or
+            # capacity check before 100% is skipped.
+            draft.update_step(index=sum(1 for share in steps if share <= written.greenPercent))
         green = draft.fleet(candidate)
         green_ready = green.ready if green is not None else 0
         record_capacity_sample(draft)

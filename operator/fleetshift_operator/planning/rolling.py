@@ -8,7 +8,7 @@ shrinks green as blue becomes Ready.
 
 from __future__ import annotations
 
-from fleetshift_operator.api import Rolling
+from fleetshift_operator.api import Rolling, StepStatus
 from fleetshift_operator.planning.context import VariantDraft
 from fleetshift_operator.planning.gates import gate_allows
 from fleetshift_operator.planning.steps import (
@@ -29,6 +29,26 @@ def _pair(draft: VariantDraft, *, green: int, blue: int, green_serving: int, siz
     draft.plan_fleet(status.candidateRevision, "green", green, percent)
 
 
+def _resume(draft: VariantDraft, targets: list[int], size: int) -> StepStatus:
+    """The step, its index counted in ``targets``. A step written for other steps (the
+    spec went from blue/green to rolling, or changed its batch size, mid-deployment)
+    resumes from the share green has: no batch or gate is skipped, and the index stays
+    within ``targets``."""
+    step = draft.update_step(fleetSize=size, total=len(targets))
+    shares = [share_percent(target, size) for target in targets]
+    if step.stage == "Provisioning" and step.index > len(targets):
+        return draft.update_step(index=len(targets))
+    if step.stage == "Baking" and (
+        step.index > len(targets)
+        or (step.index >= 1 and shares[step.index - 1] != step.greenPercent)
+    ):
+        done = sum(1 for share in shares if share <= step.greenPercent)
+        if done == 0:
+            return draft.update_step(stage="Provisioning", index=0, greenPercent=0)
+        return draft.update_step(index=done)
+    return step
+
+
 class RollingStrategy:
     """Batches of green capacity, each baked, blue shrinking as green grows."""
 
@@ -45,7 +65,7 @@ class RollingStrategy:
         size = (current.fleetSize if current else None) or draft.variant.replicas
         batch = calculate_batch(rolling.maximumBatchSize.type, rolling.maximumBatchSize.value, size)
         targets = calculate_rolling_targets(size, batch)
-        step = draft.update_step(fleetSize=size, total=len(targets))
+        step = _resume(draft, targets, size)
         draft.actions.take("promote")  # rolling batches are not skipped: capacity must move
         index = max(1, step.index)
         green = draft.fleet(candidate)
@@ -56,6 +76,8 @@ class RollingStrategy:
                 step.stage == "Provisioning"
                 and green_ready >= targets[index - 1]
                 and (step.index > 0 or gate_allows(draft, "PreRollout"))
+                # One batch is also the last: it is confirmed too (after PreRollout).
+                and (index < len(targets) or gate_allows(draft, "ConfirmPromotion"))
             ):
                 step = draft.update_step(
                     stage="Baking",

@@ -192,9 +192,12 @@ def _plan_deployment(draft: VariantDraft, strategy: DeploymentStrategy) -> None:
         if strategy.roll_back(draft):
             _finish_rollback(draft)
         return
-    if draft.revision != status.candidateRevision and not _supersede(draft, strategy):
+    superseded = draft.revision != status.candidateRevision
+    if superseded and not _supersede(draft, strategy):
         return
-    why = _reason_to_roll_back(draft, strategy)
+    # This reconcile's alarm verdicts were evaluated for the superseded revision: they
+    # say nothing of the one that starts now.
+    why = _reason_to_roll_back(draft, strategy, judge_alarms=not superseded)
     if why is not None:
         reason, warning = why
         _rollback(draft, strategy, reason, warning=warning)
@@ -222,7 +225,7 @@ def _supersede(draft: VariantDraft, strategy: DeploymentStrategy) -> bool:
 
 
 def _reason_to_roll_back(
-    draft: VariantDraft, strategy: DeploymentStrategy
+    draft: VariantDraft, strategy: DeploymentStrategy, *, judge_alarms: bool = True
 ) -> tuple[str, bool] | None:
     """Why the deployment must roll back now (and whether that is a warning), if it must:
     an abort, an alarm, a green fleet that cannot run, the deadline, or green capacity
@@ -230,7 +233,7 @@ def _reason_to_roll_back(
     now = draft.now
     if draft.actions.take("abort"):
         return "aborted on request", False
-    cause = _judge_alarms(draft)
+    cause = _judge_alarms(draft) if judge_alarms else None
     if cause is not None:
         draft.update(rollbackCause=cause)
         return f"alarm {cause.name}: {cause.reason}", True
