@@ -19,7 +19,11 @@ from fleetshift_operator.planning.capacity import (
 )
 from fleetshift_operator.planning.context import VariantDraft
 from fleetshift_operator.planning.gates import gate_allows
-from fleetshift_operator.planning.steps import calculate_required_ready, calculate_steps
+from fleetshift_operator.planning.steps import (
+    calculate_required_ready,
+    calculate_resumed_index,
+    calculate_steps,
+)
 from fleetshift_operator.planning.times import after, format_time, whole_second
 from fleetshift_operator.planning.transitions import retire_blue
 
@@ -42,14 +46,12 @@ class BlueGreenStrategy:
         size = draft.fleet_size(active)
         steps = calculate_steps(self.policy.trafficRouting, size)
         written = draft.update_step(total=len(steps))
-        if written.stage in ("Baking", "TerminationWait") and (
-            written.index > len(steps)
-            or (written.index >= 1 and steps[written.index - 1] != written.greenPercent)
-        ):
-            # The steps changed under the deployment (its routing, or a rolling one became
-            # blue/green): resume from the share green has, so that no step, gate or
-            # capacity check before 100% is skipped.
-            draft.update_step(index=sum(1 for share in steps if share <= written.greenPercent))
+        if written.stage in ("Baking", "TerminationWait"):
+            # The steps may have changed under the deployment: resume from the share green
+            # has, so that no step, gate or capacity check before 100% is skipped.
+            resumed = calculate_resumed_index(steps, written.index, written.greenPercent)
+            if resumed is not None:
+                draft.update_step(index=resumed)
         green = draft.fleet(candidate)
         green_ready = green.ready if green is not None else 0
         record_capacity_sample(draft)

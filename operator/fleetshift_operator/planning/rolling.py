@@ -13,6 +13,7 @@ from fleetshift_operator.planning.context import VariantDraft
 from fleetshift_operator.planning.gates import gate_allows
 from fleetshift_operator.planning.steps import (
     calculate_batch,
+    calculate_resumed_index,
     calculate_rolling_targets,
     share_percent,
 )
@@ -38,14 +39,15 @@ def _resume(draft: VariantDraft, targets: list[int], size: int) -> StepStatus:
     shares = [share_percent(target, size) for target in targets]
     if step.stage == "Provisioning" and step.index > len(targets):
         return draft.update_step(index=len(targets))
-    if step.stage == "Baking" and (
-        step.index > len(targets)
-        or (step.index >= 1 and shares[step.index - 1] != step.greenPercent)
-    ):
-        done = sum(1 for share in shares if share <= step.greenPercent)
-        if done == 0:
-            return draft.update_step(stage="Provisioning", index=0, greenPercent=0)
-        return draft.update_step(index=done)
+    resumed = (
+        calculate_resumed_index(shares, step.index, step.greenPercent)
+        if step.stage == "Baking"
+        else None
+    )
+    if resumed == 0:
+        return draft.update_step(stage="Provisioning", index=0, greenPercent=0)
+    if resumed is not None:
+        return draft.update_step(index=resumed)
     return step
 
 

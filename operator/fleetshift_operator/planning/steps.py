@@ -53,6 +53,25 @@ def calculate_steps(routing: TrafficRouting, fleet_size: int) -> list[int]:
     return [100]
 
 
+def calculate_resumed_index(shares: Sequence[int], index: int, green_percent: int) -> int | None:
+    """The step index to resume from when the steps changed under a deployment (its
+    routing, its batch size, or blue/green became rolling): the steps green's share has
+    reached. None when step ``index`` is still the one with ``green_percent``.
+
+    >>> calculate_resumed_index([10, 100], 1, 10) is None
+    True
+    >>> calculate_resumed_index([34, 68, 100], 1, 10)  # canary 10% -> linear: none reached
+    0
+    >>> calculate_resumed_index([10, 100], 2, 68)  # linear step 2 -> canary: at step 1
+    1
+    >>> calculate_resumed_index([50, 100], 3, 67)  # past the last of the new steps
+    1
+    """
+    if index > len(shares) or (index >= 1 and shares[index - 1] != green_percent):
+        return sum(1 for share in shares if share <= green_percent)
+    return None
+
+
 def calculate_serving(fleet_size: int, green_percent: int) -> tuple[int, int]:
     """How many (blue, green) replicas of a fleet of ``fleet_size`` give green
     ``green_percent``. A non-zero share gets at least one replica; a share under 100
