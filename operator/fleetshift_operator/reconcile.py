@@ -462,7 +462,7 @@ async def observe_webhooks(  # noqa: PLR0917 - what one round of calls needs
             return WebhookResult(call.hook.name, call.revision, "Error", None, reason, 0)
         return sender.send(call, keys.get(call.hook.name), now)
 
-    answered = await asyncio.to_thread(WEBHOOK_CALLS.collect, namespace, name, calls, send)
+    answered = await WEBHOOK_CALLS.collect(namespace, name, calls, send)
     results: dict[str, tuple[WebhookResult, ...]] = {}
     for call, answer in answered:
         results[call.variant] = (*results.get(call.variant, ()), answer)

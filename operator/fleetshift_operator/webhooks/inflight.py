@@ -16,6 +16,7 @@ does anyway at every poll and a notification may (delivery is at least once, wit
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Sequence
@@ -45,12 +46,13 @@ class WebhookCalls:
     ...     gate.wait(5)
     ...     return WebhookResult(c.hook.name, c.revision, "Healthy", 200)
     >>> calls = WebhookCalls(wait_seconds=0.05)
-    >>> calls.collect("ml", "ep", [call], send)  # started; no answer yet, no long wait
+    >>> asyncio.run(calls.collect("ml", "ep", [call], send))  # started; no answer yet
     []
     >>> calls.in_flight("ml", "ep")
     1
     >>> gate.set()
-    >>> [(c.hook.name, r.status_code) for c, r in calls.collect("ml", "ep", [call], send)]
+    >>> answered = asyncio.run(calls.collect("ml", "ep", [call], send))
+    >>> [(c.hook.name, r.status_code) for c, r in answered]
     [('approve', 200)]
     >>> calls.in_flight("ml", "ep")
     0
@@ -64,7 +66,7 @@ class WebhookCalls:
         self._running: dict[Key, concurrent.futures.Future[WebhookResult]] = {}
         self._lock = threading.Lock()
 
-    def collect(
+    async def collect(
         self,
         namespace: str,
         endpoint: str,
@@ -72,8 +74,9 @@ class WebhookCalls:
         send: Callable[[WebhookCall], WebhookResult],
     ) -> list[tuple[WebhookCall, WebhookResult]]:
         """The answers to ``calls`` (the ones due now) that have come: each due call not in
-        flight is started with ``send``; then up to ``wait_seconds`` for those not done.
-        A call's answer is given once, and the call is forgotten."""
+        flight is started with ``send``; then up to ``wait_seconds`` for those not done
+        (awaited: no thread waits). A call's answer is given once, and the call is
+        forgotten."""
         keys = {(namespace, endpoint, call.delivery): call for call in calls}
         with self._lock:
             for key, call in keys.items():
@@ -84,7 +87,11 @@ class WebhookCalls:
             for key in [k for k in self._running if k[:2] == (namespace, endpoint)]:
                 if key not in keys and self._running[key].done():
                     del self._running[key]
-        concurrent.futures.wait(mine.values(), timeout=self.wait_seconds)
+        pending = [future for future in mine.values() if not future.done()]
+        if pending:
+            await asyncio.wait(
+                [asyncio.wrap_future(future) for future in pending], timeout=self.wait_seconds
+            )
         answers = []
         with self._lock:
             for key, future in mine.items():
