@@ -71,22 +71,29 @@ def copiers(kube: Client, namespace: str) -> tuple[list[str], list[str]]:
     return pods, gateway_copies
 
 
-def test_switching_who_mirrors_never_copies_twice_and_never_redeploys_production(
-    kube: Client,
-    namespace: str,
-    gateway_api_crds: list[str],
-    operator_process: OperatorProcess,
-) -> None:
+def create_copying(kube: Client, namespace: str, traffic: dict[str, Any], where: str) -> str:
+    """Create the Endpoint with ``traffic`` and wait until it is InService with production's
+    pods alone copying to the shadow; returns the shadow's revision."""
     shadow = revision_of({"variants": [SHADOW]})
-    kube.create(endpoint_manifest(NAME, namespace, spec(gateway("Runtime"))))
+    kube.create(endpoint_manifest(NAME, namespace, spec(traffic)))
     wait_for(
         lambda: (
             status_of(kube, NAME, namespace).get("phase") == "InService"
             and copiers(kube, namespace) == ([shadow], [])
         ),
         timeout=60,
-        message="InService, production's pods copying",
+        message=f"InService {where}, production's pods copying",
     )
+    return shadow
+
+
+def test_switching_who_mirrors_never_copies_twice_and_never_redeploys_production(
+    kube: Client,
+    namespace: str,
+    gateway_api_crds: list[str],
+    operator_process: OperatorProcess,
+) -> None:
+    shadow = create_copying(kube, namespace, gateway("Runtime"), "with runtime mirroring")
     fleets = deployments_of(kube, namespace, NAME)
 
     set_spec(kube, NAME, namespace, spec(gateway("Gateway")))
@@ -111,16 +118,7 @@ def test_moving_a_shadowed_endpoint_to_the_gateway_stops_the_pods_copies(
     gateway_api_crds: list[str],
     operator_process: OperatorProcess,
 ) -> None:
-    shadow = revision_of({"variants": [SHADOW]})
-    kube.create(endpoint_manifest(NAME, namespace, spec({"router": "Replicas"})))
-    wait_for(
-        lambda: (
-            status_of(kube, NAME, namespace).get("phase") == "InService"
-            and copiers(kube, namespace) == ([shadow], [])
-        ),
-        timeout=60,
-        message="InService on the Replicas router, production's pods copying",
-    )
+    shadow = create_copying(kube, namespace, {"router": "Replicas"}, "on the Replicas router")
     set_spec(kube, NAME, namespace, spec(gateway()))
     wait_for(
         lambda: copiers(kube, namespace) == ([], [shadow]),
